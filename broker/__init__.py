@@ -1,0 +1,6 @@
+"""nearloop broker: a Majordomo (MDP/0.1 + MDP/0.2) hub with credit, liveness and bounded queues."""
+
+from broker.broker import Broker, serve
+from broker.config import BrokerConfig
+
+__all__ = ["Broker", "BrokerConfig", "serve"]

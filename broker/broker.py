@@ -1,0 +1,528 @@
+"""The Majordomo broker: one ROUTER, a plain poll loop, timers from one heap.
+
+The hot path is: non-blocking receive, parse the envelope, hand the body frames on
+unchanged (zero-copy for large frames). Heartbeats, worker expiry and request expiry are
+entries in one heap ordered by due time, and the poll timeout is the time until the head
+of that heap falls due. Nothing there runs once per message.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgpack
+import zmq
+
+from broker.config import BrokerConfig
+from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, WorkerEntry
+from client.errors import ProtocolError
+from client.protocol import (
+    C_FINAL,
+    C_PARTIAL,
+    EMPTY,
+    ERR_MALFORMED,
+    ERR_NO_WORKER,
+    ERR_QUEUE_FULL,
+    ERR_SHUTDOWN,
+    ERR_TOO_LARGE,
+    ERR_WORKER_LOST,
+    KIND_ERROR,
+    MAX_FRAMES,
+    MAX_MESSAGE_BYTES,
+    MDPC01,
+    MDPC02,
+    MDPW01,
+    MDPW02,
+    MMI_NOT_FOUND,
+    MMI_NOT_IMPLEMENTED,
+    MMI_OK,
+    MMI_PREFIX,
+    MMI_SERVICE,
+    MMI_STATS,
+    PLAIN_PEER_HEARTBEAT_MS,
+    W1_REQUEST,
+    W_REQUEST,
+    ClientRequest,
+    ErrorInfo,
+    Frame,
+    WorkerHeartbeat,
+    WorkerReady,
+    WorkerReply,
+    encode_client_reply,
+    encode_header,
+    encode_worker_disconnect,
+    encode_worker_heartbeat,
+    parse_header,
+    parse_peer_message,
+)
+from client.transport import configure, recv_frames
+
+log = logging.getLogger("nearloop.broker")
+
+_TOKEN: Final = struct.Struct(">Q").pack
+_HEARTBEAT: Final = 0
+_EXPIRE_WORKER: Final = 1
+_EXPIRE_REQUEST: Final = 2
+_MS: Final = 1_000_000
+_LOG_EVERY: Final = 1000
+
+
+class Broker:
+    """A Majordomo MDP/0.1 + MDP/0.2 broker on one ROUTER socket.
+
+    >>> b = Broker(BrokerConfig(endpoints=("inproc://doc",)))
+    >>> b.close()
+    """
+
+    def __init__(self, config: BrokerConfig, context: zmq.Context[Any] | None = None) -> None:
+        self.config = config
+        self._own_context = context is None
+        self.context: zmq.Context[Any] = context or zmq.Context()
+        sock: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
+        configure(sock, linger_ms=config.linger_ms)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, config.sndhwm)
+        sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
+        self.socket = sock
+        self.endpoints: list[str] = []
+        self.services: dict[bytes, Service] = {}
+        self.workers: dict[bytes, WorkerEntry] = {}
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "malformed",
+                "oversized",
+                "queue_full",
+                "expired",
+                "undeliverable",
+                "stale_replies",
+                "unknown_worker",
+                "workers_registered",
+                "workers_expired",
+                "workers_disconnected",
+                "redispatched",
+                "worker_lost",
+                "partials_dropped_v01",
+            ),
+            0,
+        )
+        self._timers: list[tuple[int, int, int, Any]] = []
+        self._seq = itertools.count(1)
+        self._stopping = False
+        self._plain_ttl_ns = (
+            config.liveness * max(PLAIN_PEER_HEARTBEAT_MS, config.heartbeat_ms) * _MS
+        )
+
+    def bind(self) -> list[str]:
+        """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port)."""
+        for ep in self.config.endpoints:
+            self.socket.bind(ep)
+            self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Ask the loop to finish; safe from a signal handler."""
+        self._stopping = True
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; then tell every waiting client and worker, and return."""
+        sock = self.socket
+        recv = recv_frames
+        handle = self._handle
+        monotonic_ns = time.monotonic_ns
+        noblock = zmq.NOBLOCK
+        cap_ms = self.config.heartbeat_ms
+        timers = self._timers
+        while not self._stopping:
+            try:
+                frames = recv(sock, noblock, 5)
+            except zmq.Again:
+                now = monotonic_ns()
+                if timers and timers[0][0] <= now:
+                    self._run_timers(now)
+                timeout_ms = cap_ms
+                if timers:
+                    timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
+                sock.poll(timeout_ms, zmq.POLLIN)
+                continue
+            now = monotonic_ns()
+            handle(frames, now)
+            if timers and timers[0][0] <= now:
+                self._run_timers(now)
+        self._shutdown()
+
+    def _handle(self, frames: list[Frame], now: int) -> None:
+        if len(frames) > MAX_FRAMES + 6:
+            self._malformed(frames, f"{len(frames)} frames, max {MAX_FRAMES}")
+            return
+        ident = frames[0]
+        try:
+            msg = parse_peer_message(frames[1:])
+        except ProtocolError as exc:
+            self._malformed(frames, str(exc))
+            return
+        if isinstance(msg, ClientRequest):
+            self._on_request(ident, msg, now)
+            return
+        w = self.workers.get(ident)
+        if w is not None:
+            w.last_seen_ns = now
+        if isinstance(msg, WorkerReply):
+            self._on_reply(ident, w, msg, now)
+        elif isinstance(msg, WorkerHeartbeat):
+            if w is None:
+                self._unknown_worker(ident, msg.version)
+        elif isinstance(msg, WorkerReady):
+            self._on_ready(ident, w, msg, now)
+        elif w is not None:  # WorkerDisconnect
+            self.stats["workers_disconnected"] += 1
+            self._remove_worker(w, now, send_disconnect=False)
+
+    # --- clients ---------------------------------------------------------------------
+
+    def _on_request(self, ident: bytes, msg: ClientRequest, now: int) -> None:
+        name = msg.service
+        if name.startswith(MMI_PREFIX):
+            self._on_mmi(ident, msg)
+            return
+        size = 0
+        for f in msg.body:
+            size += len(f)
+        if size > MAX_MESSAGE_BYTES:
+            self.stats["oversized"] += 1
+            self._error(
+                ident, msg.version, name, msg.body, ERR_TOO_LARGE,
+                f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
+            )  # fmt: skip
+            return
+        svc = self.services.get(name)
+        if svc is None:
+            if len(self.services) >= self.config.max_services:
+                self._error(
+                    ident, msg.version, name, msg.body, ERR_NO_WORKER,
+                    f"no such service and the broker holds {len(self.services)} already",
+                )  # fmt: skip
+                return
+            svc = self.services[name] = Service(name)
+        req = Request(ident, msg.version, name, msg.body, now)
+        if svc.waiting and not svc.n_queued:
+            self._dispatch(svc, req, now)
+            return
+        if svc.n_queued >= self.config.max_queue:
+            self.stats["queue_full"] += 1
+            self._error(
+                ident, msg.version, name, msg.body, ERR_QUEUE_FULL,
+                f"queue of {svc.n_queued} requests is full",
+            )  # fmt: skip
+            return
+        self._enqueue(svc, req, now)
+        self._drain(svc, now)
+
+    def _enqueue(self, svc: Service, req: Request, now: int, *, front: bool = False) -> None:
+        if not req.deadline_ns:
+            req.deadline_ns = req.arrival_ns + self._ttl_ms(req.body) * _MS
+        req.state = QUEUED
+        svc.n_queued += 1
+        if front:
+            svc.queue.appendleft(req)
+        else:
+            svc.queue.append(req)
+        heapq.heappush(self._timers, (req.deadline_ns, next(self._seq), _EXPIRE_REQUEST, req))
+
+    def _ttl_ms(self, body: list[Frame] | None) -> int:
+        """The request's ttl_ms from its nearloop header, else the broker default."""
+        if body:
+            try:
+                ttl = parse_header(body[0]).ttl_ms
+            except ProtocolError:
+                ttl = None
+            if ttl is not None:
+                return min(ttl, self.config.request_ttl_ms * 100)
+        return self.config.request_ttl_ms
+
+    def _dispatch(self, svc: Service, req: Request, now: int) -> None:
+        w = svc.take_worker()
+        token = _TOKEN(next(self._seq))
+        w.inflight[token] = req
+        req.state = IN_FLIGHT
+        req.attempts += 1
+        body = req.body or []
+        if w.version == 2:
+            frames = [w.identity, MDPW02, W_REQUEST, token, EMPTY, *body]
+        else:
+            frames = [w.identity, EMPTY, MDPW01, W1_REQUEST, token, EMPTY, *body]
+        if not self._send(frames):
+            # The worker is gone (ROUTER_MANDATORY told us): re-dispatch what it held.
+            self._remove_worker(w, now, send_disconnect=False)
+
+    def _drain(self, svc: Service, now: int) -> None:
+        while svc.waiting and svc.n_queued:
+            req = svc.next_queued()
+            if req is None:
+                break
+            self._dispatch(svc, req, now)
+
+    def _on_mmi(self, ident: bytes, msg: ClientRequest) -> None:
+        body = msg.body
+        echo = body[1:]
+        if msg.service == MMI_SERVICE:
+            svc = self.services.get(bytes(body[0])) if body else None
+            status = MMI_OK if svc is not None and svc.workers else MMI_NOT_FOUND
+            reply: list[Frame] = [status, *echo]
+        elif msg.service == MMI_STATS:
+            reply = [MMI_OK, msgpack.packb(self.snapshot()), *echo]
+        else:
+            reply = [MMI_NOT_IMPLEMENTED, *echo]
+        self._send([ident, *encode_client_reply(msg.version, True, msg.service, reply)])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and registry sizes, as ``mmi.stats`` returns them."""
+        return {
+            **self.stats,
+            "workers": len(self.workers),
+            "services": {
+                s.name.decode(): {"workers": s.workers, "queued": s.n_queued}
+                for s in self.services.values()
+            },
+        }
+
+    # --- workers ---------------------------------------------------------------------
+
+    def _on_ready(self, ident: bytes, w: WorkerEntry | None, msg: WorkerReady, now: int) -> None:
+        if w is not None:  # a second READY is a protocol violation (RFC 18)
+            self._remove_worker(w, now, send_disconnect=True)
+            return
+        if msg.service.startswith(MMI_PREFIX):
+            self._malformed([ident], "workers may not register mmi.* services")
+            self._send([ident, *encode_worker_disconnect(msg.version)])
+            return
+        svc = self.services.get(msg.service)
+        if svc is None:
+            if len(self.services) >= self.config.max_services:
+                self._malformed([ident], "too many services")
+                self._send([ident, *encode_worker_disconnect(msg.version)])
+                return
+            svc = self.services[msg.service] = Service(msg.service)
+        opts = msg.options
+        if opts.declared:
+            hb_ns = opts.heartbeat_ms * _MS
+            ttl_ns = opts.liveness * hb_ns
+        else:
+            hb_ns = self.config.heartbeat_ms * _MS
+            ttl_ns = self._plain_ttl_ns
+        w = WorkerEntry(ident, msg.version, svc, opts, hb_ns, ttl_ns, now)
+        self.workers[ident] = w
+        svc.workers += 1
+        w.waiting = True
+        svc.waiting.append(w)
+        self.stats["workers_registered"] += 1
+        seq = self._seq
+        heapq.heappush(self._timers, (now + hb_ns, next(seq), _HEARTBEAT, w))
+        heapq.heappush(self._timers, (now + ttl_ns, next(seq), _EXPIRE_WORKER, w))
+        log.info("worker registered: %r", w)
+        self._drain(svc, now)
+
+    def _on_reply(self, ident: bytes, w: WorkerEntry | None, msg: WorkerReply, now: int) -> None:
+        if w is None:
+            self._unknown_worker(ident, msg.version)
+            return
+        final = msg.final
+        req = w.inflight.pop(msg.address, None) if final else w.inflight.get(msg.address)
+        if req is None:
+            self.stats["stale_replies"] += 1
+            return
+        if req.version == 2:
+            self._send(
+                [req.client, MDPC02, C_FINAL if final else C_PARTIAL, req.service, *msg.body]
+            )
+        elif final:
+            self._send([req.client, EMPTY, MDPC01, req.service, *msg.body])
+        else:
+            self.stats["partials_dropped_v01"] += 1  # MDP/0.1 clients take exactly one reply
+        if final:
+            req.state = DONE
+            req.body = None
+            svc = w.service
+            svc.give_credit(w)
+            if svc.n_queued:
+                self._drain(svc, now)
+
+    def _unknown_worker(self, ident: bytes, version: int) -> None:
+        # RFC 18: a valid but unexpected command gets DISCONNECT, so the worker re-registers.
+        self.stats["unknown_worker"] += 1
+        self._send([ident, *encode_worker_disconnect(version)])
+
+    def _remove_worker(self, w: WorkerEntry, now: int, *, send_disconnect: bool) -> None:
+        if not w.alive:
+            return
+        w.alive = False
+        self.workers.pop(w.identity, None)
+        svc = w.service
+        svc.workers -= 1
+        if w.waiting:
+            svc.waiting.remove(w)
+            w.waiting = False
+        if send_disconnect:
+            self._send([w.identity, *encode_worker_disconnect(w.version)])
+        held = list(w.inflight.values())
+        w.inflight.clear()
+        # Oldest first, at the front of the queue: they were accepted before anything queued.
+        for req in reversed(held):
+            if req.attempts > self.config.max_redispatch:
+                self.stats["worker_lost"] += 1
+                req.state = DONE
+                self._error(
+                    req.client, req.version, req.service, req.body or [], ERR_WORKER_LOST,
+                    f"{req.attempts} workers died holding this request",
+                )  # fmt: skip
+                continue
+            self.stats["redispatched"] += 1
+            self._enqueue(svc, req, now, front=True)
+        if held:
+            log.warning("worker %s lost holding %d request(s)", w.identity.hex(), len(held))
+        self._drain(svc, now)
+
+    # --- timers ----------------------------------------------------------------------
+
+    def _run_timers(self, now: int) -> None:
+        timers = self._timers
+        pop, push, seq = heapq.heappop, heapq.heappush, self._seq
+        while timers and timers[0][0] <= now:
+            _, _, kind, obj = pop(timers)
+            if kind == _EXPIRE_REQUEST:
+                req: Request = obj
+                if req.state == QUEUED:
+                    self._expire_request(req)
+            elif kind == _HEARTBEAT:
+                w: WorkerEntry = obj
+                if w.alive:
+                    self._send([w.identity, *encode_worker_heartbeat(w.version)])
+                    push(timers, (now + w.heartbeat_ns, next(seq), _HEARTBEAT, w))
+            else:
+                w = obj
+                if not w.alive:
+                    continue
+                expiry = w.last_seen_ns + w.ttl_ns
+                if expiry > now:
+                    push(timers, (expiry, next(seq), _EXPIRE_WORKER, w))
+                else:
+                    self.stats["workers_expired"] += 1
+                    log.warning("worker %r missed its heartbeats; removing it", w)
+                    self._remove_worker(w, now, send_disconnect=True)
+
+    def _expire_request(self, req: Request) -> None:
+        svc = self.services[req.service]
+        req.state = DONE
+        svc.n_queued -= 1
+        svc.compact()
+        self.stats["expired"] += 1
+        self._error(
+            req.client, req.version, req.service, req.body or [], ERR_NO_WORKER,
+            f"no worker of service {req.service.decode()!r} took the request within its deadline",
+        )  # fmt: skip
+        req.body = None
+
+    # --- errors and sending ----------------------------------------------------------
+
+    def _error(
+        self,
+        client: bytes,
+        version: int,
+        service: bytes,
+        body: list[Frame],
+        err_type: str,
+        message: str,
+    ) -> None:
+        """Send an error reply: a FINAL whose body is one nearloop error header."""
+        rid = 0
+        if body:
+            try:
+                rid = parse_header(body[0]).id
+            except ProtocolError:
+                rid = 0
+        hdr = encode_header(id=rid, kind=KIND_ERROR, error=ErrorInfo(err_type, message))
+        self._send([client, *encode_client_reply(version, True, service, [hdr])])
+
+    def _malformed(self, frames: list[Frame], why: str) -> None:
+        n = self.stats["malformed"] = self.stats["malformed"] + 1
+        if n <= 10 or n % _LOG_EVERY == 0:
+            log.warning("malformed message #%d dropped: %s", n, why)
+        # Reply where a reply can be addressed: something that looks like a client request.
+        if len(frames) >= 4:
+            if frames[1] == MDPC02:
+                self._send(self._error_frames(frames[0], 2, frames[3], why))
+            elif frames[1] == EMPTY and len(frames) >= 4 and frames[2] == MDPC01:
+                self._send(self._error_frames(frames[0], 1, frames[3], why))
+
+    @staticmethod
+    def _error_frames(client: bytes, version: int, service: Frame, why: str) -> list[Frame]:
+        hdr = encode_header(id=0, kind=KIND_ERROR, error=ErrorInfo(ERR_MALFORMED, why))
+        return [client, *encode_client_reply(version, True, bytes(service)[:255] or b"?", [hdr])]
+
+    def _send(self, frames: list[Frame]) -> bool:
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1
+            if n <= 10 or n % _LOG_EVERY == 0:
+                log.warning("peer %s is not reading (HWM reached); message dropped", _hex(frames))
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1
+            if n <= 10 or n % _LOG_EVERY == 0:
+                log.info("peer %s is gone; message dropped", _hex(frames))
+        return False
+
+    # --- shutdown --------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        pending = 0
+        for w in list(self.workers.values()):
+            for req in w.inflight.values():
+                pending += 1
+                self._error(
+                    req.client, req.version, req.service, req.body or [], ERR_SHUTDOWN,
+                    "the broker shut down while a worker held this request",
+                )  # fmt: skip
+            w.inflight.clear()
+            self._send([w.identity, *encode_worker_disconnect(w.version)])
+        for svc in self.services.values():
+            while (queued := svc.next_queued()) is not None:
+                pending += 1
+                self._error(
+                    queued.client, queued.version, queued.service, queued.body or [], ERR_SHUTDOWN,
+                    "the broker shut down while this request was queued",
+                )  # fmt: skip
+        log.info("broker stopped; %d pending request(s) answered with %s", pending, ERR_SHUTDOWN)
+
+    def close(self) -> None:
+        """Close the socket (and the context if the broker made it)."""
+        self.socket.close()
+        if self._own_context:
+            self.context.term()
+
+
+def _hex(frames: list[Frame]) -> str:
+    return bytes(frames[0]).hex() if frames else "?"
+
+
+def serve(config: BrokerConfig, on_ready: Callable[[list[str]], None] | None = None) -> Broker:
+    """Bind, report the endpoints through ``on_ready``, run until stopped, and close."""
+    broker = Broker(config)
+    try:
+        endpoints = broker.bind()
+        if on_ready is not None:
+            on_ready(endpoints)
+        broker.run()
+    finally:
+        broker.close()
+    return broker

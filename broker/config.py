@@ -1,0 +1,48 @@
+"""Broker settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from client.protocol import (
+    DEFAULT_HEARTBEAT_MS,
+    DEFAULT_LIVENESS,
+    MAX_HEARTBEAT_MS,
+    MIN_HEARTBEAT_MS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything the broker can be told.
+
+    ``heartbeat_ms`` is the broker's own interval: how often it heartbeats plain
+    Majordomo workers and the longest it sleeps. Workers that declare an interval in their
+    READY are heartbeated at theirs and expire after ``liveness`` of their intervals;
+    plain workers expire after ``liveness`` x 2.5 s, the RFC reference rate.
+    """
+
+    endpoints: tuple[str, ...]
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    liveness: int = DEFAULT_LIVENESS
+    request_ttl_ms: int = 10_000
+    max_queue: int = 10_000
+    max_services: int = 1024
+    max_redispatch: int = 2
+    sndhwm: int = 100_000
+    rcvhwm: int = 100_000
+    linger_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("the broker needs at least one endpoint to bind")
+        if not MIN_HEARTBEAT_MS <= self.heartbeat_ms <= MAX_HEARTBEAT_MS:
+            raise ValueError(
+                f"heartbeat_ms must be in {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS}, "
+                f"got {self.heartbeat_ms}"
+            )
+        for name in ("liveness", "request_ttl_ms", "max_queue", "max_services"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_redispatch < 0:
+            raise ValueError("max_redispatch must be >= 0")

@@ -1,0 +1,140 @@
+"""The broker's bookkeeping: services, workers and requests. No sockets here."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from client.protocol import Frame, WorkerOptions
+
+QUEUED: Final = 0
+IN_FLIGHT: Final = 1
+DONE: Final = 2
+
+
+class Request:
+    """One client request, from arrival until its final reply or error."""
+
+    __slots__ = (
+        "arrival_ns",
+        "attempts",
+        "body",
+        "client",
+        "deadline_ns",
+        "service",
+        "state",
+        "version",
+    )
+
+    def __init__(
+        self, client: bytes, version: int, service: bytes, body: list[Frame], arrival_ns: int
+    ) -> None:
+        self.client = client
+        self.version = version
+        self.service = service
+        self.body: list[Frame] | None = body
+        self.arrival_ns = arrival_ns
+        self.deadline_ns = 0  # 0: not yet known; read from the header only if it must wait
+        self.state = QUEUED
+        self.attempts = 0
+
+
+class WorkerEntry:
+    """A registered worker: its credit, liveness and the requests it holds."""
+
+    __slots__ = (
+        "alive",
+        "credit",
+        "free",
+        "heartbeat_ns",
+        "identity",
+        "inflight",
+        "last_seen_ns",
+        "service",
+        "ttl_ns",
+        "version",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        identity: bytes,
+        version: int,
+        service: Service,
+        options: WorkerOptions,
+        heartbeat_ns: int,
+        ttl_ns: int,
+        now_ns: int,
+    ) -> None:
+        self.identity = identity
+        self.version = version
+        self.service = service
+        self.credit = options.credit
+        self.free = options.credit
+        self.heartbeat_ns = heartbeat_ns
+        self.ttl_ns = ttl_ns
+        self.last_seen_ns = now_ns
+        self.inflight: dict[bytes, Request] = {}
+        self.alive = True
+        self.waiting = False
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkerEntry({self.identity.hex()}, service={self.service.name!r}, "
+            f"MDP/0.{self.version}, credit={self.free}/{self.credit})"
+        )
+
+
+class Service:
+    """A named service: its workers with free credit (LRU order) and its bounded queue."""
+
+    __slots__ = ("n_queued", "name", "queue", "waiting", "workers")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.waiting: deque[WorkerEntry] = deque()
+        self.queue: deque[Request] = deque()
+        self.n_queued = 0
+        self.workers = 0
+
+    def take_worker(self) -> WorkerEntry:
+        """Take one unit of credit from the least recently used worker that has some."""
+        w = self.waiting[0]
+        w.free -= 1
+        self.waiting.popleft()
+        if w.free:
+            self.waiting.append(w)  # round-robin across workers that still have credit
+        else:
+            w.waiting = False
+        return w
+
+    def give_credit(self, w: WorkerEntry) -> None:
+        """Return one unit of credit; a worker that had none rejoins at the back."""
+        w.free += 1
+        if not w.waiting:
+            w.waiting = True
+            self.waiting.append(w)
+
+    def next_queued(self) -> Request | None:
+        """Pop the oldest request still waiting (expired ones are skipped lazily)."""
+        q = self.queue
+        while q:
+            r = q.popleft()
+            if r.state == QUEUED:
+                self.n_queued -= 1
+                return r
+        return None
+
+    def compact(self) -> None:
+        """Drop expired entries so the deque stays as bounded as n_queued."""
+        q = self.queue
+        while q and q[0].state != QUEUED:
+            q.popleft()
+        if len(q) > 2 * self.n_queued + 64:
+            self.queue = deque(r for r in q if r.state == QUEUED)
+
+    def __repr__(self) -> str:
+        return (
+            f"Service({self.name!r}, workers={self.workers}, "
+            f"with_credit={len(self.waiting)}, queued={self.n_queued})"
+        )

@@ -1,0 +1,65 @@
+"""What applications see: a decoded :class:`Message` and the :class:`Payload` they send."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from client.protocol import Header
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded nearloop message: its header, and arrays rebuilt over the received frames.
+
+    Arrays of 64 KiB or more share memory with the received frame and are read-only.
+    """
+
+    header: Header
+    arrays: tuple[npt.NDArray[Any], ...] = ()
+    partial: bool = False
+
+    @property
+    def id(self) -> int:
+        """The request id this message belongs to."""
+        return self.header.id
+
+    @property
+    def body(self) -> Any:
+        """The msgpack body (scalars, lists, maps), or None."""
+        return self.header.body
+
+    @property
+    def array(self) -> npt.NDArray[Any]:
+        """The only array; raises if there is not exactly one."""
+        if len(self.arrays) != 1:
+            raise ValueError(f"message carries {len(self.arrays)} arrays, not 1")
+        return self.arrays[0]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in self.arrays)
+        return (
+            f"Message(id={self.id}, kind={self.header.kind!r}, body={self.body!r}, "
+            f"arrays=[{shapes}]{', partial' if self.partial else ''})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What a handler returns: a msgpack body and numpy arrays sent as raw frames."""
+
+    body: Any = None
+    arrays: Sequence[npt.NDArray[Any]] = ()
+
+    @classmethod
+    def of(cls, value: Any) -> Payload:
+        """Wrap a handler's return value: a Payload as is, an array as one array, else a body."""
+        if isinstance(value, Payload):
+            return value
+        if isinstance(value, np.ndarray):
+            return cls(arrays=(value,))
+        return cls(body=value)

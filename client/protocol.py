@@ -1,0 +1,619 @@
+"""The nearloop wire protocol: Majordomo MDP/0.1 and MDP/0.2 framing plus nearloop's extensions.
+
+This module does no I/O. It holds the frame constants, every size limit (declared once,
+``Final``), pure ``encode_*`` functions that build frame lists, and ``parse_*`` functions
+that return a typed message or raise :class:`~client.errors.ProtocolError`. The broker,
+the client library, the workers and the control runtime all import it.
+``docs/PROTOCOL.md`` is the normative description; this module is its executable twin.
+
+Frames are anything with the buffer protocol and a ``len()`` equal to its size in bytes:
+``bytes``, a ``memoryview`` cast to bytes, or a ``zmq.Frame``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple, TypeAlias
+
+import msgpack
+import numpy as np
+
+from client.errors import PayloadTooLarge, ProtocolError
+
+Frame: TypeAlias = Any
+"""A wire frame: ``bytes``, a byte-cast ``memoryview`` or a ``zmq.Frame`` (``len()`` = bytes)."""
+
+# --- Majordomo headers and commands (RFC 7 = MDP/0.1, RFC 18 = MDP/0.2) -------------------
+
+EMPTY: Final = b""
+MDPC01: Final = b"MDPC01"
+MDPW01: Final = b"MDPW01"
+MDPC02: Final = b"MDPC02"
+MDPW02: Final = b"MDPW02"
+
+# MDP/0.2 client commands.
+C_REQUEST: Final = b"\x01"
+C_PARTIAL: Final = b"\x02"
+C_FINAL: Final = b"\x03"
+
+# MDP/0.2 worker commands.
+W_READY: Final = b"\x01"
+W_REQUEST: Final = b"\x02"
+W_PARTIAL: Final = b"\x03"
+W_FINAL: Final = b"\x04"
+W_HEARTBEAT: Final = b"\x05"
+W_DISCONNECT: Final = b"\x06"
+
+# MDP/0.1 worker commands (REPLY is the only reply; there is no PARTIAL).
+W1_READY: Final = b"\x01"
+W1_REQUEST: Final = b"\x02"
+W1_REPLY: Final = b"\x03"
+W1_HEARTBEAT: Final = b"\x04"
+W1_DISCONNECT: Final = b"\x05"
+
+# Majordomo Management Interface (RFC 8).
+MMI_PREFIX: Final = b"mmi."
+MMI_SERVICE: Final = b"mmi.service"
+MMI_STATS: Final = b"mmi.stats"
+MMI_OK: Final = b"200"
+MMI_NOT_FOUND: Final = b"404"
+MMI_NOT_IMPLEMENTED: Final = b"501"
+
+# --- Limits: each declared once, checked before anything is sent ------------------------
+
+MAX_SERVICE_NAME_BYTES: Final = 255
+MAX_HEADER_BYTES: Final = 64 * 1024
+MAX_ARRAYS: Final = 64
+MAX_ARRAY_NDIM: Final = 32
+MAX_FRAMES: Final = MAX_ARRAYS + 8
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+MAX_CREDIT: Final = 4096
+ZERO_COPY_THRESHOLD_BYTES: Final = 64 * 1024
+ENVELOPE_FRAMES: Final = 4
+"""Frames a peer sends before its body starts, at most (0.1 worker: empty, header, command,
+address); receivers take these, and the ROUTER identity, as bytes and the rest zero-copy."""
+
+# --- Liveness ----------------------------------------------------------------------------
+
+DEFAULT_HEARTBEAT_MS: Final = 250
+DEFAULT_LIVENESS: Final = 3
+PLAIN_PEER_HEARTBEAT_MS: Final = 2500
+"""The RFC reference code heartbeats every 2.5 s; peers that declare nothing get this much."""
+MIN_HEARTBEAT_MS: Final = 5
+MAX_HEARTBEAT_MS: Final = 60_000
+
+# --- nearloop header kinds and error types ----------------------------------------------
+
+KIND_REQUEST: Final = "request"
+KIND_REPLY: Final = "reply"
+KIND_ERROR: Final = "error"
+
+ERR_NO_WORKER: Final = "no_worker"
+ERR_QUEUE_FULL: Final = "queue_full"
+ERR_TOO_LARGE: Final = "payload_too_large"
+ERR_MALFORMED: Final = "malformed"
+ERR_WORKER: Final = "worker_error"
+ERR_SHUTDOWN: Final = "broker_shutdown"
+ERR_WORKER_LOST: Final = "worker_lost"
+
+ALLOWED_DTYPE_KINDS: Final = frozenset("biufc")
+"""bool, signed and unsigned integers, floats, complex. Never objects: no pickle, ever."""
+
+_MAX_U64: Final = 2**64 - 1
+
+
+# --- typed messages ----------------------------------------------------------------------
+
+
+class ClientRequest(NamedTuple):
+    """A client's REQUEST as the broker sees it (MDP/0.1 REQUEST or MDP/0.2 REQUEST)."""
+
+    version: int
+    service: bytes
+    body: list[Frame]
+
+
+class WorkerReady(NamedTuple):
+    """A worker's READY, with nearloop's optional options frame (msgpack) if present."""
+
+    version: int
+    service: bytes
+    options: WorkerOptions
+
+
+class WorkerReply(NamedTuple):
+    """A worker's PARTIAL or FINAL (MDP/0.2), or REPLY (MDP/0.1, always final)."""
+
+    version: int
+    final: bool
+    address: bytes
+    body: list[Frame]
+
+
+class WorkerHeartbeat(NamedTuple):
+    """HEARTBEAT from a worker."""
+
+    version: int
+
+
+class WorkerDisconnect(NamedTuple):
+    """DISCONNECT from a worker."""
+
+    version: int
+
+
+class BrokerReply(NamedTuple):
+    """A PARTIAL or FINAL (or 0.1 REPLY) as a client receives it."""
+
+    version: int
+    final: bool
+    service: bytes
+    body: list[Frame]
+
+
+class BrokerRequest(NamedTuple):
+    """A REQUEST as a worker receives it; ``address`` must be echoed in the reply."""
+
+    version: int
+    address: bytes
+    body: list[Frame]
+
+
+class BrokerHeartbeat(NamedTuple):
+    """HEARTBEAT from the broker to a worker."""
+
+    version: int
+
+
+class BrokerDisconnect(NamedTuple):
+    """DISCONNECT from the broker to a worker."""
+
+    version: int
+
+
+PeerMessage: TypeAlias = (
+    ClientRequest | WorkerReady | WorkerReply | WorkerHeartbeat | WorkerDisconnect
+)
+WorkerInbound: TypeAlias = BrokerRequest | BrokerHeartbeat | BrokerDisconnect
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """nearloop's READY extension: what a worker declares about itself.
+
+    A plain Majordomo worker sends no options frame and gets ``credit=1`` and the
+    RFC reference heartbeat of 2.5 s.
+    """
+
+    credit: int = 1
+    heartbeat_ms: int = PLAIN_PEER_HEARTBEAT_MS
+    liveness: int = DEFAULT_LIVENESS
+    declared: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.credit <= MAX_CREDIT:
+            raise ProtocolError(f"credit must be in 1..{MAX_CREDIT}, got {self.credit}")
+        if not MIN_HEARTBEAT_MS <= self.heartbeat_ms <= MAX_HEARTBEAT_MS:
+            raise ProtocolError(
+                f"heartbeat_ms must be in {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS}, "
+                f"got {self.heartbeat_ms}"
+            )
+        if not 1 <= self.liveness <= 100:
+            raise ProtocolError(f"liveness must be in 1..100, got {self.liveness}")
+
+
+PLAIN_WORKER: Final = WorkerOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    """dtype and shape of one raw array frame."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError as exc:
+            raise ProtocolError(f"unknown dtype {self.dtype!r}") from exc
+        if dt.kind not in ALLOWED_DTYPE_KINDS or dt.hasobject or dt.fields is not None:
+            raise ProtocolError(f"dtype {self.dtype!r} is not a plain numeric dtype")
+        if len(self.shape) > MAX_ARRAY_NDIM:
+            raise ProtocolError(f"array has {len(self.shape)} dimensions, max {MAX_ARRAY_NDIM}")
+        if any(type(n) is not int or n < 0 for n in self.shape):
+            raise ProtocolError(f"bad array shape {self.shape!r}")
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes of an array of this spec."""
+        return np.dtype(self.dtype).itemsize * math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The error carried by an error reply: a machine-readable type and a human message."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The msgpack header frame that starts every nearloop body."""
+
+    id: int
+    kind: str
+    ts: Mapping[str, int] = field(default_factory=dict)
+    ttl_ms: int | None = None
+    arrays: tuple[ArraySpec, ...] = ()
+    body: Any = None
+    error: ErrorInfo | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.id <= _MAX_U64:
+            raise ProtocolError(f"request id {self.id} out of range")
+        if self.ttl_ms is not None and self.ttl_ms < 0:
+            raise ProtocolError(f"ttl_ms must be >= 0, got {self.ttl_ms}")
+        if len(self.arrays) > MAX_ARRAYS:
+            raise ProtocolError(f"{len(self.arrays)} arrays, max {MAX_ARRAYS}")
+        if self.kind == KIND_ERROR and self.error is None:
+            raise ProtocolError("an error header needs an error")
+
+
+# --- Majordomo encode --------------------------------------------------------------------
+
+
+def encode_client_request(version: int, service: bytes, body: Sequence[Frame]) -> list[Frame]:
+    """Frames a client sends on its DEALER socket (0.1 includes the REQ-style empty frame)."""
+    check_service_name(service)
+    if version == 2:
+        return [MDPC02, C_REQUEST, service, *body]
+    if version == 1:
+        return [EMPTY, MDPC01, service, *body]
+    raise ValueError(f"unknown MDP version {version}")
+
+
+def encode_client_reply(
+    version: int, final: bool, service: bytes, body: Sequence[Frame]
+) -> list[Frame]:
+    """Frames the broker sends a client, without the ROUTER identity frame."""
+    if version == 2:
+        return [MDPC02, C_FINAL if final else C_PARTIAL, service, *body]
+    return [EMPTY, MDPC01, service, *body]
+
+
+def encode_worker_ready(
+    version: int, service: bytes, options: WorkerOptions | None = None
+) -> list[Frame]:
+    """READY; nearloop workers append a msgpack options frame (credit, heartbeat)."""
+    check_service_name(service)
+    frames: list[Frame] = (
+        [MDPW02, W_READY, service]
+        if version == 2
+        else [
+            EMPTY,
+            MDPW01,
+            W1_READY,
+            service,
+        ]
+    )
+    if options is not None:
+        frames.append(
+            msgpack.packb(
+                {
+                    "credit": options.credit,
+                    "heartbeat_ms": options.heartbeat_ms,
+                    "liveness": options.liveness,
+                }
+            )
+        )
+    return frames
+
+
+def encode_worker_request(version: int, address: bytes, body: Sequence[Frame]) -> list[Frame]:
+    """REQUEST from the broker to a worker, without the ROUTER identity frame."""
+    if version == 2:
+        return [MDPW02, W_REQUEST, address, EMPTY, *body]
+    return [EMPTY, MDPW01, W1_REQUEST, address, EMPTY, *body]
+
+
+def encode_worker_reply(
+    version: int, final: bool, address: bytes, body: Sequence[Frame]
+) -> list[Frame]:
+    """PARTIAL/FINAL (0.2) or REPLY (0.1, ``final`` must be true) from a worker."""
+    if version == 2:
+        return [MDPW02, W_FINAL if final else W_PARTIAL, address, EMPTY, *body]
+    if not final:
+        raise ValueError("MDP/0.1 has no PARTIAL")
+    return [EMPTY, MDPW01, W1_REPLY, address, EMPTY, *body]
+
+
+def encode_worker_heartbeat(version: int) -> list[Frame]:
+    """HEARTBEAT, either direction."""
+    return [MDPW02, W_HEARTBEAT] if version == 2 else [EMPTY, MDPW01, W1_HEARTBEAT]
+
+
+def encode_worker_disconnect(version: int) -> list[Frame]:
+    """DISCONNECT, either direction."""
+    return [MDPW02, W_DISCONNECT] if version == 2 else [EMPTY, MDPW01, W1_DISCONNECT]
+
+
+def check_service_name(service: bytes) -> None:
+    """Raise ProtocolError unless ``service`` is 1..255 printable ASCII bytes."""
+    if not 0 < len(service) <= MAX_SERVICE_NAME_BYTES or not service.isascii():
+        raise ProtocolError(f"service name must be 1..{MAX_SERVICE_NAME_BYTES} ASCII bytes")
+    if not all(0x20 < b < 0x7F for b in service):
+        raise ProtocolError(f"service name {service!r} is not printable")
+
+
+# --- Majordomo parse ---------------------------------------------------------------------
+
+
+def parse_peer_message(frames: Sequence[Frame]) -> PeerMessage:
+    """Parse what the broker's ROUTER received, *after* the identity frame was removed.
+
+    ``frames[0]`` here is the first frame the peer sent. Raises ProtocolError.
+    """
+    n = len(frames)
+    if n < 2:
+        raise ProtocolError(f"{n} frame(s): too short for any Majordomo command")
+    first = frames[0]
+    if first == MDPC02:
+        if n < 3 or frames[1] != C_REQUEST:
+            raise ProtocolError("MDPC02 message is not a REQUEST with a service frame")
+        return ClientRequest(2, _service(frames[2]), list(frames[3:]))
+    if first == MDPW02:
+        return _parse_worker(2, frames, 1)
+    if first == EMPTY and n >= 3:
+        proto = frames[1]
+        if proto == MDPC01:
+            return ClientRequest(1, _service(frames[2]), list(frames[3:]))
+        if proto == MDPW01:
+            return _parse_worker(1, frames, 2)
+    raise ProtocolError("not a Majordomo MDP/0.1 or MDP/0.2 client or worker message")
+
+
+def _parse_worker(version: int, frames: Sequence[Frame], at: int) -> PeerMessage:
+    n = len(frames)
+    cmd = frames[at]
+    if version == 2:
+        ready, partial, final, heartbeat, disconnect = (
+            W_READY,
+            W_PARTIAL,
+            W_FINAL,
+            W_HEARTBEAT,
+            W_DISCONNECT,
+        )
+    else:
+        ready, partial, final, heartbeat, disconnect = (
+            W1_READY,
+            None,
+            W1_REPLY,
+            W1_HEARTBEAT,
+            W1_DISCONNECT,
+        )
+    if cmd == final or (partial is not None and cmd == partial):
+        if n < at + 3 or len(frames[at + 2]) != 0:
+            raise ProtocolError("reply lacks the client address and empty delimiter")
+        return WorkerReply(version, cmd == final, bytes(frames[at + 1]), list(frames[at + 3 :]))
+    if cmd == heartbeat:
+        return WorkerHeartbeat(version)
+    if cmd == ready:
+        if n < at + 2:
+            raise ProtocolError("READY without a service name")
+        opts = parse_worker_options(frames[at + 2]) if n > at + 2 else PLAIN_WORKER
+        return WorkerReady(version, _service(frames[at + 1]), opts)
+    if cmd == disconnect:
+        return WorkerDisconnect(version)
+    raise ProtocolError(f"unknown worker command {bytes(cmd)!r} for MDP/0.{version}")
+
+
+def parse_worker_options(frame: Frame) -> WorkerOptions:
+    """Parse nearloop's optional READY frame: a msgpack map of credit and heartbeat."""
+    raw = _unpack(frame, "READY options")
+    if not isinstance(raw, dict):
+        raise ProtocolError("READY options frame is not a map")
+    try:
+        return WorkerOptions(
+            credit=_int(raw.get("credit", 1), "credit"),
+            heartbeat_ms=_int(raw.get("heartbeat_ms", PLAIN_PEER_HEARTBEAT_MS), "heartbeat_ms"),
+            liveness=_int(raw.get("liveness", DEFAULT_LIVENESS), "liveness"),
+            declared=True,
+        )
+    except TypeError as exc:
+        raise ProtocolError(f"bad READY options: {exc}") from exc
+
+
+def parse_broker_reply(frames: Sequence[Frame]) -> BrokerReply:
+    """Parse what a client's DEALER received from the broker."""
+    n = len(frames)
+    if n >= 3 and frames[0] == MDPC02:
+        cmd = frames[1]
+        if cmd not in (C_PARTIAL, C_FINAL):
+            raise ProtocolError(f"unexpected client command {bytes(cmd)!r}")
+        return BrokerReply(2, cmd == C_FINAL, bytes(frames[2]), list(frames[3:]))
+    if n >= 3 and frames[0] == EMPTY and frames[1] == MDPC01:
+        return BrokerReply(1, True, bytes(frames[2]), list(frames[3:]))
+    raise ProtocolError("not an MDP client reply")
+
+
+def parse_broker_to_worker(frames: Sequence[Frame], version: int = 2) -> WorkerInbound:
+    """Parse what a worker's DEALER received from the broker."""
+    at = 1 if version == 2 else 2
+    proto = MDPW02 if version == 2 else MDPW01
+    n = len(frames)
+    if n <= at or frames[at - 1] != proto or (version == 1 and frames[0] != EMPTY):
+        raise ProtocolError(f"not an MDP/0.{version} worker command")
+    cmd = frames[at]
+    request, heartbeat, disconnect = (
+        (W_REQUEST, W_HEARTBEAT, W_DISCONNECT)
+        if version == 2
+        else (W1_REQUEST, W1_HEARTBEAT, W1_DISCONNECT)
+    )
+    if cmd == request:
+        if n < at + 3 or len(frames[at + 2]) != 0:
+            raise ProtocolError("REQUEST lacks the client address and empty delimiter")
+        return BrokerRequest(version, bytes(frames[at + 1]), list(frames[at + 3 :]))
+    if cmd == heartbeat:
+        return BrokerHeartbeat(version)
+    if cmd == disconnect:
+        return BrokerDisconnect(version)
+    raise ProtocolError(f"unknown broker command {bytes(cmd)!r}")
+
+
+def _service(frame: Frame) -> bytes:
+    name = bytes(frame)
+    check_service_name(name)
+    return name
+
+
+# --- nearloop body: header + raw array frames --------------------------------------------
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_header(
+    *,
+    id: int,
+    kind: str,
+    ts: Mapping[str, int] | None = None,
+    ttl_ms: int | None = None,
+    arrays: Sequence[ArraySpec] = (),
+    body: Any = None,
+    error: ErrorInfo | None = None,
+) -> bytes:
+    """msgpack-encode a header; only the fields that are set go on the wire."""
+    m: dict[str, Any] = {"id": id, "kind": kind}
+    if ts:
+        m["ts"] = dict(ts)
+    if ttl_ms is not None:
+        m["ttl_ms"] = ttl_ms
+    if arrays:
+        m["arrays"] = [[a.dtype, list(a.shape)] for a in arrays]
+    if body is not None:
+        m["body"] = body
+    if error is not None:
+        e: dict[str, str] = {"type": error.type, "message": error.message}
+        if error.traceback is not None:
+            e["traceback"] = error.traceback
+        m["error"] = e
+    try:
+        out: bytes = _packer.pack(m)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"header body is not msgpack-serialisable: {exc}") from exc
+    if len(out) > MAX_HEADER_BYTES:
+        raise PayloadTooLarge(len(out), MAX_HEADER_BYTES, what="header")
+    return out
+
+
+def parse_header(frame: Frame) -> Header:
+    """Decode and validate a header frame. Raises ProtocolError."""
+    m = _unpack(frame, "header")
+    if not isinstance(m, dict):
+        raise ProtocolError("header is not a msgpack map")
+    try:
+        kind = m["kind"]
+        ident = m["id"]
+    except KeyError as exc:
+        raise ProtocolError(f"header lacks {exc.args[0]!r}") from exc
+    if not isinstance(kind, str):
+        raise ProtocolError("header kind is not a string")
+    ts = m.get("ts") or {}
+    if not isinstance(ts, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in ts.items()
+    ):
+        raise ProtocolError("header ts must map names to integer nanoseconds")
+    ttl = m.get("ttl_ms")
+    raw_arrays = m.get("arrays") or []
+    if not isinstance(raw_arrays, list):
+        raise ProtocolError("header arrays must be a list")
+    specs = []
+    for a in raw_arrays:
+        if not (isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)):
+            raise ProtocolError(f"bad array spec {a!r}")
+        if not isinstance(a[1], list):
+            raise ProtocolError(f"bad array shape {a[1]!r}")
+        specs.append(ArraySpec(a[0], tuple(a[1])))
+    err = m.get("error")
+    error = None
+    if err is not None:
+        if not (
+            isinstance(err, dict)
+            and isinstance(err.get("type"), str)
+            and isinstance(err.get("message"), str)
+        ):
+            raise ProtocolError("header error must carry a type and a message")
+        tb = err.get("traceback")
+        error = ErrorInfo(err["type"], err["message"], tb if isinstance(tb, str) else None)
+    return Header(
+        id=_int(ident, "id"),
+        kind=kind,
+        ts=ts,
+        ttl_ms=None if ttl is None else _int(ttl, "ttl_ms"),
+        arrays=tuple(specs),
+        body=m.get("body"),
+        error=error,
+    )
+
+
+def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list[memoryview]]:
+    """Describe numpy arrays and expose their memory as frames, copying only to make them
+    C-contiguous."""
+    specs = []
+    frames = []
+    for a in arrays:
+        arr = np.ascontiguousarray(a)
+        spec = ArraySpec(arr.dtype.str, tuple(int(n) for n in arr.shape))
+        specs.append(spec)
+        frames.append(arr.reshape(-1).data.cast("B") if arr.size else memoryview(b""))
+    return tuple(specs), frames
+
+
+def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tuple[Any, ...]:
+    """Rebuild arrays over the received frames' memory, without copying (read-only)."""
+    if len(specs) != len(frames):
+        raise ProtocolError(f"header lists {len(specs)} arrays but {len(frames)} frames follow")
+    out = []
+    for spec, frame in zip(specs, frames, strict=True):
+        size = len(frame)
+        if size != spec.nbytes:
+            raise ProtocolError(
+                f"array frame of {size} bytes does not match {spec.dtype}{list(spec.shape)} "
+                f"({spec.nbytes} bytes)"
+            )
+        buf = getattr(frame, "buffer", frame)
+        out.append(np.frombuffer(buf, dtype=spec.dtype).reshape(spec.shape))
+    return tuple(out)
+
+
+def body_size(frames: Sequence[Frame]) -> int:
+    """Total bytes of a list of frames."""
+    return sum(len(f) for f in frames)
+
+
+def check_body_size(frames: Sequence[Frame]) -> None:
+    """Raise PayloadTooLarge before sending a body larger than MAX_MESSAGE_BYTES."""
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"{len(frames)} frames, max {MAX_FRAMES}")
+    size = body_size(frames)
+    if size > MAX_MESSAGE_BYTES:
+        raise PayloadTooLarge(size, MAX_MESSAGE_BYTES)
+
+
+def _unpack(frame: Frame, what: str) -> Any:
+    if len(frame) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"{what} of {len(frame)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ProtocolError(f"{what} is not valid msgpack: {exc}") from exc
+
+
+def _int(value: Any, name: str) -> int:
+    if type(value) is not int:
+        raise ProtocolError(f"{name} must be an integer, got {type(value).__name__}")
+    return value

@@ -1,0 +1,186 @@
+"""The synchronous, pipelined :class:`Client`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+import numpy.typing as npt
+import zmq
+
+from client.correlation import RequestCore
+from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
+from client.messages import Message
+from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS
+from client.transport import configure, recv_frames, send_frames
+
+_NS = 1_000_000_000
+
+
+class PendingReply:
+    """A request in flight. :meth:`result` waits for its final reply."""
+
+    __slots__ = ("_client", "_outcome", "deadline_ns", "id", "partials", "service", "timeout")
+
+    def __init__(self, client: Client, rid: int, service: str, timeout: float) -> None:
+        self._client = client
+        self.id = rid
+        self.service = service
+        self.timeout = timeout
+        self.deadline_ns = time.monotonic_ns() + int(timeout * _NS)
+        self.partials: list[Message] = []
+        """PARTIAL replies received so far, in arrival order."""
+        self._outcome: Message | RemoteError | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the final reply (or error) has arrived."""
+        return self._outcome is not None
+
+    def result(self) -> Message:
+        """The final reply. Raises RemoteError, or RequestTimeout at the request's deadline."""
+        return self._client._wait(self)
+
+    def __repr__(self) -> str:
+        return f"PendingReply(id={self.id}, service={self.service!r}, done={self.done})"
+
+
+class Client:
+    """A synchronous nearloop client on one DEALER socket. Not thread-safe.
+
+    Requests are pipelined: :meth:`submit` sends and returns at once, and any number of
+    requests may be in flight; replies are matched to requests by id.
+
+    >>> import numpy as np
+    >>> with Client("tcp://127.0.0.1:5555") as c:                      # doctest: +SKIP
+    ...     energy = c.request("qpu", {"circuit": 1}, np.zeros(4), timeout=0.5).body
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 5.0,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._core = RequestCore(timeout)
+        self._context: zmq.Context[Any] = context or zmq.Context.instance()
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
+        configure(sock)
+        sock.connect(endpoint)
+        self._sock: zmq.Socket[bytes] | None = sock
+        self._pending: dict[int, PendingReply] = {}
+        self.malformed_replies = 0
+        """Replies that could not be decoded, and were dropped."""
+
+    @property
+    def late_replies(self) -> int:
+        """Replies that arrived after their caller had timed out, and were dropped."""
+        return self._core.late_replies
+
+    def submit(
+        self,
+        service: str,
+        body: Any = None,
+        *arrays: npt.NDArray[Any],
+        timeout: float | None = None,
+    ) -> PendingReply:
+        """Send a request without waiting.
+
+        Arrays of 64 KiB or more are sent without a copy: do not modify them until the
+        reply has arrived.
+        """
+        sock = self._socket()
+        t = self._core.timeout_of(timeout)
+        rid, frames = self._core.build(service, body, arrays, t)
+        pending = PendingReply(self, rid, service, t)
+        self._pending[rid] = pending
+        send_frames(sock, frames)
+        return pending
+
+    def request(
+        self,
+        service: str,
+        body: Any = None,
+        *arrays: npt.NDArray[Any],
+        timeout: float | None = None,
+    ) -> Message:
+        """Send a request and wait for its reply (seconds; default: the client's timeout)."""
+        return self.submit(service, body, *arrays, timeout=timeout).result()
+
+    def service_available(self, service: str, *, timeout: float | None = None) -> bool:
+        """Ask the broker (``mmi.service``, RFC 8) whether ``service`` has workers."""
+        status = self._mmi(MMI_SERVICE.decode(), service.encode(), timeout)
+        return bool(status.body[0] == MMI_OK)
+
+    def broker_stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The broker's counters (``mmi.stats``, a nearloop extension)."""
+        reply = self._mmi(MMI_STATS.decode(), b"", timeout)
+        stats: dict[str, Any] = msgpack.unpackb(reply.body[1])
+        return stats
+
+    def _mmi(self, service: str, argument: bytes, timeout: float | None) -> Message:
+        sock = self._socket()
+        t = self._core.timeout_of(timeout)
+        rid, frames = self._core.build_mmi(service, argument)
+        pending = PendingReply(self, rid, service, t)
+        self._pending[rid] = pending
+        send_frames(sock, frames)
+        return pending.result()
+
+    def _wait(self, pending: PendingReply) -> Message:
+        try:
+            sock = self._socket()
+            while pending._outcome is None:
+                try:
+                    frames = recv_frames(sock, zmq.NOBLOCK, 4)
+                except zmq.Again:
+                    left_ns = pending.deadline_ns - time.monotonic_ns()
+                    if left_ns <= 0:
+                        raise RequestTimeout(pending.service, pending.id, pending.timeout) from None
+                    sock.poll(-(-left_ns // 1_000_000), zmq.POLLIN)
+                    continue
+                self._deliver(frames)
+            outcome = pending._outcome
+        finally:
+            self._pending.pop(pending.id, None)
+        if isinstance(outcome, RemoteError):
+            raise outcome
+        return outcome
+
+    def _deliver(self, frames: list[Any]) -> None:
+        try:
+            rid, outcome = self._core.decode(frames)
+        except ProtocolError:
+            self.malformed_replies += 1  # an undecodable reply cannot be matched: drop it
+            return
+        pending = self._pending.get(rid)
+        if pending is None:
+            self._core.late_replies += 1
+        elif isinstance(outcome, Message) and outcome.partial:
+            pending.partials.append(outcome)
+        else:
+            pending._outcome = outcome
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None:
+            raise ClientClosed(f"client for {self.endpoint} is closed")
+        return self._sock
+
+    def close(self) -> None:
+        """Close the socket. Requests still in flight are abandoned."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._sock is None else f"{len(self._pending)} in flight"
+        return f"Client({self.endpoint!r}, {state})"

@@ -1,0 +1,243 @@
+"""Handler-based MDP/0.2 :class:`Worker`: credit, heartbeats, reconnect with bounded backoff.
+
+:class:`WorkerState` turns a REQUEST into the reply frames and knows nothing of sockets,
+so tests can step it in-process; :class:`Worker` is the plumbing around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from client.errors import ProtocolError
+from client.messages import Message, Payload
+from client.protocol import (
+    DEFAULT_HEARTBEAT_MS,
+    DEFAULT_LIVENESS,
+    ERR_MALFORMED,
+    ERR_WORKER,
+    KIND_ERROR,
+    KIND_REPLY,
+    BrokerDisconnect,
+    BrokerRequest,
+    ErrorInfo,
+    Frame,
+    WorkerOptions,
+    arrays_to_frames,
+    check_body_size,
+    encode_header,
+    encode_worker_disconnect,
+    encode_worker_heartbeat,
+    encode_worker_ready,
+    encode_worker_reply,
+    frames_to_arrays,
+    parse_broker_to_worker,
+    parse_header,
+)
+from client.transport import configure, recv_frames, send_frames
+
+log = logging.getLogger("nearloop.worker")
+
+Handler = Callable[[Message], Any]
+"""Takes the request; returns a :class:`Payload`, a numpy array, or a msgpack-able body."""
+
+_MS = 1_000_000
+
+
+class WorkerState:
+    """Runs the handler on one request and builds the FINAL reply. No I/O.
+
+    A handler exception becomes an error reply that carries its text and traceback; the
+    worker keeps serving.
+    """
+
+    def __init__(self, service: str, handler: Handler) -> None:
+        self.service = service
+        self.handler = handler
+        self.served = 0
+        self.failed = 0
+
+    def on_request(self, req: BrokerRequest) -> list[Frame]:
+        """The reply frames (without identity) for one REQUEST."""
+        try:
+            header = parse_header(req.body[0]) if req.body else None
+            if header is None:
+                raise ProtocolError("request has no nearloop header frame")
+            message = Message(header, frames_to_arrays(header.arrays, req.body[1:]))
+        except ProtocolError as exc:
+            self.failed += 1
+            return self._error(req, 0, ErrorInfo(ERR_MALFORMED, f"{self.service}: {exc}"))
+        ts = dict(header.ts)
+        ts["worker_recv"] = time.monotonic_ns()
+        try:
+            out = Payload.of(self.handler(message))
+            specs, frames = arrays_to_frames(out.arrays)
+            ts["worker_send"] = time.monotonic_ns()
+            hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
+            body: list[Frame] = [hdr, *frames]
+            check_body_size(body)
+        except Exception as exc:
+            self.failed += 1
+            info = ErrorInfo(
+                ERR_WORKER, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=20)
+            )
+            return self._error(req, header.id, info)
+        self.served += 1
+        return encode_worker_reply(req.version, True, req.address, body)
+
+    @staticmethod
+    def _error(req: BrokerRequest, rid: int, info: ErrorInfo) -> list[Frame]:
+        hdr = encode_header(id=rid, kind=KIND_ERROR, error=info)
+        return encode_worker_reply(req.version, True, req.address, [hdr])
+
+
+class Worker:
+    """Serve one service: connect, READY with credit and heartbeat, answer requests.
+
+    Requests run on the calling thread, one at a time; ``credit`` lets the broker queue
+    that many at this worker so it never idles waiting for the next. A handler that runs
+    longer than ``liveness * heartbeat_ms`` is taken for dead, and its request goes to
+    another worker; raise ``heartbeat_ms`` for long handlers.
+
+    >>> w = Worker("tcp://127.0.0.1:5555", "echo", lambda m: m.body)   # doctest: +SKIP
+    >>> w.run()                                                         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        service: str,
+        handler: Handler,
+        *,
+        credit: int = 1,
+        heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
+        liveness: int = DEFAULT_LIVENESS,
+        reconnect_min_ms: int = 10,
+        reconnect_max_ms: int = 2000,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        if not 0 < reconnect_min_ms <= reconnect_max_ms:
+            raise ValueError("need 0 < reconnect_min_ms <= reconnect_max_ms")
+        self.endpoint = endpoint
+        self.service = service
+        self.options = WorkerOptions(
+            credit=credit, heartbeat_ms=heartbeat_ms, liveness=liveness, declared=True
+        )
+        self.state = WorkerState(service, handler)
+        self.reconnect_min_ms = reconnect_min_ms
+        self.reconnect_max_ms = reconnect_max_ms
+        self.connects = 0
+        self._context: zmq.Context[Any] = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._on_ready: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to DISCONNECT and return; safe from other threads and signals."""
+        self._stop.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until :meth:`stop`, reconnecting with bounded exponential backoff.
+
+        ``on_ready`` is called after each READY is sent.
+        """
+        self._on_ready = on_ready
+        backoff_ms = self.reconnect_min_ms
+        while not self._stop.is_set():
+            served_before = self.state.served + self.state.failed
+            reason = self._session()
+            if self._stop.is_set():
+                break
+            if self.state.served + self.state.failed > served_before:
+                backoff_ms = self.reconnect_min_ms
+            log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
+            if self._stop.wait(backoff_ms / 1000):
+                break
+            backoff_ms = min(self.reconnect_max_ms, backoff_ms * 2)
+
+    def _session(self) -> str:
+        """One connection to the broker; returns why it ended."""
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
+        configure(sock)
+        sock.connect(self.endpoint)
+        version = 2
+        try:
+            send_frames(sock, encode_worker_ready(version, self.service.encode(), self.options))
+            self.connects += 1
+            if self._on_ready is not None:
+                self._on_ready()
+            return self._serve(sock, version)
+        finally:
+            if self._stop.is_set():
+                with contextlib.suppress(zmq.ZMQError):
+                    send_frames(sock, encode_worker_disconnect(version), zmq.NOBLOCK)
+                sock.close(linger=100)
+            else:
+                sock.close(linger=0)
+
+    def _serve(self, sock: zmq.Socket[bytes], version: int) -> str:
+        hb_ns = self.options.heartbeat_ms * _MS
+        ttl_ns = self.options.liveness * hb_ns
+        state = self.state
+        now = time.monotonic_ns()
+        broker_deadline = now + ttl_ns
+        next_hb = now + hb_ns
+        heartbeat = encode_worker_heartbeat(version)
+        while not self._stop.is_set():
+            try:
+                frames = recv_frames(sock, zmq.NOBLOCK, 5)
+            except zmq.Again:
+                now = time.monotonic_ns()
+                if now >= next_hb:
+                    send_frames(sock, heartbeat)
+                    next_hb = now + hb_ns
+                if now >= broker_deadline:
+                    return f"broker silent for {self.options.liveness} heartbeats"
+                wait_ns = min(next_hb, broker_deadline) - now
+                sock.poll(max(1, -(-wait_ns // _MS)), zmq.POLLIN)
+                continue
+            now = time.monotonic_ns()
+            broker_deadline = now + ttl_ns
+            try:
+                msg = parse_broker_to_worker(frames, version)
+            except ProtocolError as exc:
+                log.warning(
+                    "%s: dropped a malformed message from the broker: %s", self.service, exc
+                )
+                continue
+            if type(msg) is BrokerRequest:
+                send_frames(sock, state.on_request(msg))
+                now = time.monotonic_ns()
+                if now >= next_hb:  # a long handler: tell the broker we are alive
+                    send_frames(sock, heartbeat)
+                    next_hb = now + hb_ns
+            elif type(msg) is BrokerDisconnect:
+                return "broker sent DISCONNECT"
+        return "stopped"
+
+    def __repr__(self) -> str:
+        return (
+            f"Worker({self.endpoint!r}, service={self.service!r}, credit={self.options.credit}, "
+            f"heartbeat_ms={self.options.heartbeat_ms}, served={self.state.served})"
+        )
+
+
+def run_worker(endpoint: str, service: str, handler: Handler, **options: Any) -> Worker:
+    """Build a :class:`Worker`, serve until SIGINT/SIGTERM-driven :meth:`Worker.stop`."""
+    import signal
+
+    worker = Worker(endpoint, service, handler, **options)
+
+    def stop(signum: int, frame: object) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    worker.run(on_ready=lambda: print("READY", flush=True))
+    return worker

@@ -1,0 +1,1 @@
+"""nearloop control_sim: arrives with the issues that build it (see README)."""

@@ -1,0 +1,1 @@
+"""nearloop decoders: arrives with the issues that build it (see README)."""
