@@ -16,7 +16,7 @@ from client.protocol import Header
 class Message:
     """A decoded nearloop message: its header, and arrays rebuilt over the received frames.
 
-    Arrays of 64 KiB or more share memory with the received frame and are read-only.
+    Arrays of 64 KiB or more are views over the received frame's memory, not copies.
     """
 
     header: Header

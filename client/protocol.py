@@ -566,7 +566,9 @@ def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list
     specs = []
     frames = []
     for a in arrays:
-        arr = np.ascontiguousarray(a)
+        arr = np.asarray(a)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
         spec = ArraySpec(arr.dtype.str, tuple(int(n) for n in arr.shape))
         specs.append(spec)
         frames.append(arr.reshape(-1).data.cast("B") if arr.size else memoryview(b""))

@@ -102,9 +102,9 @@ class Worker:
     """Serve one service: connect, READY with credit and heartbeat, answer requests.
 
     Requests run on the calling thread, one at a time; ``credit`` lets the broker queue
-    that many at this worker so it never idles waiting for the next. A handler that runs
-    longer than ``liveness * heartbeat_ms`` is taken for dead, and its request goes to
-    another worker; raise ``heartbeat_ms`` for long handlers.
+    that many at this worker so it never idles waiting for the next. A helper thread
+    keeps heartbeating while a handler runs, so long handlers are fine; a frozen or dead
+    process stops heartbeating and its requests go to another worker.
 
     >>> w = Worker("tcp://127.0.0.1:5555", "echo", lambda m: m.body)   # doctest: +SKIP
     >>> w.run()                                                         # doctest: +SKIP
@@ -137,6 +137,9 @@ class Worker:
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._on_ready: Callable[[], None] | None = None
+        self._io_lock = threading.Lock()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._next_hb_ns = 0
 
     def stop(self) -> None:
         """Ask :meth:`run` to DISCONNECT and return; safe from other threads and signals."""
@@ -148,18 +151,24 @@ class Worker:
         ``on_ready`` is called after each READY is sent.
         """
         self._on_ready = on_ready
+        beats = threading.Thread(target=self._heartbeat_while_busy, daemon=True)
+        beats.start()
         backoff_ms = self.reconnect_min_ms
-        while not self._stop.is_set():
-            served_before = self.state.served + self.state.failed
-            reason = self._session()
-            if self._stop.is_set():
-                break
-            if self.state.served + self.state.failed > served_before:
-                backoff_ms = self.reconnect_min_ms
-            log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
-            if self._stop.wait(backoff_ms / 1000):
-                break
-            backoff_ms = min(self.reconnect_max_ms, backoff_ms * 2)
+        try:
+            while not self._stop.is_set():
+                served_before = self.state.served + self.state.failed
+                reason = self._session()
+                if self._stop.is_set():
+                    break
+                if self.state.served + self.state.failed > served_before:
+                    backoff_ms = self.reconnect_min_ms
+                log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
+                if self._stop.wait(backoff_ms / 1000):
+                    break
+                backoff_ms = min(self.reconnect_max_ms, backoff_ms * 2)
+        finally:
+            self._stop.set()
+            beats.join()
 
     def _session(self) -> str:
         """One connection to the broker; returns why it ended."""
@@ -167,6 +176,9 @@ class Worker:
         configure(sock)
         sock.connect(self.endpoint)
         version = 2
+        with self._io_lock:
+            self._sock = sock
+        self._io_lock.acquire()
         try:
             send_frames(sock, encode_worker_ready(version, self.service.encode(), self.options))
             self.connects += 1
@@ -174,36 +186,39 @@ class Worker:
                 self._on_ready()
             return self._serve(sock, version)
         finally:
+            self._sock = None
             if self._stop.is_set():
                 with contextlib.suppress(zmq.ZMQError):
                     send_frames(sock, encode_worker_disconnect(version), zmq.NOBLOCK)
                 sock.close(linger=100)
             else:
                 sock.close(linger=0)
+            self._io_lock.release()
 
     def _serve(self, sock: zmq.Socket[bytes], version: int) -> str:
+        """The loop; runs holding ``_io_lock``, and lets go of it only inside the handler."""
         hb_ns = self.options.heartbeat_ms * _MS
         ttl_ns = self.options.liveness * hb_ns
         state = self.state
+        lock = self._io_lock
         now = time.monotonic_ns()
         broker_deadline = now + ttl_ns
-        next_hb = now + hb_ns
+        self._next_hb_ns = now + hb_ns
         heartbeat = encode_worker_heartbeat(version)
         while not self._stop.is_set():
             try:
                 frames = recv_frames(sock, zmq.NOBLOCK, 5)
             except zmq.Again:
                 now = time.monotonic_ns()
-                if now >= next_hb:
+                if now >= self._next_hb_ns:
                     send_frames(sock, heartbeat)
-                    next_hb = now + hb_ns
+                    self._next_hb_ns = now + hb_ns
                 if now >= broker_deadline:
                     return f"broker silent for {self.options.liveness} heartbeats"
-                wait_ns = min(next_hb, broker_deadline) - now
+                wait_ns = min(self._next_hb_ns, broker_deadline) - now
                 sock.poll(max(1, -(-wait_ns // _MS)), zmq.POLLIN)
                 continue
-            now = time.monotonic_ns()
-            broker_deadline = now + ttl_ns
+            broker_deadline = time.monotonic_ns() + ttl_ns
             try:
                 msg = parse_broker_to_worker(frames, version)
             except ProtocolError as exc:
@@ -212,14 +227,34 @@ class Worker:
                 )
                 continue
             if type(msg) is BrokerRequest:
-                send_frames(sock, state.on_request(msg))
-                now = time.monotonic_ns()
-                if now >= next_hb:  # a long handler: tell the broker we are alive
-                    send_frames(sock, heartbeat)
-                    next_hb = now + hb_ns
+                lock.release()  # the heartbeat thread may use the socket while we compute
+                try:
+                    reply = state.on_request(msg)
+                finally:
+                    lock.acquire()
+                send_frames(sock, reply)
             elif type(msg) is BrokerDisconnect:
                 return "broker sent DISCONNECT"
         return "stopped"
+
+    def _heartbeat_while_busy(self) -> None:
+        """Keep heartbeating while a long handler runs, so a busy worker is not taken for
+        dead. A frozen or killed process stops this thread too, and is still detected."""
+        hb_s = self.options.heartbeat_ms / 1000
+        beat = encode_worker_heartbeat(2)
+        while not self._stop.wait(hb_s / 2):
+            # The loop holds the lock except inside the handler: take it only then.
+            if not self._io_lock.acquire(blocking=False):
+                continue
+            try:
+                now = time.monotonic_ns()
+                if self._sock is not None and now >= self._next_hb_ns:
+                    send_frames(self._sock, beat, zmq.NOBLOCK)
+                    self._next_hb_ns = now + self.options.heartbeat_ms * _MS
+            except zmq.ZMQError:
+                pass  # a full pipe: the main loop will find out soon enough
+            finally:
+                self._io_lock.release()
 
     def __repr__(self) -> str:
         return (

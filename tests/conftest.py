@@ -1,0 +1,155 @@
+"""Fixtures that own real processes and sockets: a broker, worker processes, clients."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 20.0
+
+
+def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    """Read the process's stdout until a line starts with ``prefix``; bounded by ``timeout``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {prefix!r} line from pid {proc.pid} in {timeout} s")
+            if not sel.select(left):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"pid {proc.pid} exited ({proc.poll()}) before {prefix!r}")
+            if line.startswith(prefix):
+                return line.strip()
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def stop_process(
+    proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10
+) -> int:
+    """Signal, wait with a bound, then kill. Returns the exit status."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(sig)
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout)
+    return proc.returncode
+
+
+def spawn(args: list[str]) -> subprocess.Popen[str]:
+    """Start ``python -m ...`` from the repo root with line-buffered text stdout."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+@dataclass
+class BrokerProc:
+    """A running ``python -m broker`` and the endpoints it reported."""
+
+    proc: subprocess.Popen[str]
+    endpoints: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[0]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return stop_process(self.proc, sig)
+
+
+@dataclass
+class Stack:
+    """Factory for brokers and workers in one temp dir; tears everything down."""
+
+    tmp: Path
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def endpoint(self, transport: str, name: str = "broker") -> str:
+        if transport == "ipc":
+            return f"ipc://{self.tmp / name}.sock"
+        return "tcp://127.0.0.1:*"
+
+    def broker(self, transport: str = "ipc", *extra: str) -> BrokerProc:
+        proc = spawn(["-m", "broker", "--bind", self.endpoint(transport), *extra])
+        self.procs.append(proc)
+        line = wait_for_line(proc, "READY", START_TIMEOUT_S)
+        return BrokerProc(proc, line.split()[1:])
+
+    def worker(self, endpoint: str, service: str = "echo", *extra: str) -> subprocess.Popen[str]:
+        proc = spawn(["-m", "tests.peers.nl_worker", endpoint, service, *extra])
+        self.procs.append(proc)
+        wait_for_line(proc, "READY", START_TIMEOUT_S)
+        return proc
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            stop_process(p, signal.SIGKILL if p.poll() is None else signal.SIGTERM)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="nl-") as tmp:
+        s = Stack(Path(tmp))
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[Any]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def wait_for_workers(endpoint: str, service: str, n: int, timeout: float = 10) -> None:
+    """Wait until the broker reports ``n`` workers for ``service``."""
+    with Client(endpoint, timeout=2) as c:
+
+        def count() -> bool:
+            s = c.broker_stats()["services"].get(service, {})
+            return bool(s.get("workers", 0) == n)
+
+        wait_until(count, timeout, f"{n} workers of {service!r}", every=0.05)
+
+
+def broker_stats(endpoint: str) -> dict[str, Any]:
+    """One ``mmi.stats`` snapshot."""
+    with Client(endpoint, timeout=5) as c:
+        return c.broker_stats()

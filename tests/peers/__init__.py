@@ -1,0 +1,1 @@
+"""Peer programs the tests run as real processes or threads."""

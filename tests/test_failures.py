@@ -1,0 +1,187 @@
+"""Failures: killed and frozen workers, garbage on the wire, full queues, shutdown."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable
+from client.protocol import MAX_MESSAGE_BYTES, encode_header
+from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def held_by(mark: Path, timeout: float = 10) -> int:
+    """The pid of the worker that started the marked request."""
+    pids = wait_until(lambda: list(mark.iterdir()), timeout, "a worker to take the request")
+    return int(pids[0].name)
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_worker_killed_mid_request_loses_nothing(stack: Stack, transport: str) -> None:
+    broker = stack.broker(transport)
+    a = stack.worker(broker.endpoint)
+    b = stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 2)
+    mark = stack.tmp / "mark"
+    mark.mkdir()
+    with Client(broker.endpoint, timeout=20) as c:
+        pending = c.submit("echo", {"op": "sleep", "s": 0.5, "mark": str(mark)})
+        victim = held_by(mark)
+        os.kill(victim, signal.SIGKILL)
+        reply = pending.result()
+        survivor = ({a.pid, b.pid} - {victim}).pop()
+        assert reply.body["pid"] == survivor
+        # Exactly one reply: nothing else arrives for it (the next request reads past it).
+        assert c.request("echo", "after").body["echo"] == "after"
+        assert c.late_replies == 0
+    stats = broker_stats(broker.endpoint)
+    assert stats["redispatched"] == 1 and stats["workers"] == 1
+
+
+def test_frozen_worker_is_detected_and_its_request_moves(stack: Stack) -> None:
+    broker = stack.broker("ipc")
+    a = stack.worker(broker.endpoint, "echo", "--heartbeat-ms", "50")
+    b = stack.worker(broker.endpoint, "echo", "--heartbeat-ms", "50")
+    wait_for_workers(broker.endpoint, "echo", 2)
+    mark = stack.tmp / "mark"
+    mark.mkdir()
+    with Client(broker.endpoint, timeout=20) as c:
+        pending = c.submit("echo", {"op": "sleep", "s": 0.3, "mark": str(mark)})
+        frozen = held_by(mark)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            assert pending.result().body["pid"] == ({a.pid, b.pid} - {frozen}).pop()
+            assert broker_stats(broker.endpoint)["workers_expired"] == 1
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        # Thawed, it finishes, its reply is refused (it is no longer registered), it gets
+        # DISCONNECT, reconnects and serves again.
+        wait_for_workers(broker.endpoint, "echo", 2)
+        assert c.request("echo", "after").body["echo"] == "after"
+        assert c.late_replies == 0
+    assert broker_stats(broker.endpoint)["unknown_worker"] >= 1
+
+
+def test_garbage_does_not_stop_the_broker(stack: Stack, zctx: zmq.Context[Any]) -> None:
+    broker = stack.broker("tcp")
+    stack.worker(broker.endpoint)
+    rng = random.Random(1234)
+    host, port = broker.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with Client(broker.endpoint, timeout=10) as c:
+        assert c.request("echo", 0).body["echo"] == 0
+        # Raw bytes that are not ZMTP at all.
+        for _ in range(20):
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 2000))))
+        # Well-framed ZeroMQ messages that are not Majordomo, or broken Majordomo.
+        junk = zctx.socket(zmq.DEALER)
+        junk.connect(broker.endpoint)
+        shapes = [
+            [b"MDPC02", b"\x07", b"echo"],
+            [b"MDPW02", b"\x09"],
+            [b"MDPW02", b"\x04", b"no-such-token", b"", b"x"],
+            [b"", b"MDPW01", b"\x03", b"addr"],
+            [b"MDPC02"],
+            [b"x"] * 200,
+        ]
+        for i in range(300):
+            frames = (
+                shapes[i % len(shapes)]
+                if i % 2
+                else [
+                    bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 50)))
+                    for _ in range(rng.randint(1, 6))
+                ]
+            )
+            junk.send_multipart(frames)
+            if i % 50 == 0:
+                assert c.request("echo", i).body["echo"] == i
+        assert c.request("echo", "still").body["echo"] == "still"
+        junk.close()
+    stats = broker_stats(broker.endpoint)
+    assert stats["malformed"] >= 150
+
+
+def test_malformed_client_request_gets_an_error_reply(stack: Stack, zctx: zmq.Context[Any]) -> None:
+    broker = stack.broker("ipc")
+    s = zctx.socket(zmq.DEALER)
+    s.connect(broker.endpoint)
+    s.send_multipart([b"MDPC02", b"\x01", b"bad\x01name", b"x"])
+    assert s.poll(5000)
+    reply = s.recv_multipart()
+    assert reply[:2] == [b"MDPC02", b"\x03"]
+    err = msgpack.unpackb(reply[3])
+    assert err["error"]["type"] == "malformed" and "printable" in err["error"]["message"]
+
+
+def test_oversized_request_gets_an_error_reply(stack: Stack, zctx: zmq.Context[Any]) -> None:
+    """A third-party client can skip our client-side check; the broker still refuses."""
+    broker = stack.broker("ipc")
+    stack.worker(broker.endpoint)
+    s = zctx.socket(zmq.DEALER)
+    s.connect(broker.endpoint)
+    half = np.zeros(MAX_MESSAGE_BYTES // 2 + 1, dtype=np.uint8)
+    header = encode_header(id=42, kind="request")
+    s.send_multipart([b"MDPC02", b"\x01", b"echo", header, half, half], copy=False)
+    assert s.poll(10000)
+    reply = s.recv_multipart()
+    err = msgpack.unpackb(reply[3])
+    assert err["id"] == 42 and err["error"]["type"] == "payload_too_large"
+    with Client(broker.endpoint) as c:
+        assert c.request("echo", 1).body["echo"] == 1
+
+
+def test_full_queue_refuses_with_a_clear_error_and_drops_nothing(stack: Stack) -> None:
+    broker = stack.broker("ipc", "--max-queue", "5")
+    with Client(broker.endpoint) as c:
+        pend = [c.submit("later", i, timeout=30) for i in range(8)]
+        refused = []
+        for p in pend[5:]:
+            with pytest.raises(QueueFull):
+                p.result()
+            refused.append(p.id)
+        assert len(refused) == 3
+        stack.worker(broker.endpoint, "later")
+        assert [p.result().body["echo"] for p in pend[:5]] == list(range(5))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown_answers_waiting_clients(stack: Stack, sig: int) -> None:
+    broker = stack.broker("ipc")
+    with Client(broker.endpoint, timeout=20) as c:
+        waiting = c.submit("nobody", 1)
+        assert c.service_available("nobody") is False  # the request is queued by now
+        t0 = time.monotonic()
+        assert broker.stop(sig) == 0
+        assert time.monotonic() - t0 < 5
+        with pytest.raises(BrokerShutdown):
+            waiting.result()
+
+
+def test_worker_reconnects_after_a_broker_restart(stack: Stack) -> None:
+    broker = stack.broker("ipc")
+    stack.worker(broker.endpoint, "echo", "--heartbeat-ms", "50")
+    wait_for_workers(broker.endpoint, "echo", 1)
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL
+    broker = stack.broker("ipc")
+    wait_for_workers(broker.endpoint, "echo", 1, timeout=15)
+    with Client(broker.endpoint) as c:
+        assert c.request("echo", "back").body["echo"] == "back"
+
+
+def test_no_worker_error_is_an_error_not_a_hang(stack: Stack) -> None:
+    broker = stack.broker("ipc")
+    with Client(broker.endpoint) as c, pytest.raises(ServiceUnavailable):
+        c.request("ghost", 1, timeout=0.3)
