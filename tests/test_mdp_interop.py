@@ -96,7 +96,7 @@ def test_plain_client_gets_an_error_reply_when_no_worker_comes(
     if client_version == 1:
         body = V1Client(zctx, broker.endpoint).request(b"nobody", [b"x"])
     else:
-        partials, body = V2Client(zctx, broker.endpoint).request(b"nobody", [b"x"])
+        _partials, body = V2Client(zctx, broker.endpoint).request(b"nobody", [b"x"])
     (frame,) = body
     err = msgpack.unpackb(frame)
     assert err["kind"] == "error" and err["error"]["type"] == "no_worker"
