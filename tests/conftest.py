@@ -104,8 +104,12 @@ class Stack:
             return f"ipc://{self.tmp / name}.sock"
         return "tcp://127.0.0.1:*"
 
-    def broker(self, transport: str = "ipc", *extra: str) -> BrokerProc:
-        proc = spawn(["-m", "broker", "--bind", self.endpoint(transport), *extra])
+    def broker(
+        self, transport: str = "ipc", *extra: str, binds: list[str] | None = None
+    ) -> BrokerProc:
+        """Start a broker on one endpoint of ``transport``, or on every one of ``binds``."""
+        args = [a for ep in binds or [self.endpoint(transport)] for a in ("--bind", ep)]
+        proc = spawn(["-m", "broker", *args, *extra])
         self.procs.append(proc)
         line = wait_for_line(proc, "READY", START_TIMEOUT_S)
         return BrokerProc(proc, line.split()[1:])
