@@ -57,7 +57,13 @@ class Payload:
 
     @classmethod
     def of(cls, value: Any) -> Payload:
-        """Wrap a handler's return value: a Payload as is, an array as one array, else a body."""
+        """Wrap a handler's return value: a Payload as is, an array as one array, else a body.
+
+        >>> Payload.of({"energy": -1.137}).body
+        {'energy': -1.137}
+        >>> len(Payload.of(np.zeros(3)).arrays)
+        1
+        """
         if isinstance(value, Payload):
             return value
         if isinstance(value, np.ndarray):

@@ -13,6 +13,7 @@ Frames are anything with the buffer protocol and a ``len()`` equal to its size i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeAlias
@@ -213,6 +214,8 @@ class ArraySpec:
 
     dtype: str
     shape: tuple[int, ...]
+    nbytes: int = field(init=False, repr=False, compare=False)
+    """Size in bytes of an array of this spec."""
 
     def __post_init__(self) -> None:
         try:
@@ -225,11 +228,7 @@ class ArraySpec:
             raise ProtocolError(f"array has {len(self.shape)} dimensions, max {MAX_ARRAY_NDIM}")
         if any(type(n) is not int or n < 0 for n in self.shape):
             raise ProtocolError(f"bad array shape {self.shape!r}")
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes of an array of this spec."""
-        return np.dtype(self.dtype).itemsize * math.prod(self.shape)
+        object.__setattr__(self, "nbytes", dt.itemsize * math.prod(self.shape))
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +341,16 @@ def encode_worker_disconnect(version: int) -> list[Frame]:
     return [MDPW02, W_DISCONNECT] if version == 2 else [EMPTY, MDPW01, W1_DISCONNECT]
 
 
+_SERVICE_NAME: Final = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_SERVICE_NAME_BYTES)
+
+
 def check_service_name(service: bytes) -> None:
-    """Raise ProtocolError unless ``service`` is 1..255 printable ASCII bytes."""
-    if not 0 < len(service) <= MAX_SERVICE_NAME_BYTES or not service.isascii():
-        raise ProtocolError(f"service name must be 1..{MAX_SERVICE_NAME_BYTES} ASCII bytes")
-    if not all(0x20 < b < 0x7F for b in service):
-        raise ProtocolError(f"service name {service!r} is not printable")
+    """Raise ProtocolError unless ``service`` is 1..255 printable ASCII bytes, no spaces."""
+    if _SERVICE_NAME.fullmatch(service) is None:
+        raise ProtocolError(
+            f"service name {service[:40]!r} is not 1..{MAX_SERVICE_NAME_BYTES} printable "
+            "ASCII bytes"
+        )
 
 
 # --- Majordomo parse ---------------------------------------------------------------------
@@ -537,7 +540,7 @@ def parse_header(frame: Frame) -> Header:
             raise ProtocolError(f"bad array spec {a!r}")
         if not isinstance(a[1], list):
             raise ProtocolError(f"bad array shape {a[1]!r}")
-        specs.append(ArraySpec(a[0], tuple(a[1])))
+        specs.append(array_spec(a[0], tuple(a[1])))
     err = m.get("error")
     error = None
     if err is not None:
@@ -560,6 +563,22 @@ def parse_header(frame: Frame) -> Header:
     )
 
 
+_specs: dict[tuple[str, tuple[int, ...]], ArraySpec] = {}
+_SPEC_CACHE_SIZE: Final = 4096
+
+
+def array_spec(dtype: str, shape: tuple[int, ...]) -> ArraySpec:
+    """A validated ArraySpec; loops send the same few specs, so they are validated once."""
+    key = (dtype, shape)
+    spec = _specs.get(key)
+    if spec is None:
+        spec = ArraySpec(dtype, shape)
+        if len(_specs) >= _SPEC_CACHE_SIZE:
+            _specs.clear()
+        _specs[key] = spec
+    return spec
+
+
 def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list[memoryview]]:
     """Describe numpy arrays and expose their memory as frames, copying only to make them
     C-contiguous."""
@@ -569,7 +588,7 @@ def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list
         arr = np.asarray(a)
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
-        spec = ArraySpec(arr.dtype.str, tuple(int(n) for n in arr.shape))
+        spec = array_spec(arr.dtype.str, arr.shape)
         specs.append(spec)
         frames.append(arr.reshape(-1).data.cast("B") if arr.size else memoryview(b""))
     return tuple(specs), frames
