@@ -1,0 +1,115 @@
+"""``python -m bench``: the benchmark command line.
+
+Each subcommand's module is imported only when that subcommand runs, so ``--help`` is
+fast. To add a command (``stream``, ``vqe``), add its ``add_*_arguments`` and a branch in
+:func:`_dispatch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.rtt_config import (
+    BASELINE,
+    DEFAULT_N,
+    DEFAULT_PAYLOAD_BYTES,
+    DEFAULT_ROUNDS,
+    DEFAULT_SEED,
+    DEFAULT_WARMUP,
+    PEERS,
+    RttConfig,
+    parse_peers,
+)
+
+
+def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``rtt`` subcommand's options."""
+    p.add_argument(
+        "--n", type=int, default=DEFAULT_N,
+        help="timed round trips per peer (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP,
+        help="untimed round trips per peer first (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS,
+        help="split each peer's round trips into this many chunks, taken round-robin "
+        "across peers (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES,
+        help="request size (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--transport", choices=("ipc", "tcp"), default="ipc",
+        help="ipc:// in a temp dir, or tcp:// on 127.0.0.1 (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--peers", default=",".join(PEERS),
+        help=f"comma list from {', '.join(PEERS)} (default: all; ratios need {BASELINE})",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the payload bytes")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m bench`` parser, one subparser per benchmark."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="nearloop benchmarks: peers side by side in one run, with ratios.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rtt = commands.add_parser(
+        "rtt",
+        help="request round trip: pyzmq, zmq.proxy, nearloop (sync and uvloop), rpcq",
+        description="Round trip of one request at a time through each peer, interleaved.",
+    )
+    add_rtt_arguments(rtt)
+    return parser
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "rtt":
+        try:
+            config = RttConfig(
+                n=args.n,
+                warmup=args.warmup,
+                rounds=args.rounds,
+                payload_bytes=args.payload_bytes,
+                transport=args.transport,
+                peers=parse_peers(args.peers),
+                seed=args.seed,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        from bench.rtt import main as rtt_main
+
+        return rtt_main(config)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bench.errors import BenchError
+
+    try:
+        return _dispatch(parser, args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

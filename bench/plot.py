@@ -1,0 +1,73 @@
+"""Latency plots. Each function draws on the ``ax`` it is given and never calls ``show()``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.stats import LatencySummary
+
+
+def _sorted_us(samples_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    return np.sort(np.asarray(samples_ns, dtype=np.float64) / 1000.0)
+
+
+def plot_cdf(
+    ax: Any,
+    samples_ns: Mapping[str, npt.NDArray[np.int64]],
+    summaries: Mapping[str, LatencySummary],
+) -> None:
+    """Round-trip CDF per peer on a log-x axis, with a marker at each peer's p50."""
+    for name, samples in samples_ns.items():
+        us = _sorted_us(samples)
+        frac = np.arange(1, us.size + 1) / us.size
+        p50 = summaries[name].p50_us
+        (line,) = ax.plot(us, frac, label=f"{name} (p50 {p50:.0f} µs)", linewidth=1.4)
+        ax.plot([p50], [0.5], "o", color=line.get_color(), markersize=5)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("round trip (µs, log scale)")
+    ax.set_ylabel("fraction of round trips ≤ x")
+    ax.set_title("CDF (dots: p50)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def plot_tail(ax: Any, samples_ns: Mapping[str, npt.NDArray[np.int64]]) -> None:
+    """Tail per peer: the fraction of round trips slower than x, log-log, down to 1/n."""
+    for name, samples in samples_ns.items():
+        us = _sorted_us(samples)
+        slower = 1.0 - np.arange(us.size) / us.size
+        ax.plot(us, slower, label=name, linewidth=1.4)
+    for level, tag in ((1e-2, "p99"), (1e-3, "p99.9")):
+        ax.axhline(level, color="grey", linewidth=0.8, linestyle=":")
+        ax.annotate(tag, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("round trip (µs, log scale)")
+    ax.set_ylabel("fraction of round trips > x")
+    ax.set_title("tail")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def save_rtt_figure(
+    path: Path,
+    samples_ns: Mapping[str, npt.NDArray[np.int64]],
+    summaries: Mapping[str, LatencySummary],
+    title: str,
+) -> None:
+    """Write the CDF and tail side by side to ``path`` with the Agg canvas (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    cdf_ax, tail_ax = fig.subplots(1, 2)
+    plot_cdf(cdf_ax, samples_ns, summaries)
+    plot_tail(tail_ax, samples_ns)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,139 @@
+"""Server processes for the benchmarks: start, wait for READY, and always tear down.
+
+Every server runs in its own session (``start_new_session``), so a Ctrl-C at the terminal
+reaches only the benchmark, which then stops the servers itself: SIGTERM, a bounded
+wait, then SIGKILL. Servers from :mod:`bench.rtt_servers` also exit when their stdin
+closes, so they cannot outlive a benchmark that was killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from bench.errors import ServerStartError
+
+START_TIMEOUT_S: Final = 30.0
+"""How long a server may take to print READY (imports on a loaded 2-core box are slow)."""
+STOP_TIMEOUT_S: Final = 5.0
+"""How long a server may take to exit after SIGTERM, and again after SIGKILL."""
+
+_ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+class ServerGroup:
+    """The server processes of one benchmark run; leaving the ``with`` block stops them all.
+
+    >>> with ServerGroup() as servers:                                  # doctest: +SKIP
+    ...     servers.start("broker", ["-m", "broker", "--bind", "ipc:///tmp/b.sock"])
+    ...     servers.wait_ready()
+    """
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[str, subprocess.Popen[str]]] = []
+
+    def start(self, name: str, args: Sequence[str]) -> None:
+        """Start ``python ARGS`` from the repository root; it must print a READY line."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._procs.append((name, proc))
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until every server has printed a line starting with READY.
+
+        Raises ServerStartError after ``timeout`` seconds, or as soon as one exits.
+        """
+        deadline = time.monotonic() + timeout
+        for name, proc in self._procs:
+            _wait_for_line(name, proc, "READY", deadline)
+
+    def stop(self) -> None:
+        """Stop every server, newest first: SIGTERM, bounded wait, SIGKILL."""
+        while self._procs:
+            name, proc = self._procs.pop()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    print(f"bench: {name} ignored SIGTERM; killing it", file=sys.stderr)
+                    proc.kill()
+                    proc.wait(STOP_TIMEOUT_S)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+    def __enter__(self) -> ServerGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        running = [f"{n}:{p.pid}" for n, p in self._procs if p.poll() is None]
+        return f"ServerGroup(running=[{', '.join(running)}])"
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt at once.
+
+    So ``with`` blocks unwind and stop their servers on SIGTERM too. It also keeps Ctrl-C
+    immediate inside ``asyncio.run``/``uvloop.run``, whose own SIGINT handler only cancels
+    the main task at its next ``await``, which a blocking timed loop may not reach for
+    seconds. Outside the main thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for_line(name: str, proc: subprocess.Popen[str], prefix: str, deadline: float) -> str:
+    """Read ``proc``'s stdout until a line starts with ``prefix``, or fail at ``deadline``."""
+    if proc.stdout is None:
+        raise ServerStartError(name, proc.pid, "has no stdout pipe")
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerStartError(name, proc.pid, f"printed no {prefix!r} line in time")
+            if not sel.select(left):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                status = proc.wait(STOP_TIMEOUT_S)
+                why = f"exited with {status} before printing {prefix!r}; see its stderr above"
+                raise ServerStartError(name, proc.pid, why)
+            if line.startswith(prefix):
+                return line.strip()

@@ -1,0 +1,158 @@
+"""``python -m bench rtt``: one request's round trip through five peers, side by side.
+
+Peers: direct pyzmq DEALER<->DEALER (no broker); libzmq's C ``zmq.proxy`` relay; the
+nearloop broker with :class:`client.Client` and with :class:`client.AsyncClient` on uvloop;
+and rpcq, a quantum vendor's ZeroMQ + msgpack RPC. Servers run in their own processes and
+every client runs in this one, so each path has its real process hops.
+
+Why the numbers are what they are: a 512 B message costs next to nothing to copy or
+parse. What costs is each *process hop*, a kernel wake-up of the receiving process (on a
+2-core VM, DESIGN.md measured ~60 µs process to process over a raw Unix socket and
+~100-110 µs for a pyzmq DEALER round trip). So the direct peer (2 hops) sets the floor,
+and a relay (4 hops: client -> relay -> worker -> relay -> client) costs about twice
+that, whether the relay loop is C (``zmq.proxy``, ~235-250 µs) or a Python poll loop
+(~250-270 µs). The nearloop broker is such a relay and adds only its Python per-message
+work (envelope parse, a dict lookup, a send), so it should sit close to the proxy. The
+AsyncClient adds an event-loop wake-up and a future per reply. rpcq has only 2 hops but
+runs each request as an asyncio task on the server and a uuid + dataclass request on
+the client, which is where its time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+import client
+from bench.endpoints import endpoint
+from bench.errors import BenchError
+from bench.machine import describe_machine, library_versions
+from bench.procs import ServerGroup, interrupts_raise
+from bench.rtt_clients import Session, open_session
+from bench.rtt_config import RttConfig
+from bench.rtt_peers import PEER_INFO, start_stack
+from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, write_json
+from bench.stats import LatencySummary
+
+
+def make_payload(size: int, seed: int) -> bytes:
+    """``size`` seeded random bytes."""
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def chunk_sizes(n: int, rounds: int) -> list[int]:
+    """Split ``n`` round trips into ``rounds`` chunks that differ by at most one."""
+    base, extra = divmod(n, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def rotated(peers: tuple[str, ...], by: int) -> tuple[str, ...]:
+    """``peers`` rotated left by ``by``: round r starts with a different peer."""
+    k = by % len(peers)
+    return peers[k:] + peers[:k]
+
+
+def _progress(text: str) -> None:
+    print(f"bench rtt: {text}", file=sys.stderr, flush=True)
+
+
+async def _round_trips(name: str, session: Session, n: int) -> list[int]:
+    """``session.round_trips(n)``, with a late or failed reply named after its peer."""
+    try:
+        return await session.round_trips(n)
+    except (TimeoutError, client.NearloopError) as exc:
+        raise BenchError(f"peer {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _interleaved(
+    config: RttConfig, peers: tuple[str, ...], endpoints: dict[str, str], ctx: zmq.Context[Any]
+) -> tuple[dict[str, npt.NDArray[np.int64]], str]:
+    """Warm every peer up, then time them in rotating round-robin chunks."""
+    payload = make_payload(config.payload_bytes, config.seed)
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    sessions: dict[str, Session] = {}
+    try:
+        for name in peers:
+            sessions[name] = open_session(name, ctx, endpoints[PEER_INFO[name].stack], payload)
+        _progress(f"warming up {', '.join(peers)} ({config.warmup} round trips each)")
+        for name, session in sessions.items():  # the first round trip is the readiness check
+            await _round_trips(name, session, max(1, config.warmup))
+        samples: dict[str, list[int]] = {name: [] for name in peers}
+        for r, size in enumerate(chunk_sizes(config.n, config.rounds)):
+            _progress(f"round {r + 1}/{config.rounds}: {size} round trips per peer")
+            for name in rotated(peers, r):
+                await _round_trips(name, sessions[name], REWARM_PER_CHUNK)
+                samples[name] += await _round_trips(name, sessions[name], size)
+    finally:
+        for session in sessions.values():
+            await session.aclose()
+    return {name: np.asarray(v, dtype=np.int64) for name, v in samples.items()}, loop_name
+
+
+def _runnable(peers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The peers whose libraries are installed, and why the others are skipped."""
+    skipped: dict[str, str] = {}
+    if "rpcq" in peers and importlib.util.find_spec("rpcq") is None:
+        skipped["rpcq"] = "rpcq is not installed (pip install 'nearloop[bench]')"
+    return tuple(p for p in peers if p not in skipped), skipped
+
+
+def measure(config: RttConfig) -> RttResult:
+    """Start the servers, time every peer, stop the servers (always), and summarize."""
+    peers, skipped = _runnable(config.peers)
+    for name, why in skipped.items():
+        _progress(f"skipping peer {name}: {why}")
+    if not peers:
+        raise BenchError("no peer left to run")
+    machine = describe_machine()
+    with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp, ServerGroup() as servers:
+        make_endpoint = partial(endpoint, config.transport, Path(tmp))
+        stacks = dict.fromkeys(PEER_INFO[p].stack for p in peers)
+        _progress(f"starting {', '.join(stacks)} servers over {config.transport}://")
+        endpoints = {stack: start_stack(stack, servers, make_endpoint) for stack in stacks}
+        servers.wait_ready()
+        ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            samples, loop_name = client.run(_interleaved(config, peers, endpoints, ctx))
+        finally:
+            ctx.destroy(linger=0)
+    return RttResult(
+        config=config,
+        samples_ns=samples,
+        summaries={name: LatencySummary.of(s) for name, s in samples.items()},
+        machine=machine,
+        versions=library_versions(),
+        event_loop=loop_name,
+        skipped=skipped,
+    )
+
+
+def main(config: RttConfig) -> int:
+    """Run the benchmark, print the table, write JSON and plot if asked; returns 0."""
+    if config.plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise BenchError("--plot needs matplotlib (pip install 'nearloop[bench]')")
+    with interrupts_raise():
+        result = measure(config)
+    print(format_table(result), flush=True)
+    if config.json_path is not None:
+        write_json(config.json_path, result)
+        _progress(f"wrote {config.json_path}")
+    if config.plot_path is not None:
+        from bench.plot import save_rtt_figure
+
+        title = (
+            f"{config.payload_bytes} B round trip over {config.transport}://, "
+            f"n={config.n} per peer · {result.machine['cpu_model']} · {result.machine['date']}"
+        )
+        save_rtt_figure(config.plot_path, result.samples_ns, result.summaries, title)
+        _progress(f"wrote {config.plot_path}")
+    return 0

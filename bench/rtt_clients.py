@@ -1,0 +1,174 @@
+"""The client side of each ``rtt`` peer: a session that times round trips, one in flight.
+
+Every session has the same shape, so the timed loops differ only in the one call that
+sends the request and waits for its reply. Each round trip is timed with
+``time.perf_counter_ns()`` around that call alone; the echo is checked outside the timed
+span. Every wait is bounded by :data:`REPLY_TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+from bench.errors import EchoMismatch
+from bench.rtt_servers import ECHO_SERVICE
+from client import AsyncClient, Client
+
+_clock: Final = time.perf_counter_ns
+
+REPLY_TIMEOUT_S: Final = 10.0
+"""Bound on each reply. The first warm-up call doubles as the readiness check."""
+
+
+class Session(Protocol):
+    """A connected client of one peer.
+
+    Every session is awaited from the one event loop the AsyncClient needs (uvloop, via
+    :func:`client.run`). The synchronous sessions never suspend inside ``round_trips``, so
+    the loop sits idle while they run and adds nothing to their times.
+    """
+
+    async def round_trips(self, n: int) -> list[int]:
+        """Run ``n`` round trips one after another; returns each one's time in ns."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class DealerSession:
+    """A pyzmq DEALER that sends the payload as one frame and waits for it to come back."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.rcvtimeo = int(REPLY_TIMEOUT_S * 1000)
+        sock.connect(endpoint)
+        self._sock = sock
+        self._payload = payload
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
+        send, recv, payload, clock = self._sock.send, self._sock.recv, self._payload, _clock
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            send(payload)
+            try:
+                reply = recv()
+            except zmq.Again:
+                raise TimeoutError(f"{self.name}: no reply in {REPLY_TIMEOUT_S} s") from None
+            out[i] = clock() - t0
+            if reply != payload:
+                raise EchoMismatch(self.name, len(reply))
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`Session.aclose`."""
+        self._sock.close(linger=0)
+
+
+class NearloopSession:
+    """A nearloop :class:`~client.Client` calling the ``echo`` service through the broker."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        self._client = Client(endpoint, timeout=REPLY_TIMEOUT_S, context=ctx)
+        self._array = np.frombuffer(payload, dtype=np.uint8)
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`."""
+        request, array, clock = self._client.request, self._array, _clock
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            reply = request(ECHO_SERVICE, None, array)
+            out[i] = clock() - t0
+            _check_array(self.name, reply.arrays, array)
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`Session.aclose`."""
+        self._client.close()
+
+
+class AsyncNearloopSession:
+    """A nearloop :class:`~client.AsyncClient` on the running loop (uvloop via client.run)."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        self._client = AsyncClient(endpoint, timeout=REPLY_TIMEOUT_S, context=ctx)
+        self._array = np.frombuffer(payload, dtype=np.uint8)
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`."""
+        request, array, clock = self._client.request, self._array, _clock
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            reply = await request(ECHO_SERVICE, None, array)
+            out[i] = clock() - t0
+            _check_array(self.name, reply.arrays, array)
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`Session.aclose`."""
+        await self._client.close()
+
+
+class RpcqSession:
+    """An :class:`rpcq.Client` calling the ``echo`` method with blocking ``call``."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        import rpcq  # optional: the caller skips this peer when rpcq is missing
+
+        self.name = name
+        # rpcq's __init__ lacks __all__, hence the ignore; the client makes its own zmq context.
+        self._client = rpcq.Client(endpoint, timeout=REPLY_TIMEOUT_S)  # type: ignore[attr-defined]
+        self._payload = payload
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`; rpcq raises TimeoutError if a reply is late."""
+        call, payload, clock = self._client.call, self._payload, _clock
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            reply = call(ECHO_SERVICE, payload)
+            out[i] = clock() - t0
+            if reply != payload:
+                raise EchoMismatch(self.name, len(reply))
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`Session.aclose`."""
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+SessionFactory = Callable[[str, zmq.Context[Any], str, bytes], Session]
+"""``(peer name, zmq context, endpoint, payload) -> Session``."""
+
+_SESSIONS: Final[dict[str, SessionFactory]] = {
+    "direct": DealerSession,
+    "proxy": DealerSession,
+    "nearloop": NearloopSession,
+    "nearloop-async": AsyncNearloopSession,
+    "rpcq": RpcqSession,
+}
+
+
+def open_session(peer: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> Session:
+    """Connect the client of ``peer`` to ``endpoint``."""
+    return _SESSIONS[peer](peer, ctx, endpoint, payload)
+
+
+def _check_array(peer: str, got: tuple[npt.NDArray[Any], ...], sent: npt.NDArray[Any]) -> None:
+    if len(got) != 1 or not np.array_equal(got[0], sent):
+        raise EchoMismatch(peer, sum(a.nbytes for a in got))
