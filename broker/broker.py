@@ -61,11 +61,12 @@ from client.protocol import (
     parse_header,
     parse_peer_message,
 )
-from client.transport import configure, recv_frames
+from client.transport import configure, poll, poll_items, send_frames
 
 log = logging.getLogger("nearloop.broker")
 
 _TOKEN: Final = struct.Struct(">Q").pack
+_RCVMORE: Final = zmq.RCVMORE
 _HEARTBEAT: Final = 0
 _EXPIRE_WORKER: Final = 1
 _EXPIRE_REQUEST: Final = 2
@@ -108,6 +109,7 @@ class Broker:
                 "redispatched",
                 "worker_lost",
                 "partials_dropped_v01",
+                "internal_errors",
             ),
             0,
         )
@@ -134,33 +136,39 @@ class Broker:
     def run(self) -> None:
         """Serve until :meth:`stop`; then tell every waiting client and worker, and return."""
         sock = self.socket
-        recv = recv_frames
+        recv = sock.recv
+        more = sock.getsockopt
+        items = poll_items(sock)
         handle = self._handle
         monotonic_ns = time.monotonic_ns
-        noblock = zmq.NOBLOCK
         cap_ms = self.config.heartbeat_ms
         timers = self._timers
         while not self._stopping:
-            try:
-                frames = recv(sock, noblock, 5)
-            except zmq.Again:
-                now = monotonic_ns()
-                if timers and timers[0][0] <= now:
-                    self._run_timers(now)
-                timeout_ms = cap_ms
-                if timers:
-                    timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
-                sock.poll(timeout_ms, zmq.POLLIN)
-                continue
             now = monotonic_ns()
-            handle(frames, now)
             if timers and timers[0][0] <= now:
                 self._run_timers(now)
+            timeout_ms = cap_ms
+            if timers:
+                timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
+            if not poll(items, timeout_ms):
+                continue
+            # The envelope (identity + 4 frames; 5 for an MDP/0.2 worker, whose body starts
+            # one frame later) arrives as bytes; body frames stay zmq.Frames, never copied.
+            frames: list[Frame] = [recv(0)]
+            while more(_RCVMORE):
+                n = len(frames)
+                frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
+            try:
+                handle(frames, monotonic_ns())
+            except Exception:
+                # A bug must not take down every loop this broker serves.
+                self.stats["internal_errors"] += 1
+                log.exception("internal error handling a message; the broker goes on")
         self._shutdown()
 
     def _handle(self, frames: list[Frame], now: int) -> None:
-        if len(frames) > MAX_FRAMES + 6:
-            self._malformed(frames, f"{len(frames)} frames, max {MAX_FRAMES}")
+        if len(frames) > MAX_FRAMES + 6:  # identity + the longest envelope (0.1 worker)
+            self._malformed(frames, f"{len(frames) - 6} body frames, max {MAX_FRAMES}")
             return
         ident = frames[0]
         try:
@@ -468,7 +476,7 @@ class Broker:
 
     def _send(self, frames: list[Frame]) -> bool:
         try:
-            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(self.socket, frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
             n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1

@@ -14,7 +14,7 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.transport import configure, recv_frames, send_frames
+from client.transport import configure, poll, poll_items, recv_frames, send_frames
 
 T = TypeVar("T")
 
@@ -27,10 +27,6 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     result: T = uvloop.run(main)
     return result
-
-
-def _readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
 
 class AsyncClient:
@@ -61,6 +57,7 @@ class AsyncClient:
         sock.connect(endpoint)
         self._sock: zmq.Socket[bytes] | None = sock
         self._fd = cast(int, sock.getsockopt(zmq.FD))
+        self._items = poll_items(sock)
         self._futures: dict[int, tuple[asyncio.Future[Message], list[Message]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.malformed_replies = 0
@@ -106,7 +103,7 @@ class AsyncClient:
         try:
             send_frames(sock, frames)
             # ZMQ_FD is edge-triggered: a send can consume the read edge, so look once now.
-            if _readable(sock):
+            if poll(self._items, 0):
                 loop.call_soon(self._on_readable)
             return await fut
         finally:
@@ -128,8 +125,8 @@ class AsyncClient:
         sock = self._sock
         if sock is None:
             return
-        while _readable(sock):
-            frames = recv_frames(sock, zmq.NOBLOCK, 4)
+        while poll(self._items, 0):
+            frames = recv_frames(sock, 0, 4)
             try:
                 rid, outcome = self._core.decode(frames)
             except ProtocolError:

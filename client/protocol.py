@@ -71,10 +71,9 @@ MAX_ARRAY_NDIM: Final = 32
 MAX_FRAMES: Final = MAX_ARRAYS + 8
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_CREDIT: Final = 4096
+MAX_ERROR_TEXT: Final = 4096
+"""Characters of an error message, and of a traceback's tail, that an error reply carries."""
 ZERO_COPY_THRESHOLD_BYTES: Final = 64 * 1024
-ENVELOPE_FRAMES: Final = 4
-"""Frames a peer sends before its body starts, at most (0.1 worker: empty, header, command,
-address); receivers take these, and the ROUTER identity, as bytes and the rest zero-copy."""
 
 # --- Liveness ----------------------------------------------------------------------------
 
@@ -99,8 +98,14 @@ ERR_WORKER: Final = "worker_error"
 ERR_SHUTDOWN: Final = "broker_shutdown"
 ERR_WORKER_LOST: Final = "worker_lost"
 
-ALLOWED_DTYPE_KINDS: Final = frozenset("biufc")
-"""bool, signed and unsigned integers, floats, complex. Never objects: no pickle, ever."""
+ALLOWED_DTYPES: Final = frozenset(
+    ["|b1", "|i1", "|u1"]
+    + [f"{order}{kind}{size}" for order in "<>" for kind in "iu" for size in (2, 4, 8)]
+    + [f"{order}{kind}" for order in "<>" for kind in ("f2", "f4", "f8", "c8", "c16")]
+)
+"""Canonical numpy ``dtype.str`` spellings on the wire: bool, integers, IEEE floats and
+complex, either byte order. Never objects (no pickle, ever), never platform-sized types."""
+MAX_LIVENESS: Final = 100
 
 _MAX_U64: Final = 2**64 - 1
 
@@ -201,8 +206,8 @@ class WorkerOptions:
                 f"heartbeat_ms must be in {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS}, "
                 f"got {self.heartbeat_ms}"
             )
-        if not 1 <= self.liveness <= 100:
-            raise ProtocolError(f"liveness must be in 1..100, got {self.liveness}")
+        if not 1 <= self.liveness <= MAX_LIVENESS:
+            raise ProtocolError(f"liveness must be in 1..{MAX_LIVENESS}, got {self.liveness}")
 
 
 PLAIN_WORKER: Final = WorkerOptions()
@@ -218,12 +223,11 @@ class ArraySpec:
     """Size in bytes of an array of this spec."""
 
     def __post_init__(self) -> None:
-        try:
-            dt = np.dtype(self.dtype)
-        except TypeError as exc:
-            raise ProtocolError(f"unknown dtype {self.dtype!r}") from exc
-        if dt.kind not in ALLOWED_DTYPE_KINDS or dt.hasobject or dt.fields is not None:
-            raise ProtocolError(f"dtype {self.dtype!r} is not a plain numeric dtype")
+        if self.dtype not in ALLOWED_DTYPES:
+            raise ProtocolError(
+                f"dtype {self.dtype!r} is not one of the wire dtypes {sorted(ALLOWED_DTYPES)}"
+            )
+        dt = np.dtype(self.dtype)
         if len(self.shape) > MAX_ARRAY_NDIM:
             raise ProtocolError(f"array has {len(self.shape)} dimensions, max {MAX_ARRAY_NDIM}")
         if any(type(n) is not int or n < 0 for n in self.shape):
@@ -500,9 +504,10 @@ def encode_header(
     if body is not None:
         m["body"] = body
     if error is not None:
-        e: dict[str, str] = {"type": error.type, "message": error.message}
+        # Truncated, so that an error reply can never be too large to send.
+        e = {"type": error.type[:64], "message": error.message[:MAX_ERROR_TEXT]}
         if error.traceback is not None:
-            e["traceback"] = error.traceback
+            e["traceback"] = error.traceback[-MAX_ERROR_TEXT:]
         m["error"] = e
     try:
         out: bytes = _packer.pack(m)
@@ -538,9 +543,10 @@ def parse_header(frame: Frame) -> Header:
     for a in raw_arrays:
         if not (isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)):
             raise ProtocolError(f"bad array spec {a!r}")
-        if not isinstance(a[1], list):
-            raise ProtocolError(f"bad array shape {a[1]!r}")
-        specs.append(array_spec(a[0], tuple(a[1])))
+        shape = a[1]
+        if not isinstance(shape, list) or not all(type(n) is int for n in shape):
+            raise ProtocolError(f"bad array shape {shape!r}")
+        specs.append(array_spec(a[0], tuple(shape)))
     err = m.get("error")
     error = None
     if err is not None:
@@ -629,7 +635,7 @@ def _unpack(frame: Frame, what: str) -> Any:
     if len(frame) > MAX_HEADER_BYTES:
         raise ProtocolError(f"{what} of {len(frame)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        return msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise ProtocolError(f"{what} is not valid msgpack: {exc}") from exc
 

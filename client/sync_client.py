@@ -13,7 +13,7 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS
-from client.transport import configure, recv_frames, send_frames
+from client.transport import configure, poll, poll_items, recv_frames, send_frames
 
 _NS = 1_000_000_000
 
@@ -71,6 +71,7 @@ class Client:
         configure(sock)
         sock.connect(endpoint)
         self._sock: zmq.Socket[bytes] | None = sock
+        self._items = poll_items(sock)
         self._pending: dict[int, PendingReply] = {}
         self.malformed_replies = 0
         """Replies that could not be decoded, and were dropped."""
@@ -133,16 +134,13 @@ class Client:
     def _wait(self, pending: PendingReply) -> Message:
         try:
             sock = self._socket()
+            items = self._items
             while pending._outcome is None:
-                try:
-                    frames = recv_frames(sock, zmq.NOBLOCK, 4)
-                except zmq.Again:
-                    left_ns = pending.deadline_ns - time.monotonic_ns()
-                    if left_ns <= 0:
-                        raise RequestTimeout(pending.service, pending.id, pending.timeout) from None
-                    sock.poll(-(-left_ns // 1_000_000), zmq.POLLIN)
-                    continue
-                self._deliver(frames)
+                left_ns = pending.deadline_ns - time.monotonic_ns()
+                if left_ns <= 0:
+                    raise RequestTimeout(pending.service, pending.id, pending.timeout)
+                if poll(items, -(-left_ns // 1_000_000)):
+                    self._deliver(recv_frames(sock, 0, 4))
             outcome = pending._outcome
         finally:
             self._pending.pop(pending.id, None)

@@ -41,7 +41,7 @@ from client.protocol import (
     parse_broker_to_worker,
     parse_header,
 )
-from client.transport import configure, recv_frames, send_frames
+from client.transport import configure, poll, poll_items, recv_frames, send_frames
 
 log = logging.getLogger("nearloop.worker")
 
@@ -66,35 +66,36 @@ class WorkerState:
 
     def on_request(self, req: BrokerRequest) -> list[Frame]:
         """The reply frames (without identity) for one REQUEST."""
+        recv_ns = time.monotonic_ns()
+        header = None
         try:
-            header = parse_header(req.body[0]) if req.body else None
-            if header is None:
+            if not req.body:
                 raise ProtocolError("request has no nearloop header frame")
+            header = parse_header(req.body[0])
             message = Message(header, frames_to_arrays(header.arrays, req.body[1:]))
         except ProtocolError as exc:
             self.failed += 1
-            return self._error(req, 0, ErrorInfo(ERR_MALFORMED, f"{self.service}: {exc}"))
-        ts = dict(header.ts)
-        ts["worker_recv"] = time.monotonic_ns()
+            rid = 0 if header is None else header.id
+            return self._error(req, rid, ERR_MALFORMED, f"{self.service}: {exc}", None)
         try:
             out = Payload.of(self.handler(message))
             specs, frames = arrays_to_frames(out.arrays)
-            ts["worker_send"] = time.monotonic_ns()
+            ts = {**header.ts, "worker_recv": recv_ns, "worker_send": time.monotonic_ns()}
             hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
             body: list[Frame] = [hdr, *frames]
             check_body_size(body)
         except Exception as exc:
             self.failed += 1
-            info = ErrorInfo(
-                ERR_WORKER, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=20)
-            )
-            return self._error(req, header.id, info)
+            text = f"{type(exc).__name__}: {exc}"
+            return self._error(req, header.id, ERR_WORKER, text, traceback.format_exc(limit=20))
         self.served += 1
         return encode_worker_reply(req.version, True, req.address, body)
 
     @staticmethod
-    def _error(req: BrokerRequest, rid: int, info: ErrorInfo) -> list[Frame]:
-        hdr = encode_header(id=rid, kind=KIND_ERROR, error=info)
+    def _error(
+        req: BrokerRequest, rid: int, err_type: str, message: str, tb: str | None
+    ) -> list[Frame]:
+        hdr = encode_header(id=rid, kind=KIND_ERROR, error=ErrorInfo(err_type, message, tb))
         return encode_worker_reply(req.version, True, req.address, [hdr])
 
 
@@ -205,19 +206,20 @@ class Worker:
         broker_deadline = now + ttl_ns
         self._next_hb_ns = now + hb_ns
         heartbeat = encode_worker_heartbeat(version)
+        items = poll_items(sock)
         while not self._stop.is_set():
-            try:
-                frames = recv_frames(sock, zmq.NOBLOCK, 5)
-            except zmq.Again:
-                now = time.monotonic_ns()
-                if now >= self._next_hb_ns:
-                    send_frames(sock, heartbeat)
-                    self._next_hb_ns = now + hb_ns
-                if now >= broker_deadline:
+            now = time.monotonic_ns()
+            if now >= self._next_hb_ns:
+                send_frames(sock, heartbeat)
+                self._next_hb_ns = now + hb_ns
+            wait_ns = max(0, min(self._next_hb_ns, broker_deadline) - now)
+            if not poll(items, -(-wait_ns // _MS)):
+                # Only a poll that found nothing can tell the broker is silent: after a
+                # long handler its heartbeats are waiting unread.
+                if time.monotonic_ns() >= broker_deadline:
                     return f"broker silent for {self.options.liveness} heartbeats"
-                wait_ns = min(self._next_hb_ns, broker_deadline) - now
-                sock.poll(max(1, -(-wait_ns // _MS)), zmq.POLLIN)
                 continue
+            frames = recv_frames(sock, 0, 5)
             broker_deadline = time.monotonic_ns() + ttl_ns
             try:
                 msg = parse_broker_to_worker(frames, version)

@@ -47,7 +47,7 @@ def test_worker_killed_mid_request_loses_nothing(stack: Stack, transport: str) -
         assert c.request("echo", "after").body["echo"] == "after"
         assert c.late_replies == 0
     stats = broker_stats(broker.endpoint)
-    assert stats["redispatched"] == 1 and stats["workers"] == 1
+    assert stats["redispatched"] == 1 and stats["workers"] == 1, stats
 
 
 def test_frozen_worker_is_detected_and_its_request_moves(stack: Stack) -> None:
