@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -12,11 +12,11 @@ import numpy.typing as npt
 from client.protocol import Header
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A decoded nearloop message: its header, and arrays rebuilt over the received frames.
 
     Arrays of 64 KiB or more are views over the received frame's memory, not copies.
+    (A NamedTuple: one is built per message on the hot path.)
     """
 
     header: Header

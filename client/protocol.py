@@ -221,6 +221,8 @@ class ArraySpec:
     shape: tuple[int, ...]
     nbytes: int = field(init=False, repr=False, compare=False)
     """Size in bytes of an array of this spec."""
+    np_dtype: np.dtype[Any] = field(init=False, repr=False, compare=False)
+    """The parsed numpy dtype."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ALLOWED_DTYPES:
@@ -233,6 +235,7 @@ class ArraySpec:
         if any(type(n) is not int or n < 0 for n in self.shape):
             raise ProtocolError(f"bad array shape {self.shape!r}")
         object.__setattr__(self, "nbytes", dt.itemsize * math.prod(self.shape))
+        object.__setattr__(self, "np_dtype", dt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,27 +247,20 @@ class ErrorInfo:
     traceback: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The msgpack header frame that starts every nearloop body."""
+class Header(NamedTuple):
+    """The msgpack header frame that starts every nearloop body.
+
+    Immutable, and a NamedTuple rather than a dataclass because one is built per message
+    on the hot path: :func:`parse_header` checks every invariant before building one.
+    """
 
     id: int
     kind: str
-    ts: Mapping[str, int] = field(default_factory=dict)
+    ts: Mapping[str, int] = {}
     ttl_ms: int | None = None
     arrays: tuple[ArraySpec, ...] = ()
     body: Any = None
     error: ErrorInfo | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.id <= _MAX_U64:
-            raise ProtocolError(f"request id {self.id} out of range")
-        if self.ttl_ms is not None and self.ttl_ms < 0:
-            raise ProtocolError(f"ttl_ms must be >= 0, got {self.ttl_ms}")
-        if len(self.arrays) > MAX_ARRAYS:
-            raise ProtocolError(f"{len(self.arrays)} arrays, max {MAX_ARRAYS}")
-        if self.kind == KIND_ERROR and self.error is None:
-            raise ProtocolError("an error header needs an error")
 
 
 # --- Majordomo encode --------------------------------------------------------------------
@@ -521,52 +517,52 @@ def encode_header(
 def parse_header(frame: Frame) -> Header:
     """Decode and validate a header frame. Raises ProtocolError."""
     m = _unpack(frame, "header")
-    if not isinstance(m, dict):
+    if type(m) is not dict:
         raise ProtocolError("header is not a msgpack map")
-    try:
-        kind = m["kind"]
-        ident = m["id"]
-    except KeyError as exc:
-        raise ProtocolError(f"header lacks {exc.args[0]!r}") from exc
-    if not isinstance(kind, str):
-        raise ProtocolError("header kind is not a string")
-    ts = m.get("ts") or {}
-    if not isinstance(ts, dict) or not all(
-        isinstance(k, str) and type(v) is int for k, v in ts.items()
-    ):
+    ident = m.get("id")
+    kind = m.get("kind")
+    if type(ident) is not int or not 0 <= ident <= _MAX_U64:
+        raise ProtocolError(f"header id must be an integer in 0..2**64-1, got {ident!r:.40}")
+    if type(kind) is not str:
+        raise ProtocolError(f"header kind must be a string, got {kind!r:.40}")
+    ts = m.get("ts")
+    if ts is None:
+        ts = {}
+    elif type(ts) is not dict or not all(type(k) is str and type(v) is int for k, v in ts.items()):
         raise ProtocolError("header ts must map names to integer nanoseconds")
     ttl = m.get("ttl_ms")
-    raw_arrays = m.get("arrays") or []
-    if not isinstance(raw_arrays, list):
-        raise ProtocolError("header arrays must be a list")
-    specs = []
-    for a in raw_arrays:
-        if not (isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)):
-            raise ProtocolError(f"bad array spec {a!r}")
-        shape = a[1]
-        if not isinstance(shape, list) or not all(type(n) is int for n in shape):
-            raise ProtocolError(f"bad array shape {shape!r}")
-        specs.append(array_spec(a[0], tuple(shape)))
-    err = m.get("error")
+    if ttl is not None and (type(ttl) is not int or ttl < 0):
+        raise ProtocolError(f"ttl_ms must be an integer >= 0, got {ttl!r:.40}")
+    specs: tuple[ArraySpec, ...] = ()
+    raw_arrays = m.get("arrays")
+    if raw_arrays:
+        specs = _parse_specs(raw_arrays)
     error = None
+    err = m.get("error")
     if err is not None:
         if not (
-            isinstance(err, dict)
-            and isinstance(err.get("type"), str)
-            and isinstance(err.get("message"), str)
+            type(err) is dict and type(err.get("type")) is str and type(err.get("message")) is str
         ):
             raise ProtocolError("header error must carry a type and a message")
         tb = err.get("traceback")
-        error = ErrorInfo(err["type"], err["message"], tb if isinstance(tb, str) else None)
-    return Header(
-        id=_int(ident, "id"),
-        kind=kind,
-        ts=ts,
-        ttl_ms=None if ttl is None else _int(ttl, "ttl_ms"),
-        arrays=tuple(specs),
-        body=m.get("body"),
-        error=error,
-    )
+        error = ErrorInfo(err["type"], err["message"], tb if type(tb) is str else None)
+    elif kind == KIND_ERROR:
+        raise ProtocolError("an error header needs an error")
+    return Header(ident, kind, ts, ttl, specs, m.get("body"), error)
+
+
+def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:
+    if type(raw) is not list or len(raw) > MAX_ARRAYS:
+        raise ProtocolError(f"header arrays must be a list of at most {MAX_ARRAYS}")
+    specs = []
+    for a in raw:
+        if not (type(a) is list and len(a) == 2 and type(a[0]) is str):
+            raise ProtocolError(f"bad array spec {a!r:.60}")
+        shape = a[1]
+        if type(shape) is not list or not all(type(n) is int for n in shape):
+            raise ProtocolError(f"bad array shape {shape!r:.60}")
+        specs.append(array_spec(a[0], tuple(shape)))
+    return tuple(specs)
 
 
 _specs: dict[tuple[str, tuple[int, ...]], ArraySpec] = {}
@@ -612,8 +608,8 @@ def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tup
                 f"array frame of {size} bytes does not match {spec.dtype}{list(spec.shape)} "
                 f"({spec.nbytes} bytes)"
             )
-        buf = getattr(frame, "buffer", frame)
-        out.append(np.frombuffer(buf, dtype=spec.dtype).reshape(spec.shape))
+        a = np.frombuffer(getattr(frame, "buffer", frame), dtype=spec.np_dtype)
+        out.append(a if len(spec.shape) == 1 else a.reshape(spec.shape))
     return tuple(out)
 
 

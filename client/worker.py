@@ -71,25 +71,34 @@ class WorkerState:
         try:
             if not req.body:
                 raise ProtocolError("request has no nearloop header frame")
-            header = parse_header(req.body[0])
-            message = Message(header, frames_to_arrays(header.arrays, req.body[1:]))
+            body = req.body
+            header = parse_header(body[0])
+            arrays = frames_to_arrays(header.arrays, body[1:]) if len(body) > 1 else ()
+            if len(arrays) != len(header.arrays):
+                raise ProtocolError(f"header lists {len(header.arrays)} arrays but none follow")
+            message = Message(header, arrays)
         except ProtocolError as exc:
             self.failed += 1
             rid = 0 if header is None else header.id
             return self._error(req, rid, ERR_MALFORMED, f"{self.service}: {exc}", None)
         try:
             out = Payload.of(self.handler(message))
-            specs, frames = arrays_to_frames(out.arrays)
             ts = {**header.ts, "worker_recv": recv_ns, "worker_send": time.monotonic_ns()}
-            hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
-            body: list[Frame] = [hdr, *frames]
-            check_body_size(body)
+            if out.arrays:
+                specs, frames = arrays_to_frames(out.arrays)
+                hdr = encode_header(
+                    id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body
+                )
+                reply: list[Frame] = [hdr, *frames]
+                check_body_size(reply)
+            else:  # the header alone is bounded by encode_header
+                reply = [encode_header(id=header.id, kind=KIND_REPLY, ts=ts, body=out.body)]
         except Exception as exc:
             self.failed += 1
             text = f"{type(exc).__name__}: {exc}"
             return self._error(req, header.id, ERR_WORKER, text, traceback.format_exc(limit=20))
         self.served += 1
-        return encode_worker_reply(req.version, True, req.address, body)
+        return encode_worker_reply(req.version, True, req.address, reply)
 
     @staticmethod
     def _error(
