@@ -17,7 +17,7 @@ import numpy.typing as npt
 import zmq
 
 from bench.errors import EchoMismatch
-from bench.rtt_servers import ECHO_SERVICE
+from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
 
 _clock: Final = time.perf_counter_ns
@@ -69,6 +69,45 @@ class DealerSession:
             out[i] = clock() - t0
             if reply != payload:
                 raise EchoMismatch(self.name, len(reply))
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`Session.aclose`."""
+        self._sock.close(linger=0)
+
+
+class MdpSession:
+    """A plain MDP/0.2 client (RFC 18, raw pyzmq DEALER) through the nearloop broker."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.rcvtimeo = int(REPLY_TIMEOUT_S * 1000)
+        sock.connect(endpoint)
+        self._sock = sock
+        self._request = [b"MDPC02", b"\x01", MDP_ECHO_SERVICE.encode(), payload]
+        self._payload = payload
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
+        send, recv, msg, clock = (
+            self._sock.send_multipart,
+            self._sock.recv_multipart,
+            self._request,
+            _clock,
+        )
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            send(msg)
+            try:
+                reply = recv()
+            except zmq.Again:
+                raise TimeoutError(f"{self.name}: no reply in {REPLY_TIMEOUT_S} s") from None
+            out[i] = clock() - t0
+            if reply[3:] != [self._payload]:
+                raise EchoMismatch(self.name, sum(len(f) for f in reply[3:]))
         return out
 
     async def aclose(self) -> None:
@@ -160,6 +199,7 @@ _SESSIONS: Final[dict[str, SessionFactory]] = {
     "proxy": DealerSession,
     "nearloop": NearloopSession,
     "nearloop-async": AsyncNearloopSession,
+    "broker-mdp": MdpSession,
     "rpcq": RpcqSession,
 }
 

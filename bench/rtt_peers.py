@@ -62,6 +62,13 @@ PEER_INFO: Final = {
             stack="nearloop",
         ),
         PeerInfo(
+            name="broker-mdp",
+            label="nearloop broker alone: plain MDP/0.2 pyzmq client -> plain MDP/0.2 worker",
+            hops=4,
+            payload="one raw frame after the MDP envelope",
+            stack="nearloop",
+        ),
+        PeerInfo(
             name="rpcq",
             label="rpcq Client -> rpcq Server (asyncio)",
             hops=2,
@@ -91,6 +98,7 @@ def start_stack(stack: str, servers: ServerGroup, endpoint: Callable[[str], str]
         ep = endpoint("broker")
         servers.start("broker", ["-m", "broker", "--bind", ep])
         servers.start("nearloop worker", ["-m", _SERVERS, "nearloop-worker", "--connect", ep])
+        servers.start("plain MDP worker", ["-m", _SERVERS, "mdp-echo-worker", "--connect", ep])
     elif stack == "rpcq":
         ep = endpoint("rpcq")
         servers.start("rpcq server", ["-m", _SERVERS, "rpcq-server", "--bind", ep])

@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 ECHO_SERVICE = "echo"
+MDP_ECHO_SERVICE = "mdp-echo"
 """The nearloop service name and the rpcq method name the clients call."""
 
 
@@ -80,6 +81,25 @@ def nearloop_worker(*, connect: str) -> None:
     run_worker(connect, ECHO_SERVICE, echo)  # prints READY after each READY to the broker
 
 
+def mdp_echo_worker(*, connect: str) -> None:
+    """A plain MDP/0.2 worker, as a third party would write it from RFC 18: raw pyzmq,
+    echoing the request body; it serves ``MDP_ECHO_SERVICE``."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(connect)
+    sock.send_multipart([b"MDPW02", b"\x01", MDP_ECHO_SERVICE.encode()])
+    _ready()
+    heartbeat = [b"MDPW02", b"\x05"]
+    while True:
+        if not sock.poll(1000):
+            sock.send_multipart(heartbeat)  # idle: keep the registration alive
+            continue
+        msg = sock.recv_multipart()
+        if msg[1] == b"\x02":  # REQUEST: header, command, address, empty, body...
+            sock.send_multipart([b"MDPW02", b"\x04", msg[2], b"", *msg[4:]])
+
+
 def rpcq_server(*, bind: str) -> None:
     """Serve rpcq method ``echo`` on the default asyncio loop, as rpcq users run it."""
     import asyncio
@@ -108,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--frontend", required=True)
     px.add_argument("--backend", required=True)
     kinds.add_parser("nearloop-worker").add_argument("--connect", required=True)
+    kinds.add_parser("mdp-echo-worker").add_argument("--connect", required=True)
     kinds.add_parser("rpcq-server").add_argument("--bind", required=True)
     return p
 
@@ -123,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         proxy(frontend=args.frontend, backend=args.backend)
     elif args.kind == "nearloop-worker":
         nearloop_worker(connect=args.connect)
+    elif args.kind == "mdp-echo-worker":
+        mdp_echo_worker(connect=args.connect)
     else:
         rpcq_server(bind=args.bind)
 
