@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="bound on each service's queue (default %(default)s)",
     )  # fmt: skip
     p.add_argument(
+        "--max-services", type=int, default=1024,
+        help="bound on distinct service names the broker tracks (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-redispatch", type=int, default=2,
         help="times a request is re-sent after its worker dies (default %(default)s)",
     )  # fmt: skip
@@ -61,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness=args.liveness,
             request_ttl_ms=args.request_ttl_ms,
             max_queue=args.max_queue,
+            max_services=args.max_services,
             max_redispatch=args.max_redispatch,
         )
     except ValueError as exc:

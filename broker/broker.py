@@ -110,6 +110,7 @@ class Broker:
                 "worker_lost",
                 "partials_dropped_v01",
                 "internal_errors",
+                "services_refused",
             ),
             0,
         )
@@ -213,6 +214,7 @@ class Broker:
         svc = self.services.get(name)
         if svc is None:
             if len(self.services) >= self.config.max_services:
+                self.stats["services_refused"] += 1
                 self._error(
                     ident, msg.version, name, msg.body, ERR_NO_WORKER,
                     f"no such service and the broker holds {len(self.services)} already",
@@ -314,6 +316,7 @@ class Broker:
         svc = self.services.get(msg.service)
         if svc is None:
             if len(self.services) >= self.config.max_services:
+                self.stats["services_refused"] += 1
                 self._malformed([ident], "too many services")
                 self._send([ident, *encode_worker_disconnect(msg.version)])
                 return
@@ -396,6 +399,12 @@ class Broker:
         if held:
             log.warning("worker %s lost holding %d request(s)", w.identity.hex(), len(held))
         self._drain(svc, now)
+        self._forget_if_idle(svc)
+
+    def _forget_if_idle(self, svc: Service) -> None:
+        """Drop a service with no workers and nothing queued, so names cannot pile up."""
+        if not svc.workers and not svc.n_queued and self.services.get(svc.name) is svc:
+            del self.services[svc.name]
 
     # --- timers ----------------------------------------------------------------------
 
@@ -430,6 +439,7 @@ class Broker:
         req.state = DONE
         svc.n_queued -= 1
         svc.compact()
+        self._forget_if_idle(svc)
         self.stats["expired"] += 1
         self._error(
             req.client, req.version, req.service, req.body or [], ERR_NO_WORKER,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
-from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable
+from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable, WorkerError
 from client.protocol import MAX_MESSAGE_BYTES, encode_header
 from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
 
@@ -185,3 +185,47 @@ def test_no_worker_error_is_an_error_not_a_hang(stack: Stack) -> None:
     broker = stack.broker("ipc")
     with Client(broker.endpoint) as c, pytest.raises(ServiceUnavailable):
         c.request("ghost", 1, timeout=0.3)
+
+
+def test_headers_that_break_parsing_do_not_stop_the_broker(
+    stack: Stack, zctx: zmq.Context[Any]
+) -> None:
+    """The broker reads the header of a request that must wait (for its ttl_ms)."""
+    broker = stack.broker("ipc")
+    s = zctx.socket(zmq.DEALER)
+    s.connect(broker.endpoint)
+    bad_headers = [
+        msgpack.packb({"id": 1, "kind": "request", "ttl_ms": 100, "arrays": [["<f8", [[1]]]]}),
+        msgpack.packb({"id": 2, "kind": "request", "ttl_ms": 100, "arrays": [["<f8", [{}]]]}),
+        msgpack.packb({"id": 3, "kind": "request", "ttl_ms": 100, "ts": {"a": [1]}}),
+        msgpack.packb({"id": [4], "kind": "request", "ttl_ms": 100}),
+        b"\xc1",
+    ]
+    for h in bad_headers:
+        s.send_multipart([b"MDPC02", b"\x01", b"nobody", h])
+    for _ in bad_headers:  # each still gets its no_worker error, after the broker default
+        assert s.poll(15000)
+        err = msgpack.unpackb(s.recv_multipart()[3])
+        assert err["error"]["type"] == "no_worker"
+    with Client(broker.endpoint) as c:
+        assert c.broker_stats()["internal_errors"] == 0
+
+
+def test_a_huge_exception_message_still_gets_a_bounded_error_reply(stack: Stack) -> None:
+    broker = stack.broker("ipc")
+    stack.worker(broker.endpoint)
+    with Client(broker.endpoint) as c:
+        with pytest.raises(WorkerError) as exc:
+            c.request("echo", {"op": "fail", "msg": "x", "repeat": 200_000})
+        assert 0 < len(exc.value.message) <= 4096
+        assert c.request("echo", 1).body["echo"] == 1  # the same worker goes on
+
+
+def test_unused_service_names_do_not_pile_up(stack: Stack) -> None:
+    broker = stack.broker("ipc", "--max-services", "8")
+    with Client(broker.endpoint) as c:
+        for i in range(40):
+            with pytest.raises(ServiceUnavailable):
+                c.request(f"typo-{i}", None, timeout=0.05)
+        stats = c.broker_stats()
+    assert stats["services"] == {} and stats["services_refused"] == 0

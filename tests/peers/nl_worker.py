@@ -2,7 +2,7 @@
 
 The request body picks what it does: ``{"op": "echo"}`` (default) echoes body and arrays,
 ``{"op": "sleep", "s": S, "mark": DIR}`` records its pid in DIR then works for S seconds,
-``{"op": "fail", "msg": M}`` raises ValueError(M). Every reply carries the worker's pid.
+``{"op": "fail", "msg": M, "repeat": N}`` raises ValueError(M * N). Every reply carries the worker's pid.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def handle(m: Message) -> Payload:
             pathlib.Path(body["mark"], str(os.getpid())).touch()
         time.sleep(body["s"])  # stands for a long computation
     elif op == "fail":
-        raise ValueError(body.get("msg", "failed on purpose"))
+        raise ValueError(body.get("msg", "failed on purpose") * body.get("repeat", 1))
     return Payload(body={"pid": os.getpid(), "echo": body}, arrays=m.arrays)
 
 
