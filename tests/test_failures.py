@@ -191,7 +191,7 @@ def test_headers_that_break_parsing_do_not_stop_the_broker(
     stack: Stack, zctx: zmq.Context[Any]
 ) -> None:
     """The broker reads the header of a request that must wait (for its ttl_ms)."""
-    broker = stack.broker("ipc")
+    broker = stack.broker("ipc", "--request-ttl-ms", "300")
     s = zctx.socket(zmq.DEALER)
     s.connect(broker.endpoint)
     bad_headers = [
