@@ -2,7 +2,8 @@
 
 The request body picks what it does: ``{"op": "echo"}`` (default) echoes body and arrays,
 ``{"op": "sleep", "s": S, "mark": DIR}`` records its pid in DIR then works for S seconds,
-``{"op": "fail", "msg": M, "repeat": N}`` raises ValueError(M * N). Every reply carries the worker's pid.
+``{"op": "fail", "msg": M, "repeat": N}`` raises ValueError(M * N). Every reply carries
+the worker's pid.
 """
 
 from __future__ import annotations
