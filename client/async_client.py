@@ -14,7 +14,7 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.transport import configure, poll, poll_items, recv_frames, send_frames
+from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
 
 T = TypeVar("T")
 
@@ -52,9 +52,7 @@ class AsyncClient:
         self.endpoint = endpoint
         self._core = RequestCore(timeout)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        configure(sock)
-        sock.connect(endpoint)
+        sock = connect_dealer(self._context, endpoint)
         self._sock: zmq.Socket[bytes] | None = sock
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._items = poll_items(sock)

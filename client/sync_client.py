@@ -13,7 +13,7 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS
-from client.transport import configure, poll, poll_items, recv_frames, send_frames
+from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
 
 _NS = 1_000_000_000
 
@@ -67,9 +67,7 @@ class Client:
         self.endpoint = endpoint
         self._core = RequestCore(timeout)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        configure(sock)
-        sock.connect(endpoint)
+        sock = connect_dealer(self._context, endpoint)
         self._sock: zmq.Socket[bytes] | None = sock
         self._items = poll_items(sock)
         self._pending: dict[int, PendingReply] = {}

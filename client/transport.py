@@ -70,3 +70,11 @@ def configure(sock: zmq.Socket[bytes], *, linger_ms: int = 0) -> None:
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, 10)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+
+
+def connect_dealer(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[bytes]:
+    """A configured DEALER connected to ``endpoint``: what clients and workers talk on."""
+    sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+    configure(sock)
+    sock.connect(endpoint)
+    return sock

@@ -41,7 +41,7 @@ from client.protocol import (
     parse_broker_to_worker,
     parse_header,
 )
-from client.transport import configure, poll, poll_items, recv_frames, send_frames
+from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
 
 log = logging.getLogger("nearloop.worker")
 
@@ -182,9 +182,7 @@ class Worker:
 
     def _session(self) -> str:
         """One connection to the broker; returns why it ended."""
-        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        configure(sock)
-        sock.connect(self.endpoint)
+        sock = connect_dealer(self._context, self.endpoint)
         version = 2
         with self._io_lock:
             self._sock = sock
