@@ -145,31 +145,34 @@ class Broker:
         cap_ms = self.config.heartbeat_ms
         timers = self._timers
         while not self._stopping:
-            now = monotonic_ns()
-            if timers and timers[0][0] <= now:
-                self._run_timers(now)
-            timeout_ms = cap_ms
-            if timers:
-                timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
-            if not poll(items, timeout_ms):
-                continue
-            # The envelope (identity + 4 frames; 5 for an MDP/0.2 worker, whose body starts
-            # one frame later) arrives as bytes; body frames stay zmq.Frames, never copied.
-            frames: list[Frame] = [recv(0)]
-            while more(_RCVMORE):
-                n = len(frames)
-                frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
             try:
+                now = monotonic_ns()
+                if timers and timers[0][0] <= now:
+                    self._run_timers(now)
+                timeout_ms = cap_ms
+                if timers:
+                    timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
+                if not poll(items, timeout_ms):
+                    continue
+                # Envelope frames arrive as bytes, body frames as zmq.Frames, never copied.
+                # The body starts at frame 4 after the identity for clients (MDPC02, command,
+                # service) and at frame 5 for MDP/0.2 workers (MDPW02, command, address,
+                # empty); the MDP/0.1 worker's extra leading empty frame leaves its
+                # delimiter uncopied, which costs nothing.
+                frames: list[Frame] = [recv(0)]
+                while more(_RCVMORE):
+                    n = len(frames)
+                    frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
                 handle(frames, monotonic_ns())
             except Exception:
                 # A bug must not take down every loop this broker serves.
                 self.stats["internal_errors"] += 1
-                log.exception("internal error handling a message; the broker goes on")
+                log.exception("internal error; the broker goes on")
         self._shutdown()
 
     def _handle(self, frames: list[Frame], now: int) -> None:
         if len(frames) > MAX_FRAMES + 6:  # identity + the longest envelope (0.1 worker)
-            self._malformed(frames, f"{len(frames) - 6} body frames, max {MAX_FRAMES}")
+            self._malformed(frames, f"{len(frames)} frames, max {MAX_FRAMES + 6}")
             return
         ident = frames[0]
         try:

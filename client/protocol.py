@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeAlias
 
 import msgpack
@@ -256,7 +258,7 @@ class Header(NamedTuple):
 
     id: int
     kind: str
-    ts: Mapping[str, int] = {}
+    ts: Mapping[str, int] = MappingProxyType({})
     ttl_ms: int | None = None
     arrays: tuple[ArraySpec, ...] = ()
     body: Any = None
@@ -412,7 +414,7 @@ def _parse_worker(version: int, frames: Sequence[Frame], at: int) -> PeerMessage
         return WorkerReady(version, _service(frames[at + 1]), opts)
     if cmd == disconnect:
         return WorkerDisconnect(version)
-    raise ProtocolError(f"unknown worker command {bytes(cmd)!r} for MDP/0.{version}")
+    raise ProtocolError(f"unknown worker command {_short(bytes(cmd))} for MDP/0.{version}")
 
 
 def parse_worker_options(frame: Frame) -> WorkerOptions:
@@ -437,7 +439,7 @@ def parse_broker_reply(frames: Sequence[Frame]) -> BrokerReply:
     if n >= 3 and frames[0] == MDPC02:
         cmd = frames[1]
         if cmd not in (C_PARTIAL, C_FINAL):
-            raise ProtocolError(f"unexpected client command {bytes(cmd)!r}")
+            raise ProtocolError(f"unexpected client command {_short(bytes(cmd))}")
         return BrokerReply(2, cmd == C_FINAL, bytes(frames[2]), list(frames[3:]))
     if n >= 3 and frames[0] == EMPTY and frames[1] == MDPC01:
         return BrokerReply(1, True, bytes(frames[2]), list(frames[3:]))
@@ -465,7 +467,7 @@ def parse_broker_to_worker(frames: Sequence[Frame], version: int = 2) -> WorkerI
         return BrokerHeartbeat(version)
     if cmd == disconnect:
         return BrokerDisconnect(version)
-    raise ProtocolError(f"unknown broker command {bytes(cmd)!r}")
+    raise ProtocolError(f"unknown broker command {_short(bytes(cmd))}")
 
 
 def _service(frame: Frame) -> bytes:
@@ -501,9 +503,9 @@ def encode_header(
         m["body"] = body
     if error is not None:
         # Truncated, so that an error reply can never be too large to send.
-        e = {"type": error.type[:64], "message": error.message[:MAX_ERROR_TEXT]}
+        e = {"type": _text(error.type[:64]), "message": _text(error.message[:MAX_ERROR_TEXT])}
         if error.traceback is not None:
-            e["traceback"] = error.traceback[-MAX_ERROR_TEXT:]
+            e["traceback"] = _text(error.traceback[-MAX_ERROR_TEXT:])
         m["error"] = e
     try:
         out: bytes = _packer.pack(m)
@@ -515,16 +517,23 @@ def encode_header(
 
 
 def parse_header(frame: Frame) -> Header:
-    """Decode and validate a header frame. Raises ProtocolError."""
+    """Decode and validate a header frame. Raises ProtocolError, and nothing else."""
+    try:
+        return _parse_header(frame)
+    except (TypeError, ValueError, RecursionError) as exc:  # hostile nesting or types
+        raise ProtocolError(f"header cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse_header(frame: Frame) -> Header:
     m = _unpack(frame, "header")
     if type(m) is not dict:
         raise ProtocolError("header is not a msgpack map")
     ident = m.get("id")
     kind = m.get("kind")
     if type(ident) is not int or not 0 <= ident <= _MAX_U64:
-        raise ProtocolError(f"header id must be an integer in 0..2**64-1, got {ident!r:.40}")
+        raise ProtocolError(f"header id must be an integer in 0..2**64-1, got {_short(ident)}")
     if type(kind) is not str:
-        raise ProtocolError(f"header kind must be a string, got {kind!r:.40}")
+        raise ProtocolError(f"header kind must be a string, got {_short(kind)}")
     ts = m.get("ts")
     if ts is None:
         ts = {}
@@ -532,10 +541,10 @@ def parse_header(frame: Frame) -> Header:
         raise ProtocolError("header ts must map names to integer nanoseconds")
     ttl = m.get("ttl_ms")
     if ttl is not None and (type(ttl) is not int or ttl < 0):
-        raise ProtocolError(f"ttl_ms must be an integer >= 0, got {ttl!r:.40}")
+        raise ProtocolError(f"ttl_ms must be an integer >= 0, got {_short(ttl)}")
     specs: tuple[ArraySpec, ...] = ()
     raw_arrays = m.get("arrays")
-    if raw_arrays:
+    if raw_arrays is not None:
         specs = _parse_specs(raw_arrays)
     error = None
     err = m.get("error")
@@ -557,10 +566,10 @@ def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:
     specs = []
     for a in raw:
         if not (type(a) is list and len(a) == 2 and type(a[0]) is str):
-            raise ProtocolError(f"bad array spec {a!r:.60}")
+            raise ProtocolError(f"bad array spec {_short(a)}")
         shape = a[1]
         if type(shape) is not list or not all(type(n) is int for n in shape):
-            raise ProtocolError(f"bad array shape {shape!r:.60}")
+            raise ProtocolError(f"bad array shape {_short(shape)}")
         specs.append(array_spec(a[0], tuple(shape)))
     return tuple(specs)
 
@@ -584,6 +593,8 @@ def array_spec(dtype: str, shape: tuple[int, ...]) -> ArraySpec:
 def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list[memoryview]]:
     """Describe numpy arrays and expose their memory as frames, copying only to make them
     C-contiguous."""
+    if len(arrays) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(arrays)} arrays, max {MAX_ARRAYS}")
     specs = []
     frames = []
     for a in arrays:
@@ -634,6 +645,20 @@ def _unpack(frame: Frame, what: str) -> Any:
         return msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise ProtocolError(f"{what} is not valid msgpack: {exc}") from exc
+
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 3, 40, 40, 6, 6
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for error texts: never huge, never recursing deep."""
+    return _repr.repr(value)
+
+
+def _text(s: str) -> str:
+    """A string msgpack can always encode (lone surrogates escaped)."""
+    return s if s.isascii() else s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _int(value: Any, name: str) -> int:

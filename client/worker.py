@@ -77,7 +77,7 @@ class WorkerState:
             if len(arrays) != len(header.arrays):
                 raise ProtocolError(f"header lists {len(header.arrays)} arrays but none follow")
             message = Message(header, arrays)
-        except ProtocolError as exc:
+        except Exception as exc:  # ProtocolError, or a numpy error on a hostile spec
             self.failed += 1
             rid = 0 if header is None else header.id
             return self._error(req, rid, ERR_MALFORMED, f"{self.service}: {exc}", None)
@@ -135,6 +135,10 @@ class Worker:
     ) -> None:
         if not 0 < reconnect_min_ms <= reconnect_max_ms:
             raise ValueError("need 0 < reconnect_min_ms <= reconnect_max_ms")
+        if liveness < 2:
+            # While a handler runs, heartbeats come from a helper thread up to 1.5
+            # intervals apart; one missed interval must not make a busy worker dead.
+            raise ValueError("a Worker needs liveness >= 2")
         self.endpoint = endpoint
         self.service = service
         self.options = WorkerOptions(

@@ -184,3 +184,24 @@ def test_garbage_parses_or_raises_protocol_error(frames: list[bytes]) -> None:
 def test_malformed_commands_are_protocol_errors(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
         p.parse_peer_message(frames)
+
+
+def test_hostile_nesting_is_a_protocol_error_not_a_crash() -> None:
+    """Lists nested 1010 deep: msgpack reads them, but a plain repr() would recurse."""
+    deep = b"\x91" * 1010 + b"\x01"
+    for key in (b"\xa2id", b"\xa4kind", b"\xa6ttl_ms", b"\xa6arrays", b"\xa2ts"):
+        rest = b"\xa2id\x01" if key != b"\xa2id" else b"\xa4kind\xa1x"
+        frame = b"\x82" + rest + key + deep
+        with pytest.raises(ProtocolError):
+            p.parse_header(frame)
+
+
+def test_error_texts_with_lone_surrogates_still_encode() -> None:
+    info = p.ErrorInfo(p.ERR_WORKER, "bad \udcff text", "tb \ud800")
+    h = p.parse_header(p.encode_header(id=3, kind=p.KIND_ERROR, error=info))
+    assert h.error is not None and "bad" in h.error.message
+
+
+def test_too_many_arrays_are_refused_before_sending() -> None:
+    with pytest.raises(ProtocolError, match="arrays, max"):
+        p.arrays_to_frames([np.zeros(1)] * (p.MAX_ARRAYS + 1))
