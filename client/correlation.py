@@ -68,8 +68,11 @@ class RequestCore:
             arrays=specs,
             body=body,
         )
-        msg_body = [header, *frames]
-        check_body_size(msg_body)
+        if frames:
+            msg_body = [header, *frames]
+            check_body_size(msg_body)
+        else:
+            msg_body = [header]  # encode_header bounded it
         return rid, encode_client_request(2, service.encode(), msg_body)
 
     def build_mmi(self, service: str, argument: bytes) -> tuple[int, list[Frame]]:
@@ -84,7 +87,6 @@ class RequestCore:
         body = reply.body
         if not body:
             raise ProtocolError("reply has no body")
-        service = reply.service.decode(errors="replace")
         if reply.service.startswith(MMI_PREFIX):
             header = parse_header(body[-1])
             fields = [bytes(f) for f in body[:-1]]
@@ -93,6 +95,7 @@ class RequestCore:
         header = parse_header(body[0])
         if header.kind == KIND_ERROR and header.error is not None:
             e = header.error
+            service = reply.service.decode(errors="replace")
             return header.id, remote_error(service, e.type, e.message, e.traceback)
         arrays = frames_to_arrays(header.arrays, body[1:])
         return header.id, Message(header, arrays, not reply.final)

@@ -346,8 +346,16 @@ def encode_worker_disconnect(version: int) -> list[Frame]:
 _SERVICE_NAME: Final = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_SERVICE_NAME_BYTES)
 
 
+_valid_names: set[bytes] = set()
+
+
 def check_service_name(service: bytes) -> None:
     """Raise ProtocolError unless ``service`` is 1..255 printable ASCII bytes, no spaces."""
+    if service in _valid_names:  # loops call the same few services
+        return
+    if len(_valid_names) < 1024 and _SERVICE_NAME.fullmatch(service) is not None:
+        _valid_names.add(service)
+        return
     if _SERVICE_NAME.fullmatch(service) is None:
         raise ProtocolError(
             f"service name {service[:40]!r} is not 1..{MAX_SERVICE_NAME_BYTES} printable "
