@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 import msgpack
@@ -56,9 +56,12 @@ class AsyncClient:
         self._sock: zmq.Socket[bytes] | None = sock
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._items = poll_items(sock)
-        self._futures: dict[int, tuple[asyncio.Future[Message], list[Message]]] = {}
+        self._futures: dict[
+            int, tuple[asyncio.Future[Message], Callable[[Message], None] | None]
+        ] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.malformed_replies = 0
+        self.partials_ignored = 0
 
     @property
     def late_replies(self) -> int:
@@ -71,11 +74,16 @@ class AsyncClient:
         body: Any = None,
         *arrays: npt.NDArray[Any],
         timeout: float | None = None,
+        on_partial: Callable[[Message], None] | None = None,
     ) -> Message:
-        """Send a request and await its final reply. Raises RemoteError or RequestTimeout."""
+        """Send a request and await its final reply. Raises RemoteError or RequestTimeout.
+
+        ``on_partial`` is called with each PARTIAL reply (MDP/0.2) that comes first; without
+        it they are counted in ``partials_ignored``.
+        """
         t = self._core.timeout_of(timeout)
         rid, frames = self._core.build(service, body, arrays, t)
-        return await self._call(service, rid, frames, t)
+        return await self._call(service, rid, frames, t, on_partial)
 
     async def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """``mmi.service`` (RFC 8): does ``service`` have workers?"""
@@ -90,13 +98,20 @@ class AsyncClient:
         stats: dict[str, Any] = msgpack.unpackb(reply.body[1])
         return stats
 
-    async def _call(self, service: str, rid: int, frames: list[Frame], timeout: float) -> Message:
+    async def _call(
+        self,
+        service: str,
+        rid: int,
+        frames: list[Frame],
+        timeout: float,
+        on_partial: Callable[[Message], None] | None = None,
+    ) -> Message:
         sock = self._socket()
         loop = self._loop
         if loop is None:
             loop = self._attach()
         fut: asyncio.Future[Message] = loop.create_future()
-        self._futures[rid] = (fut, [])
+        self._futures[rid] = (fut, on_partial)
         timer = loop.call_later(timeout, self._expire, rid, service, timeout)
         try:
             send_frames(sock, frames)
@@ -136,7 +151,13 @@ class AsyncClient:
             elif isinstance(outcome, RemoteError):
                 entry[0].set_exception(outcome)
             elif outcome.partial:
-                entry[1].append(outcome)
+                if entry[1] is None:
+                    self.partials_ignored += 1
+                    continue
+                try:
+                    entry[1](outcome)
+                except Exception as exc:  # the caller's callback failed: its call fails
+                    entry[0].set_exception(exc)
             else:
                 entry[0].set_result(outcome)
 

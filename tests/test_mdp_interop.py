@@ -9,7 +9,8 @@ import msgpack
 import pytest
 import zmq
 
-from client import Client
+import client
+from client import AsyncClient, Client, Message
 from tests.conftest import BrokerProc, Stack, broker_stats, wait_for_workers
 from tests.peers.mdp_rfc import PlainWorker, V1Client, V2Client, echo
 
@@ -133,3 +134,28 @@ def test_silent_plain_worker_is_expired(stack: Stack, zctx: zmq.Context[Any]) ->
     wait_for_workers(broker.endpoint, "mute", 0, timeout=10)
     assert broker_stats(broker.endpoint)["workers_expired"] == 1
     sock.close()
+
+
+def test_nearloop_clients_receive_partials(
+    broker: BrokerProc, zctx: zmq.Context[Any], workers: list[PlainWorker]
+) -> None:
+    """A worker that streams: three PARTIALs, then the FINAL (each echoes our header)."""
+
+    def stream(body: list[bytes]) -> list[list[bytes]]:
+        return [body] * 4
+
+    start(workers, PlainWorker(zctx, broker.endpoint, b"stream", stream, version=2))
+    with Client(broker.endpoint) as c:
+        pending = c.submit("stream", {"n": 1})
+        final = pending.result()
+    assert not final.partial and len(pending.partials) == 3
+    assert all(m.partial and m.id == final.id for m in pending.partials)
+
+    seen: list[Message] = []
+
+    async def go() -> Message:
+        async with AsyncClient(broker.endpoint) as ac:
+            return await ac.request("stream", {"n": 2}, on_partial=seen.append)
+
+    final = client.run(go())
+    assert len(seen) == 3 and all(m.partial for m in seen) and final.body == {"n": 2}
