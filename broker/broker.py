@@ -257,7 +257,7 @@ class Broker:
             except ProtocolError:
                 ttl = None
             if ttl is not None:
-                return min(ttl, self.config.request_ttl_ms * 100)
+                return min(ttl, self.config.max_ttl_ms)
         return self.config.request_ttl_ms
 
     def _dispatch(self, svc: Service, req: Request, now: int) -> None:

@@ -26,6 +26,8 @@ class BrokerConfig:
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     liveness: int = DEFAULT_LIVENESS
     request_ttl_ms: int = 10_000
+    max_ttl_ms: int = 600_000
+    """The longest a request's own ``ttl_ms`` may keep it queued."""
     max_queue: int = 10_000
     max_services: int = 1024
     max_redispatch: int = 2
@@ -41,7 +43,7 @@ class BrokerConfig:
                 f"heartbeat_ms must be in {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS}, "
                 f"got {self.heartbeat_ms}"
             )
-        for name in ("liveness", "request_ttl_ms", "max_queue", "max_services"):
+        for name in ("liveness", "request_ttl_ms", "max_ttl_ms", "max_queue", "max_services"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_redispatch < 0:
