@@ -502,11 +502,11 @@ def encode_header(
     """msgpack-encode a header; only the fields that are set go on the wire."""
     m: dict[str, Any] = {"id": id, "kind": kind}
     if ts:
-        m["ts"] = dict(ts)
+        m["ts"] = ts if type(ts) is dict else dict(ts)
     if ttl_ms is not None:
         m["ttl_ms"] = ttl_ms
     if arrays:
-        m["arrays"] = [[a.dtype, list(a.shape)] for a in arrays]
+        m["arrays"] = [(a.dtype, a.shape) for a in arrays]  # tuples pack as msgpack arrays
     if body is not None:
         m["body"] = body
     if error is not None:
@@ -545,7 +545,11 @@ def _parse_header(frame: Frame) -> Header:
     ts = m.get("ts")
     if ts is None:
         ts = {}
-    elif type(ts) is not dict or not all(type(k) is str and type(v) is int for k, v in ts.items()):
+    elif type(ts) is dict:
+        for k, v in ts.items():
+            if type(k) is not str or type(v) is not int:
+                raise ProtocolError("header ts must map names to integer nanoseconds")
+    else:
         raise ProtocolError("header ts must map names to integer nanoseconds")
     ttl = m.get("ttl_ms")
     if ttl is not None and (type(ttl) is not int or ttl < 0):
@@ -573,12 +577,15 @@ def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:
         raise ProtocolError(f"header arrays must be a list of at most {MAX_ARRAYS}")
     specs = []
     for a in raw:
-        if not (type(a) is list and len(a) == 2 and type(a[0]) is str):
+        if type(a) is not list or len(a) != 2 or type(a[1]) is not list:
             raise ProtocolError(f"bad array spec {_short(a)}")
-        shape = a[1]
-        if type(shape) is not list or not all(type(n) is int for n in shape):
-            raise ProtocolError(f"bad array shape {_short(shape)}")
-        specs.append(array_spec(a[0], tuple(shape)))
+        key = (a[0], tuple(a[1]))  # unhashable parts raise TypeError: parse_header's guard
+        spec = _specs.get(key)
+        if spec is None:  # a spec not seen before: check it in full
+            if type(a[0]) is not str or not all(type(n) is int for n in a[1]):
+                raise ProtocolError(f"bad array spec {_short(a)}")
+            spec = array_spec(*key)
+        specs.append(spec)
     return tuple(specs)
 
 
@@ -620,7 +627,7 @@ def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tup
     if len(specs) != len(frames):
         raise ProtocolError(f"header lists {len(specs)} arrays but {len(frames)} frames follow")
     out = []
-    for spec, frame in zip(specs, frames, strict=True):
+    for spec, frame in zip(specs, frames):  # noqa: B905 (lengths checked above)
         size = len(frame)
         if size != spec.nbytes:
             raise ProtocolError(
