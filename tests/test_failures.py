@@ -28,20 +28,25 @@ def held_by(mark: Path, timeout: float = 10) -> int:
     return int(pids[0].name)
 
 
+def two_workers(stack: Stack, endpoint: str, *extra: str) -> tuple[set[int], Path]:
+    """Two registered echo workers, and an empty folder for them to mark requests in."""
+    pids = {stack.worker(endpoint, "echo", *extra).pid for _ in range(2)}
+    wait_for_workers(endpoint, "echo", 2)
+    mark = stack.tmp / "mark"
+    mark.mkdir()
+    return pids, mark
+
+
 @pytest.mark.parametrize("transport", ["ipc", "tcp"])
 def test_worker_killed_mid_request_loses_nothing(stack: Stack, transport: str) -> None:
     broker = stack.broker(transport)
-    a = stack.worker(broker.endpoint)
-    b = stack.worker(broker.endpoint)
-    wait_for_workers(broker.endpoint, "echo", 2)
-    mark = stack.tmp / "mark"
-    mark.mkdir()
+    pids, mark = two_workers(stack, broker.endpoint)
     with Client(broker.endpoint, timeout=20) as c:
         pending = c.submit("echo", {"op": "sleep", "s": 0.5, "mark": str(mark)})
         victim = held_by(mark)
         os.kill(victim, signal.SIGKILL)
         reply = pending.result()
-        survivor = ({a.pid, b.pid} - {victim}).pop()
+        survivor = (pids - {victim}).pop()
         assert reply.body["pid"] == survivor
         # Exactly one reply: nothing else arrives for it (the next request reads past it).
         assert c.request("echo", "after").body["echo"] == "after"
@@ -52,17 +57,13 @@ def test_worker_killed_mid_request_loses_nothing(stack: Stack, transport: str) -
 
 def test_frozen_worker_is_detected_and_its_request_moves(stack: Stack) -> None:
     broker = stack.broker("ipc")
-    a = stack.worker(broker.endpoint, "echo", "--heartbeat-ms", "50")
-    b = stack.worker(broker.endpoint, "echo", "--heartbeat-ms", "50")
-    wait_for_workers(broker.endpoint, "echo", 2)
-    mark = stack.tmp / "mark"
-    mark.mkdir()
+    pids, mark = two_workers(stack, broker.endpoint, "--heartbeat-ms", "50")
     with Client(broker.endpoint, timeout=20) as c:
         pending = c.submit("echo", {"op": "sleep", "s": 0.3, "mark": str(mark)})
         frozen = held_by(mark)
         os.kill(frozen, signal.SIGSTOP)
         try:
-            assert pending.result().body["pid"] == ({a.pid, b.pid} - {frozen}).pop()
+            assert pending.result().body["pid"] == (pids - {frozen}).pop()
             assert broker_stats(broker.endpoint)["workers_expired"] == 1
         finally:
             os.kill(frozen, signal.SIGCONT)
