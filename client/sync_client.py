@@ -89,12 +89,16 @@ class Client:
         """Send a request without waiting.
 
         Arrays of 64 KiB or more are sent without a copy: do not modify them until the
-        reply has arrived.
+        reply has arrived. Call :meth:`PendingReply.result` on every request submitted:
+        that is what retires it.
         """
-        sock = self._socket()
         t = self._core.timeout_of(timeout)
         rid, frames = self._core.build(service, body, arrays, t)
-        pending = PendingReply(self, rid, service, t)
+        return self._send(service, rid, frames, t)
+
+    def _send(self, service: str, rid: int, frames: list[Any], timeout: float) -> PendingReply:
+        sock = self._socket()
+        pending = PendingReply(self, rid, service, timeout)
         self._pending[rid] = pending
         send_frames(sock, frames)
         return pending
@@ -121,13 +125,9 @@ class Client:
         return stats
 
     def _mmi(self, service: str, argument: bytes, timeout: float | None) -> Message:
-        sock = self._socket()
         t = self._core.timeout_of(timeout)
         rid, frames = self._core.build_mmi(service, argument)
-        pending = PendingReply(self, rid, service, t)
-        self._pending[rid] = pending
-        send_frames(sock, frames)
-        return pending.result()
+        return self._send(service, rid, frames, t).result()
 
     def _wait(self, pending: PendingReply) -> Message:
         try:
