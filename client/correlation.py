@@ -68,11 +68,9 @@ class RequestCore:
             arrays=specs,
             body=body,
         )
-        if frames:
-            msg_body = [header, *frames]
+        msg_body = [header, *frames]
+        if frames:  # a lone header is bounded by encode_header
             check_body_size(msg_body)
-        else:
-            msg_body = [header]  # encode_header bounded it
         return rid, encode_client_request(2, service.encode(), msg_body)
 
     def build_mmi(self, service: str, argument: bytes) -> tuple[int, list[Frame]]:

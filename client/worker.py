@@ -73,10 +73,7 @@ class WorkerState:
                 raise ProtocolError("request has no nearloop header frame")
             body = req.body
             header = parse_header(body[0])
-            arrays = frames_to_arrays(header.arrays, body[1:]) if len(body) > 1 else ()
-            if len(arrays) != len(header.arrays):
-                raise ProtocolError(f"header lists {len(header.arrays)} arrays but none follow")
-            message = Message(header, arrays)
+            message = Message(header, frames_to_arrays(header.arrays, body[1:]))
         except Exception as exc:  # ProtocolError, or a numpy error on a hostile spec
             self.failed += 1
             rid = 0 if header is None else header.id
@@ -84,15 +81,11 @@ class WorkerState:
         try:
             out = Payload.of(self.handler(message))
             ts = {**header.ts, "worker_recv": recv_ns, "worker_send": time.monotonic_ns()}
-            if out.arrays:
-                specs, frames = arrays_to_frames(out.arrays)
-                hdr = encode_header(
-                    id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body
-                )
-                reply: list[Frame] = [hdr, *frames]
+            specs, frames = arrays_to_frames(out.arrays)
+            hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
+            reply: list[Frame] = [hdr, *frames]
+            if frames:  # a lone header is bounded by encode_header
                 check_body_size(reply)
-            else:  # the header alone is bounded by encode_header
-                reply = [encode_header(id=header.id, kind=KIND_REPLY, ts=ts, body=out.body)]
         except Exception as exc:
             self.failed += 1
             text = f"{type(exc).__name__}: {exc}"
