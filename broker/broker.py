@@ -88,6 +88,9 @@ class Broker:
         sock: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
         configure(sock, linger_ms=config.linger_ms)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A client whose connection drops and comes back keeps its identity (nearloop
+        # clients set one): the new connection takes it over, and replies still reach it.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.SNDHWM, config.sndhwm)
         sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
         self.socket = sock

@@ -52,7 +52,7 @@ class AsyncClient:
         self.endpoint = endpoint
         self._core = RequestCore(timeout)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock = connect_dealer(self._context, endpoint)
+        sock = connect_dealer(self._context, endpoint, stable_identity=True)
         self._sock: zmq.Socket[bytes] | None = sock
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._items = poll_items(sock)

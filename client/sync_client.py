@@ -67,7 +67,7 @@ class Client:
         self.endpoint = endpoint
         self._core = RequestCore(timeout)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock = connect_dealer(self._context, endpoint)
+        sock = connect_dealer(self._context, endpoint, stable_identity=True)
         self._sock: zmq.Socket[bytes] | None = sock
         self._items = poll_items(sock)
         self._pending: dict[int, PendingReply] = {}

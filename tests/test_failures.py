@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -230,3 +232,24 @@ def test_unused_service_names_do_not_pile_up(stack: Stack) -> None:
                 c.request(f"typo-{i}", None, timeout=0.05)
         stats = c.broker_stats()
     assert stats["services"] == {} and stats["services_refused"] == 0
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to drop a connection")
+def test_client_connection_dropped_mid_request_still_gets_its_reply(stack: Stack) -> None:
+    """The client's TCP connection is aborted while a worker (on ipc) holds its request."""
+    broker = stack.broker(binds=[stack.endpoint("ipc"), "tcp://127.0.0.1:*"])
+    ipc_ep, tcp_ep = broker.endpoints
+    stack.worker(ipc_ep)
+    wait_for_workers(ipc_ep, "echo", 1)
+    mark = stack.tmp / "mark"
+    mark.mkdir()
+    port = tcp_ep.rsplit(":", 1)[1]
+    with Client(tcp_ep, timeout=20) as c:
+        pending = c.submit("echo", {"op": "sleep", "s": 0.5, "mark": str(mark)})
+        held_by(mark)
+        killed = subprocess.run(
+            ["ss", "-K", "dst", "127.0.0.1", "dport", "=", port], capture_output=True, text=True
+        )
+        if "ESTAB" not in killed.stdout:
+            pytest.skip("this kernel cannot destroy sockets (ss -K)")
+        assert pending.result().body["echo"]["op"] == "sleep"
