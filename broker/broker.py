@@ -13,7 +13,6 @@ import itertools
 import logging
 import struct
 import time
-from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
@@ -54,6 +53,7 @@ from client.protocol import (
     WorkerHeartbeat,
     WorkerReady,
     WorkerReply,
+    body_size,
     encode_client_reply,
     encode_header,
     encode_worker_disconnect,
@@ -207,9 +207,7 @@ class Broker:
         if name.startswith(MMI_PREFIX):
             self._on_mmi(ident, msg)
             return
-        size = 0
-        for f in msg.body:
-            size += len(f)
+        size = body_size(msg.body)
         if size > MAX_MESSAGE_BYTES:
             self.stats["oversized"] += 1
             self._error(
@@ -537,16 +535,3 @@ class Broker:
 
 def _hex(frames: list[Frame]) -> str:
     return bytes(frames[0]).hex() if frames else "?"
-
-
-def serve(config: BrokerConfig, on_ready: Callable[[list[str]], None] | None = None) -> Broker:
-    """Bind, report the endpoints through ``on_ready``, run until stopped, and close."""
-    broker = Broker(config)
-    try:
-        endpoints = broker.bind()
-        if on_ready is not None:
-            on_ready(endpoints)
-        broker.run()
-    finally:
-        broker.close()
-    return broker

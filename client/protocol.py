@@ -623,7 +623,7 @@ def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list
 
 
 def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tuple[Any, ...]:
-    """Rebuild arrays over the received frames' memory, without copying (read-only)."""
+    """Rebuild arrays as views over the received frames' memory, without copying."""
     if len(specs) != len(frames):
         raise ProtocolError(f"header lists {len(specs)} arrays but {len(frames)} frames follow")
     out = []
