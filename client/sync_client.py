@@ -13,9 +13,10 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS
-from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
+from client.transport import connect_dealer, recv_frames, send_frames
 
 _NS = 1_000_000_000
+_RCVTIMEO = int(zmq.RCVTIMEO)
 
 
 class PendingReply:
@@ -69,7 +70,7 @@ class Client:
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         sock = connect_dealer(self._context, endpoint, stable_identity=True)
         self._sock: zmq.Socket[bytes] | None = sock
-        self._items = poll_items(sock)
+        self._rcvtimeo_ms = -1
         self._pending: dict[int, PendingReply] = {}
         self.malformed_replies = 0
         """Replies that could not be decoded, and were dropped."""
@@ -132,13 +133,21 @@ class Client:
     def _wait(self, pending: PendingReply) -> Message:
         try:
             sock = self._socket()
-            items = self._items
             while pending._outcome is None:
                 left_ns = pending.deadline_ns - time.monotonic_ns()
                 if left_ns <= 0:
                     raise RequestTimeout(pending.service, pending.id, pending.timeout)
-                if poll(items, -(-left_ns // 1_000_000)):
-                    self._deliver(recv_frames(sock, 0, 4))
+                # A blocking receive bounded by RCVTIMEO costs less than poll + receive;
+                # the option is set only when the bound changes (rarely, in a loop).
+                timeout_ms = -(-left_ns // 1_000_000)
+                if timeout_ms != self._rcvtimeo_ms:
+                    sock.setsockopt(_RCVTIMEO, timeout_ms)
+                    self._rcvtimeo_ms = timeout_ms
+                try:
+                    frames = recv_frames(sock, 0, 4)
+                except zmq.Again:
+                    continue
+                self._deliver(frames)
             outcome = pending._outcome
         finally:
             self._pending.pop(pending.id, None)

@@ -17,9 +17,15 @@ import zmq
 
 from client.protocol import MAX_MESSAGE_BYTES, ZERO_COPY_THRESHOLD_BYTES, Frame
 
-_RCVMORE: Final = zmq.RCVMORE
-_SNDMORE: Final = zmq.SNDMORE
+# Plain ints: pyzmq's flag enums cost a Python-level enum operation on every ``|``.
+_RCVMORE: Final = int(zmq.RCVMORE)
+_SNDMORE: Final = int(zmq.SNDMORE)
 _BIG: Final = ZERO_COPY_THRESHOLD_BYTES
+# The compiled methods under pyzmq's Python wrappers, whose routing_id/group handling
+# (draft sockets only) costs about a microsecond per frame.
+_send: Final = zmq.backend.Socket.send
+_recv: Final = zmq.backend.Socket.recv
+_get: Final = zmq.backend.Socket.get
 
 poll = zmq.zmq_poll
 """``poll([(socket, zmq.POLLIN)], timeout_ms)``: the C poll, without a Poller object."""
@@ -39,11 +45,9 @@ def recv_frames(sock: zmq.Socket[bytes], flags: int, copy_first: int) -> list[Fr
     as ``bytes``, so they compare and hash cheaply; the rest come back as ``zmq.Frame``,
     never copied, so array payloads of any size cost no copy on receive.
     """
-    recv = sock.recv
-    more = sock.getsockopt
-    frames: list[Frame] = [recv(flags)]
-    while more(_RCVMORE):
-        frames.append(recv(0, copy=len(frames) < copy_first))
+    frames: list[Frame] = [_recv(sock, flags)]
+    while _get(sock, _RCVMORE):
+        frames.append(_recv(sock, 0, len(frames) < copy_first))
     return frames
 
 
@@ -53,14 +57,10 @@ def send_frames(sock: zmq.Socket[bytes], frames: Sequence[Frame], flags: int = 0
     Raises ``zmq.Again`` (with NOBLOCK) or ``zmq.ZMQError`` from the first frame only:
     ZeroMQ delivers a multipart message whole or not at all.
     """
-    send = sock.send
     last = len(frames) - 1
-    more = flags | _SNDMORE
+    more = int(flags) | _SNDMORE
     for i, f in enumerate(frames):
-        if len(f) < _BIG:
-            send(f, more if i < last else flags)
-        else:
-            send(f, more if i < last else flags, copy=False)
+        _send(sock, f, more if i < last else flags, len(f) < _BIG)
 
 
 def configure(sock: zmq.Socket[bytes], *, linger_ms: int = 0) -> None:
