@@ -19,19 +19,23 @@ import msgpack
 import zmq
 
 from broker.config import BrokerConfig
+from broker.model_store import ModelRefused, ModelStore
 from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, WorkerEntry
 from client.errors import ProtocolError
 from client.protocol import (
     C_FINAL,
     C_PARTIAL,
     EMPTY,
+    ERR_BAD_MODEL,
     ERR_MALFORMED,
     ERR_NO_WORKER,
     ERR_QUEUE_FULL,
     ERR_SHUTDOWN,
     ERR_TOO_LARGE,
+    ERR_UNKNOWN_MODEL,
     ERR_WORKER_LOST,
     KIND_ERROR,
+    KIND_REPLY,
     MAX_FRAMES,
     MAX_MESSAGE_BYTES,
     MDPC01,
@@ -44,15 +48,20 @@ from client.protocol import (
     MMI_PREFIX,
     MMI_SERVICE,
     MMI_STATS,
+    NL_MODEL_GET,
+    NL_MODEL_PUT,
+    NL_PREFIX,
     PLAIN_PEER_HEARTBEAT_MS,
     W1_REQUEST,
     W_REQUEST,
+    ArraySpec,
     ClientRequest,
     ErrorInfo,
     Frame,
     WorkerHeartbeat,
     WorkerReady,
     WorkerReply,
+    array_spec,
     body_size,
     encode_client_reply,
     encode_header,
@@ -117,6 +126,7 @@ class Broker:
             ),
             0,
         )
+        self.models = ModelStore()
         self._timers: list[tuple[int, int, int, Any]] = []
         self._seq = itertools.count(1)
         self._stopping = False
@@ -207,6 +217,9 @@ class Broker:
         if name.startswith(MMI_PREFIX):
             self._on_mmi(ident, msg)
             return
+        if name.startswith(NL_PREFIX):
+            self._on_internal(ident, msg)
+            return
         size = body_size(msg.body)
         if size > MAX_MESSAGE_BYTES:
             self.stats["oversized"] += 1
@@ -296,11 +309,56 @@ class Broker:
             reply = [MMI_NOT_IMPLEMENTED, *echo]
         self._send([ident, *encode_client_reply(msg.version, True, msg.service, reply)])
 
+    def _on_internal(self, ident: bytes, msg: ClientRequest) -> None:
+        """nearloop's own services: the model store."""
+        body = msg.body
+        try:
+            header = parse_header(body[0]) if body else None
+        except ProtocolError as exc:
+            self.stats["malformed"] += 1
+            self._error(ident, msg.version, msg.service, [], ERR_MALFORMED, f"header: {exc}")
+            return
+        arg = header.body if header is not None else None
+        h = arg.get("hash") if isinstance(arg, dict) else None
+        if header is None or not isinstance(h, str):
+            why = f"{msg.service.decode()} needs a header whose body is {{'hash': str}}"
+            self._error(ident, msg.version, msg.service, body, ERR_MALFORMED, why)
+            return
+        frames: list[Frame] = []
+        specs: tuple[ArraySpec, ...] = ()
+        if msg.service == NL_MODEL_PUT:
+            if len(body) != 2:
+                why = "nl.model.put takes a header and one frame (a uint8 array) of model text"
+                self._error(ident, msg.version, msg.service, body, ERR_BAD_MODEL, why)
+                return
+            try:
+                self.models.put(h, bytes(body[1]))
+            except ModelRefused as exc:
+                self._error(ident, msg.version, msg.service, body, ERR_BAD_MODEL, str(exc))
+                return
+            result: dict[str, Any] = {"hash": h, "bytes": len(body[1])}
+        elif msg.service == NL_MODEL_GET:
+            text = self.models.get(h)
+            if text is None:
+                why = f"the broker holds no model {h[:80]!r}: register it with nl.model.put"
+                self._error(ident, msg.version, msg.service, body, ERR_UNKNOWN_MODEL, why)
+                return
+            result, frames = {"hash": h, "bytes": len(text)}, [text]
+            specs = (array_spec("|u1", (len(text),)),)
+        else:
+            why = f"no nearloop service {msg.service.decode(errors='replace')!r}"
+            self._error(ident, msg.version, msg.service, body, ERR_NO_WORKER, why)
+            return
+        hdr = encode_header(id=header.id, kind=KIND_REPLY, arrays=specs, body=result)
+        self._send([ident, *encode_client_reply(msg.version, True, msg.service, [hdr, *frames])])
+
     def snapshot(self) -> dict[str, Any]:
         """Counters and registry sizes, as ``mmi.stats`` returns them."""
         return {
             **self.stats,
             "workers": len(self.workers),
+            "models": len(self.models),
+            "model_bytes": self.models.nbytes,
             "services": {
                 s.name.decode(): {"workers": s.workers, "queued": s.n_queued}
                 for s in self.services.values()
@@ -313,8 +371,8 @@ class Broker:
         if w is not None:  # a second READY is a protocol violation (RFC 18)
             self._remove_worker(w, now, send_disconnect=True)
             return
-        if msg.service.startswith(MMI_PREFIX):
-            self._malformed([ident], "workers may not register mmi.* services")
+        if msg.service.startswith((MMI_PREFIX, NL_PREFIX)):
+            self._malformed([ident], "workers may not register mmi.* or nl.* services")
             self._send([ident, *encode_worker_disconnect(msg.version)])
             return
         svc = self.services.get(msg.service)

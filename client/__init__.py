@@ -2,6 +2,8 @@
 
 from client.async_client import AsyncClient, run
 from client.errors import (
+    BadBlock,
+    BadModel,
     BrokerShutdown,
     ClientClosed,
     MalformedRequest,
@@ -13,15 +15,21 @@ from client.errors import (
     RemotePayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    UnknownModel,
     WorkerError,
     WorkerLost,
 )
 from client.messages import Message, Payload
+from client.stream import BlockResult, Stream, StreamStats, WindowFull
 from client.sync_client import Client, PendingReply
-from client.worker import Handler, Worker, WorkerState, run_worker
+from client.worker import BatchHandler, Handler, Worker, WorkerState, run_worker
 
 __all__ = [
     "AsyncClient",
+    "BadBlock",
+    "BadModel",
+    "BatchHandler",
+    "BlockResult",
     "BrokerShutdown",
     "Client",
     "ClientClosed",
@@ -38,6 +46,10 @@ __all__ = [
     "RemotePayloadTooLarge",
     "RequestTimeout",
     "ServiceUnavailable",
+    "Stream",
+    "StreamStats",
+    "UnknownModel",
+    "WindowFull",
     "Worker",
     "WorkerError",
     "WorkerLost",

@@ -99,6 +99,24 @@ class WorkerLost(RemoteError):
     type = "worker_lost"
 
 
+class UnknownModel(RemoteError):
+    """A block named a noise model that neither the worker nor the broker holds."""
+
+    type = "unknown_model"
+
+
+class BadModel(RemoteError):
+    """A noise model was refused: too large, unparsable, or its hash does not match."""
+
+    type = "bad_model"
+
+
+class BadBlock(RemoteError):
+    """A block's detection events have the wrong dtype or shape for its model."""
+
+    type = "bad_block"
+
+
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.type: cls
     for cls in (
@@ -109,6 +127,9 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
         WorkerError,
         BrokerShutdown,
         WorkerLost,
+        UnknownModel,
+        BadModel,
+        BadBlock,
     )
 }
 

@@ -12,6 +12,7 @@ Frames are anything with the buffer protocol and a ``len()`` equal to its size i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import reprlib
@@ -64,6 +65,15 @@ MMI_OK: Final = b"200"
 MMI_NOT_FOUND: Final = b"404"
 MMI_NOT_IMPLEMENTED: Final = b"501"
 
+# nearloop's broker-internal services (an extension; workers may not register nl.*).
+NL_PREFIX: Final = b"nl."
+NL_MODEL_PUT: Final = b"nl.model.put"
+"""Store a noise model (header ``body={"hash": h}``, one frame of model text); replies
+``body={"hash": h, "bytes": n}``. The broker checks the hash against the text."""
+NL_MODEL_GET: Final = b"nl.model.get"
+"""Fetch a stored model (header ``body={"hash": h}``); replies with one frame of text, or
+an ``unknown_model`` error."""
+
 # --- Limits: each declared once, checked before anything is sent ------------------------
 
 MAX_SERVICE_NAME_BYTES: Final = 255
@@ -76,6 +86,11 @@ MAX_CREDIT: Final = 4096
 MAX_ERROR_TEXT: Final = 4096
 """Characters of an error message, and of a traceback's tail, that an error reply carries."""
 ZERO_COPY_THRESHOLD_BYTES: Final = 64 * 1024
+MAX_MODEL_BYTES: Final = 16 * 1024 * 1024
+"""One noise model's text (a d=15 surface-code DEM is about 1.2 MB)."""
+MAX_MODELS: Final = 64
+MAX_MODEL_STORE_BYTES: Final = 256 * 1024 * 1024
+"""What the broker's model store holds at most; the least recently used model goes first."""
 
 # --- Liveness ----------------------------------------------------------------------------
 
@@ -99,6 +114,9 @@ ERR_MALFORMED: Final = "malformed"
 ERR_WORKER: Final = "worker_error"
 ERR_SHUTDOWN: Final = "broker_shutdown"
 ERR_WORKER_LOST: Final = "worker_lost"
+ERR_UNKNOWN_MODEL: Final = "unknown_model"
+ERR_BAD_MODEL: Final = "bad_model"
+ERR_BAD_BLOCK: Final = "bad_block"
 
 ALLOWED_DTYPES: Final = frozenset(
     ["|b1", "|i1", "|u1"]
@@ -487,6 +505,12 @@ def _service(frame: Frame) -> bytes:
 # --- nearloop body: header + raw array frames --------------------------------------------
 
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+def model_hash(text: bytes) -> str:
+    """A noise model's content hash: the hex SHA-256 of its text. Blocks carry this, never
+    the text."""
+    return hashlib.sha256(text).hexdigest()
 
 
 def encode_header(

@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import numpy as np
 import numpy.typing as npt
 import zmq
 
 from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
-from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS
-from client.transport import connect_dealer, recv_frames, send_frames
+from client.protocol import (
+    MMI_OK,
+    MMI_SERVICE,
+    MMI_STATS,
+    NL_MODEL_GET,
+    NL_MODEL_PUT,
+    model_hash,
+)
+from client.transport import connect_dealer, recv_frames, send_frames, wait_readable
 
 _NS = 1_000_000_000
 _RCVTIMEO = int(zmq.RCVTIMEO)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class PendingReply:
     """A request in flight. :meth:`result` waits for its final reply."""
 
-    __slots__ = ("_client", "_outcome", "deadline_ns", "id", "partials", "service", "timeout")
+    __slots__ = (
+        "_client",
+        "_outcome",
+        "deadline_ns",
+        "id",
+        "on_done",
+        "partials",
+        "service",
+        "timeout",
+    )
 
     def __init__(self, client: Client, rid: int, service: str, timeout: float) -> None:
         self._client = client
@@ -33,6 +52,8 @@ class PendingReply:
         self.partials: list[Message] = []
         """PARTIAL replies received so far, in arrival order."""
         self._outcome: Message | RemoteError | None = None
+        self.on_done: Callable[[PendingReply], None] | None = None
+        """Called, inside :meth:`Client.receive` or a wait, when the final reply arrives."""
 
     @property
     def done(self) -> bool:
@@ -42,6 +63,10 @@ class PendingReply:
     def result(self) -> Message:
         """The final reply. Raises RemoteError, or RequestTimeout at the request's deadline."""
         return self._client._wait(self)
+
+    def abandon(self) -> None:
+        """Stop waiting: a reply that arrives later is counted as late and dropped."""
+        self._client._pending.pop(self.id, None)
 
     def __repr__(self) -> str:
         return f"PendingReply(id={self.id}, service={self.service!r}, done={self.done})"
@@ -130,6 +155,35 @@ class Client:
         rid, frames = self._core.build_mmi(service, argument)
         return self._send(service, rid, frames, t).result()
 
+    def receive(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds (0: do not wait; microsecond precision) for the
+        next reply to any request, and hand it to its :class:`PendingReply`. True if a
+        reply arrived."""
+        sock = self._socket()
+        if not wait_readable(sock, int(timeout * 1e9)):
+            return False
+        self._deliver(recv_frames(sock, _NOBLOCK, 4))
+        return True
+
+    def put_model(self, text: bytes, *, timeout: float | None = None) -> str:
+        """Store a noise model in the broker (``nl.model.put``); returns its content hash.
+
+        Decoder workers fetch it from there by hash, once each; blocks carry only the hash.
+        """
+        h = model_hash(text)
+        self.request(NL_MODEL_PUT.decode(), {"hash": h}, _text_array(text), timeout=timeout)
+        return h
+
+    def fetch_model(self, h: str, *, timeout: float | None = None) -> bytes:
+        """The model text the broker holds under hash ``h`` (``nl.model.get``).
+
+        Raises :class:`~client.errors.UnknownModel` if it holds none.
+        """
+        reply = self.request(NL_MODEL_GET.decode(), {"hash": h}, timeout=timeout)
+        if len(reply.arrays) != 1:
+            raise ProtocolError(f"nl.model.get replied with {len(reply.arrays)} arrays, not 1")
+        return bytes(reply.arrays[0])
+
     def _wait(self, pending: PendingReply) -> Message:
         try:
             sock = self._socket()
@@ -168,6 +222,8 @@ class Client:
             pending.partials.append(outcome)
         else:
             pending._outcome = outcome
+            if pending.on_done is not None:
+                pending.on_done(pending)
 
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
@@ -189,3 +245,7 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else f"{len(self._pending)} in flight"
         return f"Client({self.endpoint!r}, {state})"
+
+
+def _text_array(text: bytes) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(text, dtype=np.uint8)

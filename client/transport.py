@@ -10,6 +10,8 @@ are never copied on receive.
 from __future__ import annotations
 
 import os
+import select
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -20,6 +22,9 @@ from client.protocol import MAX_MESSAGE_BYTES, ZERO_COPY_THRESHOLD_BYTES, Frame
 # Plain ints: pyzmq's flag enums cost a Python-level enum operation on every ``|``.
 _RCVMORE: Final = int(zmq.RCVMORE)
 _SNDMORE: Final = int(zmq.SNDMORE)
+_EVENTS: Final = int(zmq.EVENTS)
+_FD: Final = int(zmq.FD)
+_POLLIN: Final = int(zmq.POLLIN)
 _BIG: Final = ZERO_COPY_THRESHOLD_BYTES
 # The compiled methods under pyzmq's Python wrappers, whose routing_id/group handling
 # (draft sockets only) costs about a microsecond per frame.
@@ -36,6 +41,28 @@ PollItems = list[tuple[Any, int]]
 def poll_items(sock: zmq.Socket[bytes]) -> PollItems:
     """The argument ``poll`` takes to wait for ``sock`` to be readable."""
     return [(sock, zmq.POLLIN)]
+
+
+def wait_readable(sock: zmq.Socket[bytes], timeout_ns: int) -> bool:
+    """Wait up to ``timeout_ns`` (microsecond precision, unlike zmq_poll's milliseconds)
+    for a message on ``sock``. True if one can be received without blocking."""
+    if _readable(sock):
+        return True
+    fd: int = _get(sock, _FD)  # type: ignore[assignment]  # an int option
+    end = time.monotonic_ns() + timeout_ns
+    while True:
+        left = end - time.monotonic_ns()
+        if left <= 0:
+            return False
+        # ZMQ_FD only says "look at ZMQ_EVENTS again": readiness may be spurious.
+        select.select((fd,), (), (), left / 1e9)
+        if _readable(sock):
+            return True
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    events: int = _get(sock, _EVENTS)  # type: ignore[assignment]  # an int option
+    return bool(events & _POLLIN)
 
 
 def recv_frames(sock: zmq.Socket[bytes], flags: int, copy_first: int) -> list[Frame]:

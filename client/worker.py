@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -41,45 +41,106 @@ from client.protocol import (
     parse_broker_to_worker,
     parse_header,
 )
-from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
+from client.transport import (
+    connect_dealer,
+    poll,
+    poll_items,
+    recv_frames,
+    send_frames,
+    wait_readable,
+)
 
 log = logging.getLogger("nearloop.worker")
 
 Handler = Callable[[Message], Any]
 """Takes the request; returns a :class:`Payload`, a numpy array, or a msgpack-able body."""
 
+BatchHandler = Callable[[list[Message]], Sequence[Any]]
+"""Takes several requests; returns one result (as a :data:`Handler` would) or one
+exception per request, in order."""
+
 _MS = 1_000_000
 
 
+def _one(message: Message) -> int:
+    return 1
+
+
+def _no_handler(message: Message) -> Any:
+    raise RuntimeError("this worker serves batches only")
+
+
 class WorkerState:
-    """Runs the handler on one request and builds the FINAL reply. No I/O.
+    """Runs the handler on requests and builds the FINAL replies. No I/O.
 
     A handler exception becomes an error reply that carries its text and traceback; the
-    worker keeps serving.
+    worker keeps serving. An exception with an ``error_type`` attribute (say
+    ``"bad_block"``) is an expected refusal: its type goes on the wire, without a
+    traceback.
     """
 
-    def __init__(self, service: str, handler: Handler) -> None:
+    def __init__(
+        self, service: str, handler: Handler, batch_handler: BatchHandler | None = None
+    ) -> None:
         self.service = service
         self.handler = handler
+        self.batch_handler = batch_handler
         self.served = 0
         self.failed = 0
 
-    def on_request(self, req: BrokerRequest) -> list[Frame]:
-        """The reply frames (without identity) for one REQUEST."""
-        recv_ns = time.monotonic_ns()
+    def parse(self, req: BrokerRequest) -> Message | list[Frame]:
+        """The request's Message, or the error reply frames if it cannot be read."""
         header = None
         try:
             if not req.body:
                 raise ProtocolError("request has no nearloop header frame")
             body = req.body
             header = parse_header(body[0])
-            message = Message(header, frames_to_arrays(header.arrays, body[1:]))
+            return Message(header, frames_to_arrays(header.arrays, body[1:]))
         except Exception as exc:  # ProtocolError, or a numpy error on a hostile spec
             self.failed += 1
             rid = 0 if header is None else header.id
             return self._error(req, rid, ERR_MALFORMED, f"{self.service}: {exc}", None)
+
+    def on_request(self, req: BrokerRequest) -> list[Frame]:
+        """The reply frames (without identity) for one REQUEST."""
+        recv_ns = time.monotonic_ns()
+        message = self.parse(req)
+        if isinstance(message, list):
+            return message
         try:
-            out = Payload.of(self.handler(message))
+            result = self.handler(message)
+        except Exception as exc:
+            return self._failure(req, message, exc)
+        return self.reply(req, message, result, recv_ns)
+
+    def on_batch(self, batch: list[tuple[BrokerRequest, Message]]) -> list[list[Frame]]:
+        """The reply frames for several parsed REQUESTs, handled in one call of the batch
+        handler (which returns one result, or one exception, per message)."""
+        recv_ns = time.monotonic_ns()
+        if self.batch_handler is None:
+            raise RuntimeError(f"{self.service}: no batch handler")
+        messages = [m for _, m in batch]
+        try:
+            results = list(self.batch_handler(messages))
+            if len(results) != len(messages):
+                raise RuntimeError(
+                    f"batch handler returned {len(results)} results for {len(messages)} requests"
+                )
+        except Exception as exc:
+            results = [exc] * len(messages)
+        return [
+            self._failure(req, message, result)
+            if isinstance(result, BaseException)
+            else self.reply(req, message, result, recv_ns)
+            for (req, message), result in zip(batch, results, strict=True)
+        ]
+
+    def reply(self, req: BrokerRequest, message: Message, result: Any, recv_ns: int) -> list[Frame]:
+        """The FINAL reply frames for a handler's ``result``."""
+        header = message.header
+        try:
+            out = Payload.of(result)
             ts = {**header.ts, "worker_recv": recv_ns, "worker_send": time.monotonic_ns()}
             specs, frames = arrays_to_frames(out.arrays)
             hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
@@ -87,11 +148,18 @@ class WorkerState:
             if frames:  # a lone header is bounded by encode_header
                 check_body_size(reply)
         except Exception as exc:
-            self.failed += 1
-            text = f"{type(exc).__name__}: {exc}"
-            return self._error(req, header.id, ERR_WORKER, text, traceback.format_exc(limit=20))
+            return self._failure(req, message, exc)
         self.served += 1
         return encode_worker_reply(req.version, True, req.address, reply)
+
+    def _failure(self, req: BrokerRequest, message: Message, exc: BaseException) -> list[Frame]:
+        self.failed += 1
+        err_type = getattr(exc, "error_type", None)
+        if isinstance(err_type, str):
+            return self._error(req, message.id, err_type, f"{self.service}: {exc}", None)
+        text = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(exc, limit=20))
+        return self._error(req, message.id, ERR_WORKER, text, tb)
 
     @staticmethod
     def _error(
@@ -117,8 +185,12 @@ class Worker:
         self,
         endpoint: str,
         service: str,
-        handler: Handler,
+        handler: Handler | None,
         *,
+        batch_handler: BatchHandler | None = None,
+        max_batch_weight: int = 1,
+        batch_weight: Callable[[Message], int] | None = None,
+        max_wait_us: int = 0,
         credit: int = 1,
         heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
         liveness: int = DEFAULT_LIVENESS,
@@ -128,6 +200,10 @@ class Worker:
     ) -> None:
         if not 0 < reconnect_min_ms <= reconnect_max_ms:
             raise ValueError("need 0 < reconnect_min_ms <= reconnect_max_ms")
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give a Worker exactly one of handler and batch_handler")
+        if max_batch_weight < 1 or max_wait_us < 0:
+            raise ValueError("need max_batch_weight >= 1 and max_wait_us >= 0")
         if liveness < 2:
             # While a handler runs, heartbeats come from a helper thread up to 1.5
             # intervals apart; one missed interval must not make a busy worker dead.
@@ -137,7 +213,10 @@ class Worker:
         self.options = WorkerOptions(
             credit=credit, heartbeat_ms=heartbeat_ms, liveness=liveness, declared=True
         )
-        self.state = WorkerState(service, handler)
+        self.state = WorkerState(service, handler or _no_handler, batch_handler)
+        self.max_batch_weight = max_batch_weight
+        self.batch_weight = batch_weight or _one
+        self.max_wait_us = max_wait_us
         self.reconnect_min_ms = reconnect_min_ms
         self.reconnect_max_ms = reconnect_max_ms
         self.connects = 0
@@ -228,11 +307,14 @@ class Worker:
             try:
                 msg = parse_broker_to_worker(frames, version)
             except ProtocolError as exc:
-                log.warning(
-                    "%s: dropped a malformed message from the broker: %s", self.service, exc
-                )
+                self._dropped(exc)
                 continue
             if type(msg) is BrokerRequest:
+                if state.batch_handler is not None:
+                    if self._serve_batch(sock, version, msg):
+                        return "broker sent DISCONNECT"
+                    broker_deadline = time.monotonic_ns() + ttl_ns
+                    continue
                 lock.release()  # the heartbeat thread may use the socket while we compute
                 try:
                     reply = state.on_request(msg)
@@ -242,6 +324,52 @@ class Worker:
             elif type(msg) is BrokerDisconnect:
                 return "broker sent DISCONNECT"
         return "stopped"
+
+    def _serve_batch(self, sock: zmq.Socket[bytes], version: int, first: BrokerRequest) -> bool:
+        """Gather requests, as a dynamic batcher does, until the batch weighs
+        ``max_batch_weight``, holds ``credit`` requests, or ``max_wait_us`` has passed since
+        the first; handle them in one call; reply to each. True if the broker said
+        DISCONNECT meanwhile (the batch is still answered)."""
+        state = self.state
+        end = time.monotonic_ns() + self.max_wait_us * 1000
+        batch: list[tuple[BrokerRequest, Message]] = []
+        weight = 0
+        disconnect = False
+        msg: Any = first
+        while True:
+            if type(msg) is BrokerRequest:
+                parsed = state.parse(msg)
+                if isinstance(parsed, list):
+                    send_frames(sock, parsed)
+                else:
+                    batch.append((msg, parsed))
+                    weight += self.batch_weight(parsed)
+            elif type(msg) is BrokerDisconnect:
+                disconnect = True
+                break
+            if len(batch) >= self.options.credit or weight >= self.max_batch_weight:
+                break
+            if not wait_readable(sock, end - time.monotonic_ns()):
+                break
+            try:
+                msg = parse_broker_to_worker(recv_frames(sock, 0, 5), version)
+            except ProtocolError as exc:
+                log.warning(
+                    "%s: dropped a malformed message from the broker: %s", self.service, exc
+                )
+                msg = None
+        if batch:
+            self._io_lock.release()
+            try:
+                replies = state.on_batch(batch)
+            finally:
+                self._io_lock.acquire()
+            for reply in replies:
+                send_frames(sock, reply)
+        return disconnect
+
+    def _dropped(self, exc: ProtocolError) -> None:
+        log.warning("%s: dropped a malformed message from the broker: %s", self.service, exc)
 
     def _heartbeat_while_busy(self) -> None:
         """Keep heartbeating while a long handler runs, so a busy worker is not taken for
@@ -269,7 +397,7 @@ class Worker:
         )
 
 
-def run_worker(endpoint: str, service: str, handler: Handler, **options: Any) -> Worker:
+def run_worker(endpoint: str, service: str, handler: Handler | None, **options: Any) -> Worker:
     """Build a :class:`Worker`, serve until SIGINT/SIGTERM-driven :meth:`Worker.stop`."""
     import signal
 
