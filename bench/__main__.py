@@ -57,6 +57,29 @@ def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
 
 
+def add_decoders_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``decoders`` subcommand's options (defaults live in ``DecodersBenchConfig``)."""
+    p.add_argument(
+        "--device", choices=("cpu", "cuda", "both"),
+        help="bp-gpu on numpy, on CuPy, or both side by side (default both)",
+    )  # fmt: skip
+    p.add_argument("--distance", type=int, help="surface-code distance, odd (default 5)")
+    p.add_argument("--noise", type=float, help="circuit-level noise p (default 0.001)")
+    p.add_argument(
+        "--batch-shots", metavar="N,N,...",
+        help="batch sizes to measure, comma-separated (default 100,1000,10000)",
+    )  # fmt: skip
+    p.add_argument("--batches", type=int, help="timed batches per peer and size (default 5)")
+    p.add_argument(
+        "--budget-s", type=float,
+        help="seconds allowed per peer and size; fewer batches if over (default 30)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, help="stim sampling seed")
+    p.add_argument("--float-dtype", choices=("float64", "float32"), help="bp-gpu's float type")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a throughput plot here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m bench`` parser, one subparser per benchmark."""
     parser = argparse.ArgumentParser(
@@ -70,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Round trip of one request at a time through each peer, interleaved.",
     )
     add_rtt_arguments(rtt)
+    decoders = commands.add_parser(
+        "decoders",
+        help="bp-gpu throughput on numpy vs CuPy, with pymatching as the CPU reference",
+        description="Decode the same stim batches with each peer at each batch size.",
+    )
+    add_decoders_arguments(decoders)
     return parser
 
 
@@ -92,6 +121,28 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from bench.rtt import main as rtt_main
 
         return rtt_main(config)
+    if args.command == "decoders":
+        from bench.decoders_gpu import DecodersBenchConfig, parse_batch_shots
+        from bench.decoders_gpu import main as decoders_main
+
+        given = {
+            "device": args.device,
+            "distance": args.distance,
+            "noise": args.noise,
+            "batches": args.batches,
+            "budget_s": args.budget_s,
+            "seed": args.seed,
+            "float_dtype": args.float_dtype,
+            "json_path": args.json,
+            "plot_path": args.plot,
+        }
+        try:
+            if args.batch_shots is not None:
+                given["batch_shots"] = parse_batch_shots(args.batch_shots)
+            dconfig = DecodersBenchConfig(**{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            parser.error(str(exc))
+        return decoders_main(dconfig)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
@@ -100,10 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from bench.errors import BenchError
+    from control_sim.errors import ControlSimError
 
     try:
         return _dispatch(parser, args)
-    except BenchError as exc:
+    except (BenchError, ControlSimError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,15 +7,6 @@ class BenchError(Exception):
     """A benchmark could not run or produced a wrong result; the CLI prints it and exits 1."""
 
 
-class ServerStartError(BenchError):
-    """A server process exited, or printed no READY line in time."""
-
-    def __init__(self, name: str, pid: int, why: str) -> None:
-        super().__init__(f"{name} (pid {pid}) {why}")
-        self.name = name
-        self.pid = pid
-
-
 class EchoMismatch(BenchError):
     """A peer answered with something other than the request's payload."""
 

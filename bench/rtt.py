@@ -36,12 +36,12 @@ import client
 from bench.endpoints import endpoint
 from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
-from bench.procs import ServerGroup, interrupts_raise
 from bench.rtt_clients import Session, open_session
 from bench.rtt_config import RttConfig
 from bench.rtt_peers import PEER_INFO, start_stack
 from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, write_json
 from bench.stats import LatencySummary
+from control_sim.processes import ServerGroup, interrupts_raise
 
 
 def make_payload(size: int, seed: int) -> bytes:

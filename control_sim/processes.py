@@ -1,9 +1,10 @@
-"""Server processes for the benchmarks: start, wait for READY, and always tear down.
+"""Local server processes (broker, workers): start, wait for READY, and always tear down.
 
+The embedded local stacks of ``python -m control_sim`` and the benchmarks use this.
 Every server runs in its own session (``start_new_session``), so a Ctrl-C at the terminal
-reaches only the benchmark, which then stops the servers itself: SIGTERM, a bounded
-wait, then SIGKILL. Servers from :mod:`bench.rtt_servers` also exit when their stdin
-closes, so they cannot outlive a benchmark that was killed outright.
+reaches only the program that started it, which then stops the servers itself: SIGTERM,
+a bounded wait, then SIGKILL. Servers from :mod:`bench.rtt_servers` also exit when their
+stdin closes, so they cannot outlive a benchmark that was killed outright.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from bench.errors import ServerStartError
+from control_sim.errors import ServerStartError
 
 START_TIMEOUT_S: Final = 30.0
 """How long a server may take to print READY (imports on a loaded 2-core box are slow)."""
@@ -32,7 +33,7 @@ _ROOT: Final = Path(__file__).resolve().parent.parent
 
 
 class ServerGroup:
-    """The server processes of one benchmark run; leaving the ``with`` block stops them all.
+    """A group of server processes; leaving the ``with`` block stops them all.
 
     >>> with ServerGroup() as servers:                                  # doctest: +SKIP
     ...     servers.start("broker", ["-m", "broker", "--bind", "ipc:///tmp/b.sock"])
@@ -41,8 +42,9 @@ class ServerGroup:
 
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[str]]] = []
+        self._unready: list[tuple[str, subprocess.Popen[str]]] = []
 
-    def start(self, name: str, args: Sequence[str]) -> None:
+    def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[str]:
         """Start ``python ARGS`` from the repository root; it must print a READY line."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
@@ -55,18 +57,33 @@ class ServerGroup:
             start_new_session=True,
         )
         self._procs.append((name, proc))
+        self._unready.append((name, proc))
+        return proc
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Wait until every server has printed a line starting with READY.
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> dict[str, str]:
+        """Wait until every server started since the last call has printed a line that
+        starts with READY; returns those lines by server name.
 
         Raises ServerStartError after ``timeout`` seconds, or as soon as one exits.
         """
         deadline = time.monotonic() + timeout
-        for name, proc in self._procs:
-            _wait_for_line(name, proc, "READY", deadline)
+        lines = {}
+        while self._unready:
+            name, proc = self._unready[0]
+            lines[name] = _wait_for_line(name, proc, "READY", deadline)
+            self._unready.pop(0)
+        return lines
+
+    def process(self, name: str) -> subprocess.Popen[str]:
+        """The process started under ``name``."""
+        for n, proc in self._procs:
+            if n == name:
+                return proc
+        raise KeyError(name)
 
     def stop(self) -> None:
         """Stop every server, newest first: SIGTERM, bounded wait, SIGKILL."""
+        self._unready.clear()
         while self._procs:
             name, proc = self._procs.pop()
             if proc.poll() is None:
@@ -74,7 +91,7 @@ class ServerGroup:
                 try:
                     proc.wait(STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
-                    print(f"bench: {name} ignored SIGTERM; killing it", file=sys.stderr)
+                    print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
                     proc.kill()
                     proc.wait(STOP_TIMEOUT_S)
             for pipe in (proc.stdin, proc.stdout):

@@ -1,0 +1,16 @@
+"""Errors of the control runtime: one base class, subclasses that carry their fields."""
+
+from __future__ import annotations
+
+
+class ControlSimError(Exception):
+    """The control runtime could not run; its command line prints this and exits 1."""
+
+
+class ServerStartError(ControlSimError):
+    """A server process exited, or printed no READY line in time."""
+
+    def __init__(self, name: str, pid: int, why: str) -> None:
+        super().__init__(f"{name} (pid {pid}) {why}")
+        self.name = name
+        self.pid = pid
