@@ -116,6 +116,16 @@ class PeerPoint:
         s = self.summary()
         return None if s is None else self.batch_shots / (s.p50_us / 1e6)
 
+    def bp_only_shots_per_s(self) -> float | None:
+        """Throughput had the CPU fallback cost nothing: the ceiling a faster BP can reach.
+
+        Estimated as p50 throughput over the share of time spent outside the fallback.
+        """
+        rate = self.shots_per_s()
+        if rate is None or self.fallback_time_frac is None or self.fallback_time_frac >= 1:
+            return None
+        return rate / (1.0 - self.fallback_time_frac)
+
 
 @dataclass
 class DecodersBenchResult:
@@ -307,7 +317,7 @@ def format_table(result: DecodersBenchResult) -> str:
                 f"{_fmt(s.p99_us / 1e3 if s else None, '10.2f')} "
                 f"{_fmt(rate, '11.0f')} "
                 f"{_fmt(ratio(rate, base_rate) if rate else None, '8.2f')}x "
-                f"{_fmt(ratio(rate, pm_rate) if rate else None, '7.3f')}x "
+                f"{_fmt(ratio(rate, pm_rate) if rate else None, '7.2g')}x "
                 f"{_fmt(p.osd_fallback_frac, '6.1f', 100)} "
                 f"{_fmt(p.fallback_time_frac, '10.1f', 100)} "
                 f"{_fmt(p.logical_error_rate, '8.4f')}"
@@ -337,6 +347,7 @@ def to_json_doc(result: DecodersBenchResult) -> dict[str, Any]:
                 "skipped": p.skipped,
                 "batch_us": s.brief() if s else None,
                 "shots_per_s_p50": rate,
+                "shots_per_s_without_fallback": p.bp_only_shots_per_s(),
                 "vs_numpy": ratio(rate, base.shots_per_s() if base else None) if rate else None,
                 "vs_pymatching": ratio(rate, pm.shots_per_s() if pm else None) if rate else None,
                 "osd_fallback_frac": p.osd_fallback_frac,
@@ -359,16 +370,28 @@ def to_json_doc(result: DecodersBenchResult) -> dict[str, Any]:
 
 
 def plot_throughput(ax: Any, result: DecodersBenchResult) -> None:
-    """Throughput (shots/s at p50) against batch size, one line per peer, log-log."""
+    """Throughput (shots/s at p50) against batch size, one line per peer, log-log.
+
+    For bp-gpu a dashed line of the same colour shows the rate without the CPU fallback.
+    """
     for peer in result.peers:
-        xs, ys = [], []
+        xs, ys, xs_bp, ys_bp = [], [], [], []
         for size in result.config.batch_shots:
             p = result.point(peer, size)
             rate = p.shots_per_s() if p else None
             if rate:
                 xs.append(size)
                 ys.append(rate)
-        ax.plot(xs, ys, "o-", label=peer, linewidth=1.4)
+            bp_rate = p.bp_only_shots_per_s() if p else None
+            if bp_rate:
+                xs_bp.append(size)
+                ys_bp.append(bp_rate)
+        (line,) = ax.plot(xs, ys, "o-", label=peer, linewidth=1.4)
+        if xs_bp:
+            ax.plot(
+                xs_bp, ys_bp, "--", color=line.get_color(), linewidth=1.0,
+                label=f"{peer} without CPU fallback",
+            )  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size (shots)")
