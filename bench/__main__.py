@@ -80,6 +80,35 @@ def add_decoders_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a throughput plot here")
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need integers >= 1, got {text!r}")
+    return values
+
+
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``stream`` subcommand's options."""
+    p.add_argument("--distances", type=_int_list, default=(5, 9), help="default 5,9")
+    p.add_argument("--p", type=float, default=0.001, help="noise strength (default %(default)s)")
+    p.add_argument("--decoder", choices=("pymatching", "bposd", "bp-gpu"), default="pymatching")
+    p.add_argument("--shots", type=int, default=200_000, help="per throughput run")
+    p.add_argument("--block-shots", type=int, default=1000, help="throughput runs' blocks")
+    p.add_argument(
+        "--periods-us", type=_int_list, default=(2000, 1000, 500, 300, 200, 100),
+        help="the paced sweep (default 2000,1000,500,300,200,100)",
+    )  # fmt: skip
+    p.add_argument("--paced-block-shots", type=int, default=100)
+    p.add_argument("--paced-blocks", type=int, default=1000, help="blocks per paced run")
+    p.add_argument("--workers", type=_int_list, default=(1, 2), help="default 1,2")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--json", type=Path, metavar="FILE")
+    p.add_argument("--plot", type=Path, metavar="FILE.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m bench`` parser, one subparser per benchmark."""
     parser = argparse.ArgumentParser(
@@ -99,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode the same stim batches with each peer at each batch size.",
     )
     add_decoders_arguments(decoders)
+    stream = commands.add_parser(
+        "stream",
+        help="syndrome stream vs the offline pipeline: throughput, reaction, paced sweep",
+        description="Surface codes streamed through the broker to decoder workers, beside "
+        "the offline single-process pipeline on the same parameters.",
+    )
+    add_stream_arguments(stream)
     return parser
 
 
@@ -143,6 +179,26 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return decoders_main(dconfig)
+    if args.command == "stream":
+        from bench.stream import StreamBenchConfig
+        from bench.stream import main as stream_main
+
+        return stream_main(
+            StreamBenchConfig(
+                distances=args.distances,
+                p=args.p,
+                decoder=args.decoder,
+                shots=args.shots,
+                block_shots=args.block_shots,
+                periods_us=args.periods_us,
+                paced_block_shots=args.paced_block_shots,
+                paced_blocks=args.paced_blocks,
+                workers=args.workers,
+                seed=args.seed,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        )
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 

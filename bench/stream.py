@@ -1,0 +1,248 @@
+"""``python -m bench stream``: the syndrome loop against the offline pipeline, one run.
+
+For each surface-code distance (rounds = distance, circuit-level noise p):
+
+- **offline**: one process samples a block with stim, then decodes it with the same
+  decoder's ``decode_batch``, block after block. A block's "reaction time" there is its
+  decode time (it is emitted when sampled).
+- **streamed, 1 and 2 workers**: ``control_sim qec``'s producer streams the same blocks
+  through the broker to ``python -m decoders`` workers, unpaced (the window bounds it).
+- **paced sweep**: the streamed run at a block every T µs, for each T given, with 2
+  workers. A period is *kept up with* when nothing is lost, the backlog never reaches
+  the window (no push-back), and p99 reaction time is below the period.
+
+Throughput is decoded shots per second of wall time, and MB/s of detection events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from bench.machine import describe_machine, library_versions
+from client.latency import LatencySummary
+from control_sim.local_stack import LocalStack, StackSpec
+from control_sim.qec_codes import CodeSpec
+from control_sim.qec_run import QecConfig, run_qec
+from control_sim.syndrome_source import SyndromeSampler
+from decoders.registry import make_decoder
+
+DEFAULT_DISTANCES: Final = (5, 9)
+DEFAULT_PERIODS_US: Final = (2000, 1000, 500, 300, 200, 100)
+SERVICE: Final = "decode"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBenchConfig:
+    """One ``bench stream`` run."""
+
+    distances: tuple[int, ...] = DEFAULT_DISTANCES
+    p: float = 0.001
+    decoder: str = "pymatching"
+    block_shots: int = 1000
+    shots: int = 200_000
+    paced_block_shots: int = 100
+    paced_blocks: int = 1000
+    periods_us: tuple[int, ...] = DEFAULT_PERIODS_US
+    workers: tuple[int, ...] = (1, 2)
+    seed: int = 2026
+    json_path: Path | None = None
+    plot_path: Path | None = None
+
+
+def offline(spec: CodeSpec, config: StreamBenchConfig) -> dict[str, Any]:
+    """Sample then decode, in this process, block after block."""
+    sampler = SyndromeSampler(spec, seed=config.seed)
+    compiled = make_decoder(config.decoder).compile(sampler.dem)
+    compiled.decode_batch(sampler.sample_block(config.block_shots)[0])  # warm
+    decode_ns: list[int] = []
+    errors = 0
+    t0 = time.perf_counter_ns()
+    for start in range(0, config.shots, config.block_shots):
+        dets, obs = sampler.sample_block(min(config.block_shots, config.shots - start))
+        t1 = time.perf_counter_ns()
+        pred = compiled.decode_batch(dets)
+        decode_ns.append(time.perf_counter_ns() - t1)
+        errors += int(np.any(pred != obs, axis=1).sum())
+    wall_s = (time.perf_counter_ns() - t0) / 1e9
+    return {
+        "mode": "offline",
+        "workers": 0,
+        "shots": config.shots,
+        "wall_s": wall_s,
+        "shots_per_s": config.shots / wall_s,
+        "mb_per_s": config.shots * sampler.detector_bytes / wall_s / 1e6,
+        "reaction_us": LatencySummary.of(np.asarray(decode_ns, dtype=np.int64)).brief(),
+        "logical_errors": errors,
+        "lost": 0,
+    }
+
+
+def streamed(
+    spec: CodeSpec, config: StreamBenchConfig, workers: int, *, period_us: int | None
+) -> dict[str, Any]:
+    """The same blocks through a local broker and ``workers`` decoder workers."""
+    paced = period_us is not None
+    qec = QecConfig(
+        spec=spec,
+        decoder_service=SERVICE,
+        shots=(config.paced_blocks * config.paced_block_shots if paced else config.shots),
+        block_shots=config.paced_block_shots if paced else config.block_shots,
+        seed=config.seed,
+        period_us=period_us,
+    )
+    stack = StackSpec(decoder_workers=workers, decoder=config.decoder, decoder_service=SERVICE)
+    with LocalStack(stack) as local:
+        s = run_qec(qec, local.endpoint)
+    s["mode"] = "paced" if paced else "streamed"
+    s["workers"] = workers
+    s.pop("errors", None)
+    if paced:
+        s["kept_up"] = bool(
+            s["lost"] == 0
+            and s["reaction_us"] is not None
+            and s["reaction_us"]["p99"] < period_us
+            and s["backlog_max"] < qec.window
+        )
+    return s
+
+
+def run(config: StreamBenchConfig) -> dict[str, Any]:
+    """Every measurement of one run, as the JSON document."""
+    per_distance = []
+    for d in config.distances:
+        spec = CodeSpec("surface", d, d, config.p)
+        print(f"d={d}: offline ...", flush=True)
+        rows = [offline(spec, config)]
+        for w in config.workers:
+            print(f"d={d}: streamed, {w} worker(s) ...", flush=True)
+            rows.append(streamed(spec, config, w, period_us=None))
+        sweep = []
+        for period in config.periods_us:
+            print(f"d={d}: paced at {period} us ...", flush=True)
+            sweep.append(streamed(spec, config, max(config.workers), period_us=period))
+        base = rows[0]["shots_per_s"]
+        for r in rows:
+            r["throughput_vs_offline"] = r["shots_per_s"] / base
+        kept = [s["period_us"] for s in sweep if s["kept_up"]]
+        per_distance.append(
+            {
+                "distance": d,
+                "rounds": d,
+                "throughput": rows,
+                "paced": sweep,
+                "smallest_period_kept_up_us": min(kept) if kept else None,
+            }
+        )
+    cfg = asdict(config)
+    cfg["json_path"] = cfg["plot_path"] = None
+    return {
+        "benchmark": "stream",
+        "config": cfg,
+        "machine": describe_machine(),
+        "versions": library_versions(),
+        "date": time.strftime("%Y-%m-%d"),
+        "results": per_distance,
+    }
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    """The tables ``bench stream`` prints."""
+    out = []
+    for res in doc["results"]:
+        d = res["distance"]
+        out.append(f"\nsurface d={d}, rounds={d}, p={doc['config']['p']}, "
+                   f"{doc['config']['block_shots']}-shot blocks")  # fmt: skip
+        out.append(
+            f"{'mode':<10}{'workers':>8}{'shots/s':>12}{'MB/s':>8}{'vs offline':>11}"
+            f"{'p50 us':>9}{'p99 us':>9}{'p99.9 us':>10}{'max us':>9}{'lost':>6}"
+        )
+        for r in res["throughput"]:
+            rt = r["reaction_us"]
+            out.append(
+                f"{r['mode']:<10}{r['workers']:>8}{r['shots_per_s']:>12,.0f}{r['mb_per_s']:>8.2f}"
+                f"{r['throughput_vs_offline']:>10.2f}x{rt['p50']:>9.0f}{rt['p99']:>9.0f}"
+                f"{rt['p999']:>10.0f}{rt['max']:>9.0f}{r['lost']:>6}"
+            )
+        out.append(f"paced, {doc['config']['paced_block_shots']}-shot blocks, "
+                   f"{max(doc['config']['workers'])} workers:")  # fmt: skip
+        out.append(f"{'period us':>10}{'p50 us':>9}{'p99 us':>9}{'max us':>9}{'late':>6}"
+                   f"{'backlog':>8}{'slip max':>9}{'lost':>6}  kept up")  # fmt: skip
+        for s in res["paced"]:
+            rt = s["reaction_us"] or {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+            out.append(
+                f"{s['period_us']:>10}{rt['p50']:>9.0f}{rt['p99']:>9.0f}{rt['max']:>9.0f}"
+                f"{s['late_blocks']:>6}{s['backlog_max']:>8}{s['slip_us_max']:>9.0f}"
+                f"{s['lost']:>6}  {'yes' if s['kept_up'] else 'no'}"
+            )
+        out.append(f"smallest period kept up: {res['smallest_period_kept_up_us']} us")
+    return "\n".join(out)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Throughput against offline, and paced p99 reaction time against the period."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plot_throughput(ax1, doc)
+    plot_paced(ax2, doc)
+    fig.suptitle(f"bench stream, {doc['date']}, {doc['machine'].get('cpu', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_throughput(ax: Any, doc: dict[str, Any]) -> None:
+    """Shots per second per mode, grouped by distance."""
+    results = doc["results"]
+    labels = [f"{r['mode']} ({r['workers']}w)" if r["workers"] else r["mode"]
+              for r in results[0]["throughput"]]  # fmt: skip
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        xs = [j + i * width for j in range(len(results))]
+        ys = [res["throughput"][i]["shots_per_s"] for res in results]
+        ax.bar(xs, ys, width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(results))])
+    ax.set_xticklabels([f"d={r['distance']}" for r in results])
+    ax.set_yscale("log")
+    ax.set_ylabel("decoded shots / s (log)")
+    ax.set_title("throughput: streamed vs offline")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+
+
+def plot_paced(ax: Any, doc: dict[str, Any]) -> None:
+    """p99 reaction time against the period; below the diagonal keeps up."""
+    for res in doc["results"]:
+        pts = [(s["period_us"], s["reaction_us"]["p99"]) for s in res["paced"] if s["reaction_us"]]
+        if pts:
+            xs, ys = zip(*sorted(pts), strict=True)
+            ax.plot(xs, ys, "o-", label=f"d={res['distance']} p99 reaction")
+    periods = sorted(doc["config"]["periods_us"])
+    ax.plot(periods, periods, "k--", linewidth=1, label="reaction = period")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("period (µs, log)")
+    ax.set_ylabel("p99 reaction time (µs, log)")
+    ax.set_title("paced: p99 reaction vs period")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def main(config: StreamBenchConfig) -> int:
+    """Run, print, and write the JSON and plot."""
+    doc = run(config)
+    print(format_report(doc))
+    if config.json_path is not None:
+        config.json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    if config.plot_path is not None:
+        plot(doc, config.plot_path)
+    return 0

@@ -1,0 +1,203 @@
+"""Syndrome streams end to end: a real broker, real ``python -m decoders`` workers.
+
+Every comparison is against offline ``pymatching.Matching.decode_batch`` on the very same
+samples, so a dropped, duplicated or misplaced block shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pymatching
+import pytest
+
+from client import BadBlock, BlockResult, Client, Stream, UnknownModel, WindowFull
+from control_sim.local_stack import LocalStack, StackSpec
+from control_sim.qec_codes import CodeSpec
+from control_sim.syndrome_source import SyndromeSampler
+from tests.conftest import wait_until
+
+SERVICE = "decode"
+
+
+@pytest.fixture
+def stack2() -> Iterator[LocalStack]:
+    """A broker and two pymatching workers."""
+    with LocalStack(StackSpec(decoder_workers=2, decoder_args=("--credit=4",))) as stack:
+        yield stack
+
+
+def offline(sampler: SyndromeSampler, dets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """What pymatching predicts for these blocks, decoded in one offline call."""
+    m = pymatching.Matching.from_detector_error_model(sampler.dem)
+    out: npt.NDArray[np.uint8] = m.decode_batch(
+        dets, bit_packed_shots=True, bit_packed_predictions=True
+    )
+    return out
+
+
+def stream_all(
+    stream: Stream, blocks: list[npt.NDArray[np.uint8]], timeout: float = 30
+) -> list[BlockResult]:
+    results: list[BlockResult] = []
+    for b in blocks:
+        stream.send(b, timeout=timeout)
+        results += stream.poll(0)
+    results += stream.drain(timeout)
+    return results
+
+
+def predictions(results: list[BlockResult]) -> npt.NDArray[np.uint8]:
+    errors = [r.error for r in results if r.predictions is None]
+    assert not errors, errors[:3]
+    return np.concatenate([r.predictions for r in results if r.predictions is not None])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("distance", [3, 5])
+def test_streamed_pymatching_is_bit_identical_to_offline(stack2: LocalStack, distance: int) -> None:
+    sampler = SyndromeSampler(CodeSpec("surface", distance, distance, 0.005), seed=distance)
+    blocks = [sampler.sample_block(n)[0] for n in [300] * 12 + [17, 1]]
+    with Client(stack2.endpoint) as c:
+        s = Stream(c, SERVICE, sampler.dem, window=8)
+        results = stream_all(s, blocks)
+    assert [r.seq for r in results] == list(range(len(blocks)))
+    assert s.stats.lost == 0 and s.stats.failed == 0 and s.stats.decoded == len(blocks)
+    got = predictions(results)
+    assert np.array_equal(got, offline(sampler, np.concatenate(blocks)))
+    assert got.any(), "at p=0.005 some predictions must flip, or the test has no teeth"
+    assert all(r.reaction_ns > 0 and r.attempts == 1 for r in results)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_stream_loses_nothing(stack2: LocalStack) -> None:
+    sampler = SyndromeSampler(CodeSpec("surface", 5, 5, 0.005), seed=11)
+    blocks = [sampler.sample_block(400)[0] for _ in range(60)]
+    victim = stack2.servers.process("decoder-0")
+    results: list[BlockResult] = []
+    with Client(stack2.endpoint) as c:
+        s = Stream(c, SERVICE, sampler.dem, window=8, block_timeout=10)
+        for i, b in enumerate(blocks):
+            if i == 20:
+                assert s.backlog > 0, "the kill must land with blocks in flight"
+                victim.send_signal(signal.SIGKILL)
+            s.send(b, timeout=30)
+            results += s.poll(0)
+        results += s.drain(60)
+    victim.wait(10)
+    assert [r.seq for r in results] == list(range(len(blocks))), "each block exactly once"
+    assert s.stats.lost == 0 and s.stats.failed == 0
+    assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
+
+
+@pytest.mark.timeout(90)
+def test_a_full_window_pushes_back_and_drops_nothing() -> None:
+    sampler = SyndromeSampler(CodeSpec("repetition", 3, 2, 0.05), seed=3)
+    blocks = [sampler.sample_block(50)[0] for _ in range(6)]
+    with LocalStack(StackSpec(decoder_workers=0)) as stack, Client(stack.endpoint) as c:
+        s = Stream(c, SERVICE, sampler.dem, window=2, block_timeout=60)
+        s.send(blocks[0])
+        s.send(blocks[1])
+        t0 = time.monotonic()
+        with pytest.raises(WindowFull):
+            s.send(blocks[2], timeout=0.3)
+        assert time.monotonic() - t0 >= 0.3
+        assert s.stats.sent == 2 and s.backlog == 2  # the refused block was not sent
+        late = ["--connect", stack.endpoint, "--service", SERVICE, "--decoder", "pymatching"]
+        stack.servers.start("late-worker", ["-m", "decoders", *late])
+        stack.servers.wait_ready()
+        results = stream_all(s, blocks[2:])
+    assert [r.seq for r in results] == list(range(6))
+    assert s.stats.lost == 0 and s.stats.decoded == 6
+    assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
+
+
+@pytest.mark.timeout(90)
+def test_bad_blocks_and_unknown_models_get_errors_and_the_stream_goes_on(
+    stack2: LocalStack,
+) -> None:
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
+    good = [sampler.sample_block(100)[0] for _ in range(3)]
+    with Client(stack2.endpoint) as c:
+        # Model given as text: the client cannot check widths, so the worker must.
+        s = Stream(c, SERVICE, str(sampler.dem), window=4)
+        with pytest.raises(TypeError):
+            s.send(good[0].astype(np.int16))  # refused before sending
+        s.send(good[0])
+        s.send(np.zeros((10, good[0].shape[1] + 1), dtype=np.uint8))  # one byte too wide
+        real = s.model_hash
+        s.model_hash = "0" * 64  # a model nobody registered
+        s.send(good[1])
+        s.model_hash = real
+        s.send(good[2])
+        results = s.drain(30)
+    assert [r.seq for r in results] == [0, 1, 2, 3]
+    assert isinstance(results[1].error, BadBlock) and "detectors" in str(results[1].error)
+    assert isinstance(results[2].error, UnknownModel)
+    assert results[0].ok and results[3].ok
+    expected = offline(sampler, np.concatenate([good[0], good[2]]))
+    assert np.array_equal(predictions([results[0], results[3]]), expected)
+    assert s.stats.failed == 2 and s.stats.lost == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_client_side_width_check_names_the_model() -> None:
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
+    with LocalStack(StackSpec()) as stack, Client(stack.endpoint) as c:
+        s = Stream(c, SERVICE, sampler.dem)
+        with pytest.raises(ValueError, match="24 detectors"):
+            s.send(np.zeros((4, 5), dtype=np.uint8))
+        assert s.stats.sent == 0
+
+
+@pytest.mark.timeout(120)
+def test_switching_the_model_mid_stream(stack2: LocalStack) -> None:
+    a = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=7)
+    b = SyndromeSampler(CodeSpec("surface", 3, 5, 0.02), seed=8)  # more rounds: new layout
+    blocks_a = [a.sample_block(200)[0] for _ in range(5)]
+    blocks_b = [b.sample_block(200)[0] for _ in range(5)]
+    pids = [stack2.servers.process(f"decoder-{i}").pid for i in range(2)]
+    with Client(stack2.endpoint) as c:
+        s = Stream(c, SERVICE, a.dem, window=4)
+        results = stream_all(s, blocks_a[:3])
+        for blk in blocks_a[3:]:  # still in flight when the model changes
+            s.send(blk)
+        s.switch_model(b.dem)
+        results += stream_all(s, blocks_b)
+        stats = c.broker_stats()
+    assert [r.seq for r in results] == list(range(10))
+    assert np.array_equal(predictions(results[:5]), offline(a, np.concatenate(blocks_a)))
+    assert np.array_equal(predictions(results[5:]), offline(b, np.concatenate(blocks_b)))
+    assert s.stats.model_switches == 1 and stats["models"] == 2
+    assert [stack2.servers.process(f"decoder-{i}").pid for i in range(2)] == pids
+    assert stats["services"][SERVICE]["workers"] == 2  # no worker restarted
+
+
+@pytest.mark.timeout(120)
+def test_a_retried_block_is_delivered_once_and_its_duplicate_counted() -> None:
+    # The worker holds each batch open 0.45 s waiting for more shots; the stream gives up
+    # on a reply after 0.3 s and sends the block again, into the same open batch.
+    args = ("--max-wait-us=450000", "--max-batch-shots=1000000", "--credit=8")
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=9)
+    blocks = [sampler.sample_block(100)[0] for _ in range(2)]
+    with (
+        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
+        Client(stack.endpoint) as c,
+    ):
+        s = Stream(c, SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
+        results = stream_all(s, blocks)
+        assert s.stats.retried >= 1
+
+        def duplicates_all_seen() -> bool:
+            c.receive(0.05)
+            return s.stats.duplicates_dropped == s.stats.retried
+
+        wait_until(duplicates_all_seen, 20, "the superseded attempts' replies")
+        assert s.stats.duplicates_dropped == s.stats.retried
+    assert [r.seq for r in results] == [0, 1]
+    assert s.stats.decoded == 2 and s.stats.lost == 0
+    assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
