@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from control_sim.checks import check_int
+
 __all__ = ["DEFAULT_SPIN_US", "PacingClock", "PacingStats"]
 
 #: Default busy-wait stretch before each tick. It covers the p99 overshoot of
@@ -30,14 +32,6 @@ DEFAULT_SPIN_US: Final = 200
 
 _NS_PER_US: Final = 1_000
 _NS_PER_S: Final = 1_000_000_000
-
-
-def _check_us(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int >= {minimum} (microseconds), got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum} us, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -67,9 +61,11 @@ class PacingClock:
     def __init__(
         self, period_us: int | None, *, spin_us: int = DEFAULT_SPIN_US, start_ns: int | None = None
     ) -> None:
-        self._period_us = None if period_us is None else _check_us("period_us", period_us, 1)
+        self._period_us = (
+            None if period_us is None else check_int("period_us", period_us, 1, unit="us")
+        )
         self._period_ns = None if period_us is None else period_us * _NS_PER_US
-        self._spin_ns = _check_us("spin_us", spin_us, 0) * _NS_PER_US
+        self._spin_ns = check_int("spin_us", spin_us, 0, unit="us") * _NS_PER_US
         self._start_ns = start_ns
         self._ticks = 0
         self._late_ticks = 0

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from control_sim.qec_codes import check_int
+from control_sim.checks import check_int
 
 __all__ = ["LogicalFrame"]
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-import numpy as np
 import stim  # type: ignore[import-untyped, unused-ignore]
+
+from control_sim.checks import check_int
 
 __all__ = [
     "P_LIMIT",
@@ -26,7 +27,6 @@ __all__ = [
     "CodeName",
     "CodeSpec",
     "build_circuit",
-    "check_int",
     "detector_error_model",
 ]
 
@@ -41,19 +41,6 @@ STIM_TASKS: Final[dict[str, str]] = {
 #: Noise strengths must stay below this: at p = 0.5 a measurement flip is as likely as
 #: not, and the syndrome says nothing about the errors.
 P_LIMIT: Final = 0.5
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an ``int`` if it is an integer >= ``minimum``, else ``ValueError``.
-
-    numpy integers pass (shot counts often come out of numpy); ``bool`` does not, since
-    ``distance=True`` is a bug, not a distance of 1.
-    """
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 @dataclass(frozen=True)

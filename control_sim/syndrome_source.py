@@ -30,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 import stim  # type: ignore[import-untyped, unused-ignore]
 
+from control_sim.checks import check_int
 from control_sim.pacing import PacingClock
-from control_sim.qec_codes import CodeSpec, check_int, detector_error_model
+from control_sim.qec_codes import CodeSpec, detector_error_model
 
 __all__ = [
     "Backend",
