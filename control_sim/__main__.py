@@ -13,14 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from client.arguments import int_at_least
+
 DECODERS = ("pymatching", "bposd", "bp-gpu")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive = int_at_least(1)
 
 
 def add_qec_arguments(p: argparse.ArgumentParser) -> None:

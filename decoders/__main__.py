@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from client.arguments import int_at_least
 from client.protocol import DEFAULT_HEARTBEAT_MS, MAX_CREDIT
 
 DECODER_NAMES = ("pymatching", "bposd", "bp-gpu")
@@ -25,18 +26,8 @@ DEFAULT_MAX_WAIT_US = 50
 DEFAULT_CREDIT = 16
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive = int_at_least(1)
+_non_negative = int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
