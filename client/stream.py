@@ -307,13 +307,20 @@ class Stream:
         return got
 
     def _expire(self, now: int) -> None:
+        # Entries of answered (or already re-sent) attempts go as soon as they reach the
+        # head, so the deque holds about the window, and the head bounds _pump's wait
+        # by a deadline that can still fire.
         timeouts = self._timeouts
-        while timeouts and timeouts[0][0] <= now:
-            _, seq, attempt = timeouts.popleft()
+        while timeouts:
+            deadline, seq, attempt = timeouts[0]
             block = self._inflight.get(seq)
-            if block is None or block.attempts != attempt:
-                continue  # answered, or already sent again
-            self._retry_or_fail(block, RequestTimeout(self.service, seq, self.block_timeout))
+            if block is not None and block.attempts == attempt:
+                if deadline > now:
+                    return
+                timeouts.popleft()
+                self._retry_or_fail(block, RequestTimeout(self.service, seq, self.block_timeout))
+            else:
+                timeouts.popleft()
 
     def _on_reply(self, pending: PendingReply) -> None:
         seq = self._attempts.pop(pending.id, None)
