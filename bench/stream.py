@@ -194,7 +194,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     plot_throughput(ax1, doc)
     plot_paced(ax2, doc)
-    fig.suptitle(f"bench stream, {doc['date']}, {doc['machine'].get('cpu', '')}", fontsize=9)
+    fig.suptitle(f"bench stream, {doc['date']}, {doc['machine'].get('cpu_model', '')}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -8,7 +8,13 @@ import importlib
 import pytest
 
 # Modules whose examples run here (the others' need a live broker and are marked SKIP).
-MODULES = ["broker.broker", "client.messages"]
+MODULES = [
+    "broker.broker",
+    "broker.model_store",
+    "client.arguments",
+    "client.messages",
+    "control_sim.checks",
+]
 
 
 @pytest.mark.timeout(30)
