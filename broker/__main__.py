@@ -11,7 +11,7 @@ from types import FrameType
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
-from client.protocol import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS
+from client.protocol import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, MAX_SESSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-redispatch", type=int, default=2,
         help="times a request is re-sent after its worker dies (default %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--max-sessions", type=int, default=MAX_SESSIONS,
+        help="bound on open sessions, lost ones included (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--session-idle-ms", type=int, default=600_000,
+        help="forget a session idle this long with nothing in flight (default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -67,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_queue=args.max_queue,
             max_services=args.max_services,
             max_redispatch=args.max_redispatch,
+            max_sessions=args.max_sessions,
+            session_idle_ms=args.session_idle_ms,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,7 +20,7 @@ import zmq
 
 from broker.config import BrokerConfig
 from broker.model_store import ModelRefused, ModelStore
-from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, WorkerEntry
+from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, Session, WorkerEntry
 from client.errors import ProtocolError
 from client.protocol import (
     C_FINAL,
@@ -30,9 +30,11 @@ from client.protocol import (
     ERR_MALFORMED,
     ERR_NO_WORKER,
     ERR_QUEUE_FULL,
+    ERR_SESSION_LOST,
     ERR_SHUTDOWN,
     ERR_TOO_LARGE,
     ERR_UNKNOWN_MODEL,
+    ERR_UNKNOWN_SESSION,
     ERR_WORKER_LOST,
     KIND_ERROR,
     KIND_REPLY,
@@ -51,6 +53,9 @@ from client.protocol import (
     NL_MODEL_GET,
     NL_MODEL_PUT,
     NL_PREFIX,
+    NL_SESSION,
+    NL_SESSION_CLOSE,
+    NL_SESSION_OPEN,
     PLAIN_PEER_HEARTBEAT_MS,
     W1_REQUEST,
     W_REQUEST,
@@ -58,6 +63,7 @@ from client.protocol import (
     ClientRequest,
     ErrorInfo,
     Frame,
+    Header,
     WorkerHeartbeat,
     WorkerReady,
     WorkerReply,
@@ -79,6 +85,7 @@ _RCVMORE: Final = zmq.RCVMORE
 _HEARTBEAT: Final = 0
 _EXPIRE_WORKER: Final = 1
 _EXPIRE_REQUEST: Final = 2
+_EXPIRE_SESSION: Final = 3
 _MS: Final = 1_000_000
 _LOG_EVERY: Final = 1000
 
@@ -123,10 +130,16 @@ class Broker:
                 "partials_dropped_v01",
                 "internal_errors",
                 "services_refused",
+                "sessions_opened",
+                "sessions_closed",
+                "sessions_lost",
+                "sessions_expired",
             ),
             0,
         )
         self.models = ModelStore()
+        self.sessions: dict[int, Session] = {}
+        self._session_ids = itertools.count(1)
         self._timers: list[tuple[int, int, int, Any]] = []
         self._seq = itertools.count(1)
         self._stopping = False
@@ -208,7 +221,7 @@ class Broker:
             self._on_ready(ident, w, msg, now)
         elif w is not None:  # WorkerDisconnect
             self.stats["workers_disconnected"] += 1
-            self._remove_worker(w, now, send_disconnect=False)
+            self._remove_worker(w, now, send_disconnect=False, why="disconnected")
 
     # --- clients ---------------------------------------------------------------------
 
@@ -218,7 +231,7 @@ class Broker:
             self._on_mmi(ident, msg)
             return
         if name.startswith(NL_PREFIX):
-            self._on_internal(ident, msg)
+            self._on_internal(ident, msg, now)
             return
         size = body_size(msg.body)
         if size > MAX_MESSAGE_BYTES:
@@ -275,7 +288,10 @@ class Broker:
         return self.config.request_ttl_ms
 
     def _dispatch(self, svc: Service, req: Request, now: int) -> None:
-        w = svc.take_worker()
+        self._send_request(svc.take_worker(), req, now)
+
+    def _send_request(self, w: WorkerEntry, req: Request, now: int) -> None:
+        """Hand ``req`` to ``w``, whose credit the caller has already taken."""
         token = _TOKEN(next(self._seq))
         w.inflight[token] = req
         req.state = IN_FLIGHT
@@ -287,7 +303,7 @@ class Broker:
             frames = [w.identity, EMPTY, MDPW01, W1_REQUEST, token, EMPTY, *body]
         if not self._send(frames):
             # The worker is gone (ROUTER_MANDATORY told us): re-dispatch what it held.
-            self._remove_worker(w, now, send_disconnect=False)
+            self._remove_worker(w, now, send_disconnect=False, why="could not be sent to")
 
     def _drain(self, svc: Service, now: int) -> None:
         while svc.waiting and svc.n_queued:
@@ -309,23 +325,53 @@ class Broker:
             reply = [MMI_NOT_IMPLEMENTED, *echo]
         self._send([ident, *encode_client_reply(msg.version, True, msg.service, reply)])
 
-    def _on_internal(self, ident: bytes, msg: ClientRequest) -> None:
-        """nearloop's own services: the model store."""
+    def _on_internal(self, ident: bytes, msg: ClientRequest, now: int) -> None:
+        """nearloop's own services: the model store and sessions."""
         body = msg.body
+        name = msg.service
         try:
             header = parse_header(body[0]) if body else None
         except ProtocolError as exc:
             self.stats["malformed"] += 1
-            self._error(ident, msg.version, msg.service, [], ERR_MALFORMED, f"header: {exc}")
+            self._error(ident, msg.version, name, [], ERR_MALFORMED, f"header: {exc}")
             return
-        arg = header.body if header is not None else None
+        if header is None:
+            why = f"{name.decode()} needs a nearloop header frame"
+            self._error(ident, msg.version, name, body, ERR_MALFORMED, why)
+            return
+        if name == NL_SESSION:
+            self._on_session_request(ident, msg, header, now)
+        elif name in (NL_MODEL_PUT, NL_MODEL_GET):
+            self._on_model(ident, msg, header)
+        elif name == NL_SESSION_OPEN:
+            self._open_session(ident, msg, header, now)
+        elif name == NL_SESSION_CLOSE:
+            self._close_session(ident, msg, header)
+        else:
+            why = f"no nearloop service {name.decode(errors='replace')!r}"
+            self._error(ident, msg.version, name, body, ERR_NO_WORKER, why)
+
+    def _reply(
+        self,
+        ident: bytes,
+        msg: ClientRequest,
+        header: Header,
+        result: dict[str, Any],
+        frames: tuple[Frame, ...] = (),
+        specs: tuple[ArraySpec, ...] = (),
+    ) -> None:
+        """Answer a request to one of the broker's own services."""
+        hdr = encode_header(id=header.id, kind=KIND_REPLY, arrays=specs, body=result)
+        self._send([ident, *encode_client_reply(msg.version, True, msg.service, [hdr, *frames])])
+
+    def _on_model(self, ident: bytes, msg: ClientRequest, header: Header) -> None:
+        body = msg.body
+        arg = header.body
         h = arg.get("hash") if isinstance(arg, dict) else None
-        if header is None or not isinstance(h, str):
+        if not isinstance(h, str):
             why = f"{msg.service.decode()} needs a header whose body is {{'hash': str}}"
             self._error(ident, msg.version, msg.service, body, ERR_MALFORMED, why)
             return
-        frames: list[Frame] = []
-        specs: tuple[ArraySpec, ...] = ()
         if msg.service == NL_MODEL_PUT:
             if len(body) != 2:
                 why = "nl.model.put takes a header and one frame (a uint8 array) of model text"
@@ -336,21 +382,129 @@ class Broker:
             except ModelRefused as exc:
                 self._error(ident, msg.version, msg.service, body, ERR_BAD_MODEL, str(exc))
                 return
-            result: dict[str, Any] = {"hash": h, "bytes": len(body[1])}
-        elif msg.service == NL_MODEL_GET:
-            text = self.models.get(h)
-            if text is None:
-                why = f"the broker holds no model {h[:80]!r}: register it with nl.model.put"
-                self._error(ident, msg.version, msg.service, body, ERR_UNKNOWN_MODEL, why)
-                return
-            result, frames = {"hash": h, "bytes": len(text)}, [text]
-            specs = (array_spec("|u1", (len(text),)),)
-        else:
-            why = f"no nearloop service {msg.service.decode(errors='replace')!r}"
-            self._error(ident, msg.version, msg.service, body, ERR_NO_WORKER, why)
+            self._reply(ident, msg, header, {"hash": h, "bytes": len(body[1])})
             return
-        hdr = encode_header(id=header.id, kind=KIND_REPLY, arrays=specs, body=result)
-        self._send([ident, *encode_client_reply(msg.version, True, msg.service, [hdr, *frames])])
+        text = self.models.get(h)
+        if text is None:
+            why = f"the broker holds no model {h[:80]!r}: register it with nl.model.put"
+            self._error(ident, msg.version, msg.service, body, ERR_UNKNOWN_MODEL, why)
+            return
+        spec = array_spec("|u1", (len(text),))
+        self._reply(ident, msg, header, {"hash": h, "bytes": len(text)}, (text,), (spec,))
+
+    # --- sessions --------------------------------------------------------------------
+
+    def _open_session(self, ident: bytes, msg: ClientRequest, header: Header, now: int) -> None:
+        """Pin a new session to the worker of the service that holds the fewest sessions."""
+        arg = header.body
+        name = arg.get("service") if isinstance(arg, dict) else None
+        if not isinstance(name, str):
+            why = "nl.session.open needs a header whose body is {'service': str}"
+            self._error(ident, msg.version, msg.service, msg.body, ERR_MALFORMED, why)
+            return
+        if len(self.sessions) >= self.config.max_sessions:
+            why = (
+                f"the broker holds {len(self.sessions)} sessions, its maximum "
+                "(--max-sessions): close sessions you no longer use"
+            )
+            self._error(ident, msg.version, msg.service, msg.body, ERR_QUEUE_FULL, why)
+            return
+        svc = self.services.get(name.encode())
+        candidates = [w for w in self.workers.values() if w.service is svc]
+        if not candidates:
+            why = f"no worker of service {name[:255]!r} to pin a session to"
+            self._error(ident, msg.version, msg.service, msg.body, ERR_NO_WORKER, why)
+            return
+        w = min(candidates, key=lambda c: (len(c.sessions), -c.free))
+        sess = Session(next(self._session_ids), ident, w, now)
+        self.sessions[sess.id] = w.sessions[sess.id] = sess
+        self.stats["sessions_opened"] += 1
+        due = now + self.config.session_idle_ms * _MS
+        heapq.heappush(self._timers, (due, next(self._seq), _EXPIRE_SESSION, sess))
+        result = {"session": sess.id, "service": name, "worker": w.identity.hex()}
+        self._reply(ident, msg, header, result)
+
+    def _close_session(self, ident: bytes, msg: ClientRequest, header: Header) -> None:
+        arg = header.body
+        sid = arg.get("session") if isinstance(arg, dict) else None
+        if type(sid) is not int:
+            why = "nl.session.close needs a header whose body is {'session': int}"
+            self._error(ident, msg.version, msg.service, msg.body, ERR_MALFORMED, why)
+            return
+        sess = self._session_of(ident, msg, sid)
+        if sess is not None:
+            self._forget_session(sess)
+            self.stats["sessions_closed"] += 1
+            self._reply(ident, msg, header, {"session": sid})
+
+    def _session_of(self, ident: bytes, msg: ClientRequest, sid: int) -> Session | None:
+        """The client's session ``sid``, or None once the client has its error reply."""
+        sess = self.sessions.get(sid)
+        if sess is None or sess.client != ident:
+            why = (
+                f"no session {sid} for this client: never opened, closed, or idle for more "
+                f"than {self.config.session_idle_ms} ms"
+            )
+            self._error(ident, msg.version, msg.service, msg.body, ERR_UNKNOWN_SESSION, why)
+            return None
+        return sess
+
+    def _on_session_request(
+        self, ident: bytes, msg: ClientRequest, header: Header, now: int
+    ) -> None:
+        """Send the request to the session's worker, or queue it there for its credit."""
+        if header.session is None:
+            why = "a request to nl.session needs the header's session field"
+            self._error(ident, msg.version, msg.service, msg.body, ERR_MALFORMED, why)
+            return
+        sess = self._session_of(ident, msg, header.session)
+        if sess is None:
+            return
+        if sess.lost is not None:
+            self._error(
+                ident, msg.version, sess.service, msg.body, ERR_SESSION_LOST,
+                _lost_text(sess),
+            )  # fmt: skip
+            return
+        size = body_size(msg.body)
+        if size > MAX_MESSAGE_BYTES:
+            self.stats["oversized"] += 1
+            self._error(
+                ident, msg.version, sess.service, msg.body, ERR_TOO_LARGE,
+                f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
+            )  # fmt: skip
+            return
+        w = sess.worker
+        if len(w.pinned) >= self.config.max_queue:
+            self.stats["queue_full"] += 1
+            self._error(
+                ident, msg.version, sess.service, msg.body, ERR_QUEUE_FULL,
+                f"{len(w.pinned)} session requests already wait for this session's worker",
+            )  # fmt: skip
+            return
+        req = Request(ident, msg.version, sess.service, msg.body, now)
+        req.session = sess
+        sess.inflight += 1
+        sess.last_used_ns = now
+        if w.free and not w.pinned:
+            w.service.take_credit(w)
+            self._send_request(w, req, now)
+        else:
+            w.pinned.append(req)
+
+    def _forget_session(self, sess: Session) -> None:
+        self.sessions.pop(sess.id, None)
+        sess.worker.sessions.pop(sess.id, None)
+
+    def _lose(self, req: Request, sess: Session) -> None:
+        """Fail a request of a session whose worker is gone: its state went with it."""
+        req.state = DONE
+        sess.inflight -= 1
+        self._error(
+            req.client, req.version, req.service, req.body or [], ERR_SESSION_LOST,
+            _lost_text(sess),
+        )  # fmt: skip
+        req.body = None
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and registry sizes, as ``mmi.stats`` returns them."""
@@ -358,6 +512,7 @@ class Broker:
             **self.stats,
             "workers": len(self.workers),
             "models": len(self.models),
+            "sessions": len(self.sessions),
             "model_bytes": self.models.nbytes,
             "services": {
                 s.name.decode(): {"workers": s.workers, "queued": s.n_queued}
@@ -369,7 +524,7 @@ class Broker:
 
     def _on_ready(self, ident: bytes, w: WorkerEntry | None, msg: WorkerReady, now: int) -> None:
         if w is not None:  # a second READY is a protocol violation (RFC 18)
-            self._remove_worker(w, now, send_disconnect=True)
+            self._remove_worker(w, now, send_disconnect=True, why="sent a second READY")
             return
         if msg.service.startswith((MMI_PREFIX, NL_PREFIX)):
             self._malformed([ident], "workers may not register mmi.* or nl.* services")
@@ -422,6 +577,11 @@ class Broker:
         if final:
             req.state = DONE
             req.body = None
+            if req.session is not None:
+                req.session.inflight -= 1
+            if w.pinned:  # the freed slot goes straight to a session request waiting for it
+                self._send_request(w, w.pinned.popleft(), now)
+                return
             svc = w.service
             svc.give_credit(w)
             if svc.n_queued:
@@ -432,7 +592,9 @@ class Broker:
         self.stats["unknown_worker"] += 1
         self._send([ident, *encode_worker_disconnect(version)])
 
-    def _remove_worker(self, w: WorkerEntry, now: int, *, send_disconnect: bool) -> None:
+    def _remove_worker(self, w: WorkerEntry, now: int, *, send_disconnect: bool, why: str) -> None:
+        """Forget ``w``: re-queue what it held, and fail its sessions (``why`` says what
+        happened to it)."""
         if not w.alive:
             return
         w.alive = False
@@ -446,8 +608,20 @@ class Broker:
             self._send([w.identity, *encode_worker_disconnect(w.version)])
         held = list(w.inflight.values())
         w.inflight.clear()
+        for sess in w.sessions.values():
+            sess.lost = f"worker {w.identity.hex()} of service {svc.name.decode()!r} {why}"
+            self.stats["sessions_lost"] += 1
+        w.sessions.clear()  # lost sessions stay known, so their requests get session_lost
+        pinned = list(w.pinned)
+        w.pinned.clear()
+        for req in pinned:
+            if req.session is not None:
+                self._lose(req, req.session)
         # Oldest first, at the front of the queue: they were accepted before anything queued.
         for req in reversed(held):
+            if req.session is not None:  # its state lived on this worker: never re-sent
+                self._lose(req, req.session)
+                continue
             if req.attempts > self.config.max_redispatch:
                 self.stats["worker_lost"] += 1
                 req.state = DONE
@@ -479,6 +653,8 @@ class Broker:
                 req: Request = obj
                 if req.state == QUEUED:
                     self._expire_request(req)
+            elif kind == _EXPIRE_SESSION:
+                self._expire_session(obj, now)
             elif kind == _HEARTBEAT:
                 w: WorkerEntry = obj
                 if w.alive:
@@ -494,7 +670,19 @@ class Broker:
                 else:
                     self.stats["workers_expired"] += 1
                     log.warning("worker %r missed its heartbeats; removing it", w)
-                    self._remove_worker(w, now, send_disconnect=True)
+                    self._remove_worker(w, now, send_disconnect=True, why="missed its heartbeats")
+
+    def _expire_session(self, sess: Session, now: int) -> None:
+        if self.sessions.get(sess.id) is not sess:
+            return  # closed already
+        idle_ns = self.config.session_idle_ms * _MS
+        due = now + idle_ns if sess.inflight else sess.last_used_ns + idle_ns
+        if due > now:
+            heapq.heappush(self._timers, (due, next(self._seq), _EXPIRE_SESSION, sess))
+            return
+        self._forget_session(sess)
+        self.stats["sessions_expired"] += 1
+        log.info("session %d expired after %d ms idle", sess.id, self.config.session_idle_ms)
 
     def _expire_request(self, req: Request) -> None:
         svc = self.services[req.service]
@@ -574,6 +762,13 @@ class Broker:
                     "the broker shut down while a worker held this request",
                 )  # fmt: skip
             w.inflight.clear()
+            for req in w.pinned:
+                pending += 1
+                self._error(
+                    req.client, req.version, req.service, req.body or [], ERR_SHUTDOWN,
+                    "the broker shut down while this session request waited for its worker",
+                )  # fmt: skip
+            w.pinned.clear()
             self._send([w.identity, *encode_worker_disconnect(w.version)])
         for svc in self.services.values():
             while (queued := svc.next_queued()) is not None:
@@ -589,6 +784,10 @@ class Broker:
         self.socket.close()
         if self._own_context:
             self.context.term()
+
+
+def _lost_text(sess: Session) -> str:
+    return f"session {sess.id}: {sess.lost}; the session's state went with it: open a new session"
 
 
 def _hex(frames: list[Frame]) -> str:

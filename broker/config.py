@@ -8,6 +8,7 @@ from client.protocol import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
     MAX_HEARTBEAT_MS,
+    MAX_SESSIONS,
     MIN_HEARTBEAT_MS,
 )
 
@@ -31,6 +32,9 @@ class BrokerConfig:
     max_queue: int = 10_000
     max_services: int = 1024
     max_redispatch: int = 2
+    max_sessions: int = MAX_SESSIONS
+    session_idle_ms: int = 600_000
+    """A session with nothing in flight is forgotten after this long without a request."""
     sndhwm: int = 100_000
     rcvhwm: int = 100_000
     linger_ms: int = 1000
@@ -43,7 +47,10 @@ class BrokerConfig:
                 f"heartbeat_ms must be in {MIN_HEARTBEAT_MS}..{MAX_HEARTBEAT_MS}, "
                 f"got {self.heartbeat_ms}"
             )
-        for name in ("liveness", "request_ttl_ms", "max_ttl_ms", "max_queue", "max_services"):
+        for name in (
+            "liveness", "request_ttl_ms", "max_ttl_ms", "max_queue", "max_services",
+            "max_sessions", "session_idle_ms",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_redispatch < 0:

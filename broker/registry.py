@@ -1,4 +1,4 @@
-"""The broker's bookkeeping: services, workers and requests. No sockets here."""
+"""The broker's bookkeeping: services, workers, sessions and requests. No sockets here."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Request:
         "client",
         "deadline_ns",
         "service",
+        "session",
         "state",
         "version",
     )
@@ -37,6 +38,7 @@ class Request:
         self.deadline_ns = 0  # 0: not yet known; read from the header only if it must wait
         self.state = QUEUED
         self.attempts = 0
+        self.session: Session | None = None
 
 
 class WorkerEntry:
@@ -50,7 +52,9 @@ class WorkerEntry:
         "identity",
         "inflight",
         "last_seen_ns",
+        "pinned",
         "service",
+        "sessions",
         "ttl_ns",
         "version",
         "waiting",
@@ -77,6 +81,10 @@ class WorkerEntry:
         self.inflight: dict[bytes, Request] = {}
         self.alive = True
         self.waiting = False
+        self.sessions: dict[int, Session] = {}
+        self.pinned: deque[Request] = deque()
+        """Session requests waiting for this worker's credit (non-empty only while it has
+        none), served before anything from the service queue."""
 
     def __repr__(self) -> str:
         return (
@@ -108,6 +116,13 @@ class Service:
             w.waiting = False
         return w
 
+    def take_credit(self, w: WorkerEntry) -> None:
+        """Take one unit of credit from ``w`` itself (a session request pinned to it)."""
+        w.free -= 1
+        if not w.free and w.waiting:
+            self.waiting.remove(w)
+            w.waiting = False
+
     def give_credit(self, w: WorkerEntry) -> None:
         """Return one unit of credit; a worker that had none rejoins at the back."""
         w.free += 1
@@ -138,3 +153,22 @@ class Service:
             f"Service({self.name!r}, workers={self.workers}, "
             f"with_credit={len(self.waiting)}, queued={self.n_queued})"
         )
+
+
+class Session:
+    """A client's session, pinned to one worker. ``lost`` says why that worker is gone."""
+
+    __slots__ = ("client", "id", "inflight", "last_used_ns", "lost", "service", "worker")
+
+    def __init__(self, sid: int, client: bytes, worker: WorkerEntry, now_ns: int) -> None:
+        self.id = sid
+        self.client = client
+        self.worker = worker
+        self.service = worker.service.name
+        self.inflight = 0
+        self.last_used_ns = now_ns
+        self.lost: str | None = None
+
+    def __repr__(self) -> str:
+        state = f"lost: {self.lost}" if self.lost else f"on {self.worker.identity.hex()}"
+        return f"Session({self.id}, service={self.service!r}, {state}, inflight={self.inflight})"

@@ -15,14 +15,25 @@ from client.errors import (
     RemotePayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    SessionLost,
     UnknownModel,
+    UnknownSession,
     WorkerError,
     WorkerLost,
 )
 from client.messages import Message, Payload
+from client.session import Session
 from client.stream import BlockResult, Stream, StreamStats, WindowFull
 from client.sync_client import Client, PendingReply
-from client.worker import BatchHandler, Handler, Worker, WorkerState, run_worker
+from client.worker import (
+    BatchHandler,
+    DeferredReply,
+    Handler,
+    Worker,
+    WorkerState,
+    run_worker,
+    serve,
+)
 
 __all__ = [
     "AsyncClient",
@@ -33,6 +44,7 @@ __all__ = [
     "BrokerShutdown",
     "Client",
     "ClientClosed",
+    "DeferredReply",
     "Handler",
     "MalformedRequest",
     "Message",
@@ -46,9 +58,12 @@ __all__ = [
     "RemotePayloadTooLarge",
     "RequestTimeout",
     "ServiceUnavailable",
+    "Session",
+    "SessionLost",
     "Stream",
     "StreamStats",
     "UnknownModel",
+    "UnknownSession",
     "WindowFull",
     "Worker",
     "WorkerError",
@@ -56,4 +71,5 @@ __all__ = [
     "WorkerState",
     "run",
     "run_worker",
+    "serve",
 ]

@@ -56,8 +56,12 @@ class RequestCore:
         body: Any,
         arrays: Sequence[npt.NDArray[Any]],
         timeout: float,
+        session: int | None = None,
     ) -> tuple[int, list[Frame]]:
-        """A new request id and the frames to send. Raises before sending anything bad."""
+        """A new request id and the frames to send. Raises before sending anything bad.
+
+        ``session`` goes into the header: the broker routes ``nl.session`` requests by it.
+        """
         rid = next(self._ids)
         specs, frames = arrays_to_frames(arrays)
         header = encode_header(
@@ -67,6 +71,7 @@ class RequestCore:
             ttl_ms=int(timeout * TTL_SHARE * 1000),
             arrays=specs,
             body=body,
+            session=session,
         )
         msg_body = [header, *frames]
         if frames:  # a lone header is bounded by encode_header

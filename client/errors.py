@@ -117,6 +117,20 @@ class BadBlock(RemoteError):
     type = "bad_block"
 
 
+class UnknownSession(RemoteError):
+    """The broker holds no session of that id for this client: never opened, closed, or
+    expired after standing idle."""
+
+    type = "unknown_session"
+
+
+class SessionLost(RemoteError):
+    """The worker a session was pinned to died or left; its state went with it. Open a new
+    session."""
+
+    type = "session_lost"
+
+
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.type: cls
     for cls in (
@@ -130,6 +144,8 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
         UnknownModel,
         BadModel,
         BadBlock,
+        UnknownSession,
+        SessionLost,
     )
 }
 

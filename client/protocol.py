@@ -73,6 +73,14 @@ NL_MODEL_PUT: Final = b"nl.model.put"
 NL_MODEL_GET: Final = b"nl.model.get"
 """Fetch a stored model (header ``body={"hash": h}``); replies with one frame of text, or
 an ``unknown_model`` error."""
+NL_SESSION_OPEN: Final = b"nl.session.open"
+"""Open a session pinned to one worker (header ``body={"service": name}``); replies
+``body={"session": id, "service": name, "worker": hex identity}``."""
+NL_SESSION: Final = b"nl.session"
+"""A request within a session: the header's ``session`` names it, the body goes unchanged
+to the pinned worker, and the reply (PARTIALs included) comes back as for any request."""
+NL_SESSION_CLOSE: Final = b"nl.session.close"
+"""Forget a session (header ``body={"session": id}``); replies ``body={"session": id}``."""
 
 # --- Limits: each declared once, checked before anything is sent ------------------------
 
@@ -90,6 +98,8 @@ MAX_MODEL_BYTES: Final = 16 * 1024 * 1024
 """One noise model's text (a d=15 surface-code DEM is about 1.2 MB)."""
 MAX_MODELS: Final = 64
 MAX_MODEL_STORE_BYTES: Final = 256 * 1024 * 1024
+MAX_SESSIONS: Final = 4096
+"""Sessions one broker holds at most by default (``--max-sessions``), lost ones included."""
 """What the broker's model store holds at most; the least recently used model goes first."""
 
 # --- Liveness ----------------------------------------------------------------------------
@@ -117,6 +127,8 @@ ERR_WORKER_LOST: Final = "worker_lost"
 ERR_UNKNOWN_MODEL: Final = "unknown_model"
 ERR_BAD_MODEL: Final = "bad_model"
 ERR_BAD_BLOCK: Final = "bad_block"
+ERR_UNKNOWN_SESSION: Final = "unknown_session"
+ERR_SESSION_LOST: Final = "session_lost"
 
 ALLOWED_DTYPES: Final = frozenset(
     ["|b1", "|i1", "|u1"]
@@ -281,6 +293,7 @@ class Header(NamedTuple):
     arrays: tuple[ArraySpec, ...] = ()
     body: Any = None
     error: ErrorInfo | None = None
+    session: int | None = None
 
 
 # --- Majordomo encode --------------------------------------------------------------------
@@ -522,6 +535,7 @@ def encode_header(
     arrays: Sequence[ArraySpec] = (),
     body: Any = None,
     error: ErrorInfo | None = None,
+    session: int | None = None,
 ) -> bytes:
     """msgpack-encode a header; only the fields that are set go on the wire."""
     m: dict[str, Any] = {"id": id, "kind": kind}
@@ -539,6 +553,8 @@ def encode_header(
         if error.traceback is not None:
             e["traceback"] = _text(error.traceback[-MAX_ERROR_TEXT:])
         m["error"] = e
+    if session is not None:
+        m["session"] = session
     try:
         out: bytes = _packer.pack(m)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -593,7 +609,12 @@ def _parse_header(frame: Frame) -> Header:
         error = ErrorInfo(err["type"], err["message"], tb if type(tb) is str else None)
     elif kind == KIND_ERROR:
         raise ProtocolError("an error header needs an error")
-    return Header(ident, kind, ts, ttl, specs, m.get("body"), error)
+    session = m.get("session")
+    if session is not None and (type(session) is not int or not 0 <= session <= _MAX_U64):
+        raise ProtocolError(
+            f"header session must be an integer in 0..2**64-1, got {_short(session)}"
+        )
+    return Header(ident, kind, ts, ttl, specs, m.get("body"), error, session)
 
 
 def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:

@@ -22,6 +22,7 @@ from client.protocol import (
     NL_MODEL_PUT,
     model_hash,
 )
+from client.session import Session
 from client.transport import connect_dealer, recv_frames, send_frames, wait_readable
 
 _NS = 1_000_000_000
@@ -118,8 +119,18 @@ class Client:
         reply has arrived. Call :meth:`PendingReply.result` on every request submitted:
         that is what retires it.
         """
+        return self._submit(service, body, arrays, timeout, None)
+
+    def _submit(
+        self,
+        service: str,
+        body: Any,
+        arrays: tuple[npt.NDArray[Any], ...],
+        timeout: float | None,
+        session: int | None,
+    ) -> PendingReply:
         t = self._core.timeout_of(timeout)
-        rid, frames = self._core.build(service, body, arrays, t)
+        rid, frames = self._core.build(service, body, arrays, t, session)
         return self._send(service, rid, frames, t)
 
     def _send(self, service: str, rid: int, frames: list[Any], timeout: float) -> PendingReply:
@@ -138,6 +149,11 @@ class Client:
     ) -> Message:
         """Send a request and wait for its reply (seconds; default: the client's timeout)."""
         return self.submit(service, body, *arrays, timeout=timeout).result()
+
+    def open_session(self, service: str, *, timeout: float | None = None) -> Session:
+        """Open a :class:`~client.session.Session`: the broker pins it to one worker of
+        ``service``, and every request sent through it goes to that worker."""
+        return Session.open(self, service, timeout=timeout)
 
     def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """Ask the broker (``mmi.service``, RFC 8) whether ``service`` has workers."""

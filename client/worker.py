@@ -70,6 +70,73 @@ def _no_handler(message: Message) -> Any:
     raise RuntimeError("this worker serves batches only")
 
 
+class DeferredReply:
+    """The reply to a request that the worker answers later: PARTIALs, then one FINAL.
+
+    A handler gets one from :meth:`WorkerState.defer` and returns it; the request then
+    keeps its credit slot until :meth:`finish` or :meth:`fail`. Use it on the worker's
+    thread only (handlers and the ``idle`` callback run there): what it builds is sent
+    when the handler or the callback returns. After a reconnect the broker no longer
+    knows the request, so a reply built for an earlier connection is dropped and
+    :attr:`open` turns False.
+    """
+
+    __slots__ = ("_connection", "_message", "_recv_ns", "_req", "_state", "done", "partials")
+
+    def __init__(
+        self, state: WorkerState, req: BrokerRequest, message: Message, recv_ns: int
+    ) -> None:
+        self._state = state
+        self._req = req
+        self._message = message
+        self._recv_ns = recv_ns
+        self._connection = state.connection
+        self.done = False
+        self.partials = 0
+        """PARTIAL replies sent so far."""
+
+    @property
+    def message(self) -> Message:
+        """The request being answered."""
+        return self._message
+
+    @property
+    def open(self) -> bool:
+        """True until the FINAL is sent or the connection it came on has ended."""
+        return not self.done and self._connection == self._state.connection
+
+    def partial(self, result: Any) -> bool:
+        """Queue a PARTIAL reply (a result as a handler returns one); False if not open."""
+        if not self.open:
+            return False
+        self.partials += 1
+        return self._queue(
+            self._state.reply(self._req, self._message, result, self._recv_ns, final=False)
+        )
+
+    def finish(self, result: Any) -> bool:
+        """Queue the FINAL reply; False if not open."""
+        if not self.open:
+            return False
+        self.done = True
+        return self._queue(self._state.reply(self._req, self._message, result, self._recv_ns))
+
+    def fail(self, exc: BaseException) -> bool:
+        """Queue an error FINAL, as if a handler had raised ``exc``; False if not open."""
+        if not self.open:
+            return False
+        self.done = True
+        return self._queue(self._state._failure(self._req, self._message, exc))
+
+    def _queue(self, frames: list[Frame]) -> bool:
+        self._state.outbox.append(frames)
+        return True
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else ("open" if self.open else "stale")
+        return f"DeferredReply(id={self._message.id}, {state}, partials={self.partials})"
+
+
 class WorkerState:
     """Runs the handler on requests and builds the FINAL replies. No I/O.
 
@@ -87,6 +154,19 @@ class WorkerState:
         self.batch_handler = batch_handler
         self.served = 0
         self.failed = 0
+        self.outbox: list[list[Frame]] = []
+        """Frames that deferred replies built, for the worker loop to send."""
+        self.connection = 0
+        """Counts the worker's connections to the broker; a new one makes deferred replies
+        stale."""
+        self._current: tuple[BrokerRequest, Message, int] | None = None
+
+    def defer(self) -> DeferredReply:
+        """Inside a handler: the current request's :class:`DeferredReply`. Return it, and
+        the request is answered later, by it."""
+        if self._current is None:
+            raise RuntimeError("defer() works only inside a handler, on the worker's thread")
+        return DeferredReply(self, *self._current)
 
     def parse(self, req: BrokerRequest) -> Message | list[Frame]:
         """The request's Message, or the error reply frames if it cannot be read."""
@@ -108,10 +188,15 @@ class WorkerState:
         message = self.parse(req)
         if isinstance(message, list):
             return message
+        self._current = (req, message, recv_ns)
         try:
             result = self.handler(message)
         except Exception as exc:
             return self._failure(req, message, exc)
+        finally:
+            self._current = None
+        if isinstance(result, DeferredReply):
+            return []
         return self.reply(req, message, result, recv_ns)
 
     def on_batch(self, batch: list[tuple[BrokerRequest, Message]]) -> list[list[Frame]]:
@@ -136,8 +221,16 @@ class WorkerState:
             for (req, message), result in zip(batch, results, strict=True)
         ]
 
-    def reply(self, req: BrokerRequest, message: Message, result: Any, recv_ns: int) -> list[Frame]:
-        """The FINAL reply frames for a handler's ``result``."""
+    def reply(
+        self,
+        req: BrokerRequest,
+        message: Message,
+        result: Any,
+        recv_ns: int,
+        *,
+        final: bool = True,
+    ) -> list[Frame]:
+        """The FINAL (or PARTIAL) reply frames for a handler's ``result``."""
         header = message.header
         try:
             out = Payload.of(result)
@@ -149,8 +242,9 @@ class WorkerState:
                 check_body_size(reply)
         except Exception as exc:
             return self._failure(req, message, exc)
-        self.served += 1
-        return encode_worker_reply(req.version, True, req.address, reply)
+        if final:
+            self.served += 1
+        return encode_worker_reply(req.version, final, req.address, reply)
 
     def _failure(self, req: BrokerRequest, message: Message, exc: BaseException) -> list[Frame]:
         self.failed += 1
@@ -173,7 +267,12 @@ class Worker:
     """Serve one service: connect, READY with credit and heartbeat, answer requests.
 
     Requests run on the calling thread, one at a time; ``credit`` lets the broker queue
-    that many at this worker so it never idles waiting for the next. A helper thread
+    that many at this worker so it never idles waiting for the next. A handler may
+    answer later, with PARTIALs on the way, through :meth:`defer`. ``idle``, if given,
+    is called on the same thread whenever no request is waiting; it returns in how many
+    microseconds it wants to be called again (0: as soon as no request waits), or None
+    to sleep until the next request. Continuous work, such as streaming shot batches
+    to a session, runs there, between requests. A helper thread
     keeps heartbeating while a handler runs, so long handlers are fine; a frozen or dead
     process stops heartbeating and its requests go to another worker.
 
@@ -191,6 +290,7 @@ class Worker:
         max_batch_weight: int = 1,
         batch_weight: Callable[[Message], int] | None = None,
         max_wait_us: int = 0,
+        idle: Callable[[], int | None] | None = None,
         credit: int = 1,
         heartbeat_ms: int = DEFAULT_HEARTBEAT_MS,
         liveness: int = DEFAULT_LIVENESS,
@@ -217,6 +317,7 @@ class Worker:
         self.max_batch_weight = max_batch_weight
         self.batch_weight = batch_weight or _one
         self.max_wait_us = max_wait_us
+        self.idle = idle
         self.reconnect_min_ms = reconnect_min_ms
         self.reconnect_max_ms = reconnect_max_ms
         self.connects = 0
@@ -226,6 +327,10 @@ class Worker:
         self._io_lock = threading.Lock()
         self._sock: zmq.Socket[bytes] | None = None
         self._next_hb_ns = 0
+
+    def defer(self) -> DeferredReply:
+        """Inside a handler: answer the current request later; see :class:`DeferredReply`."""
+        return self.state.defer()
 
     def stop(self) -> None:
         """Ask :meth:`run` to DISCONNECT and return; safe from other threads and signals."""
@@ -263,6 +368,8 @@ class Worker:
         with self._io_lock:
             self._sock = sock
         self._io_lock.acquire()
+        self.state.connection += 1  # replies deferred on an earlier connection go nowhere
+        self.state.outbox.clear()
         try:
             send_frames(sock, encode_worker_ready(version, self.service.encode(), self.options))
             self.connects += 1
@@ -290,13 +397,26 @@ class Worker:
         self._next_hb_ns = now + hb_ns
         heartbeat = encode_worker_heartbeat(version)
         items = poll_items(sock)
+        idle = self.idle
+        idle_due_ns: int | None = None
         while not self._stop.is_set():
             now = time.monotonic_ns()
             if now >= self._next_hb_ns:
                 send_frames(sock, heartbeat)
                 self._next_hb_ns = now + hb_ns
-            wait_ns = max(0, min(self._next_hb_ns, broker_deadline) - now)
-            if not poll(items, -(-wait_ns // _MS)):
+            due = min(self._next_hb_ns, broker_deadline)
+            if idle_due_ns is not None:
+                due = min(due, idle_due_ns)
+            wait_ns = max(0, due - now)
+            # A sub-millisecond wait for the idle callback polls with µs precision.
+            found = (
+                wait_readable(sock, wait_ns)
+                if idle_due_ns is not None and wait_ns < _MS
+                else poll(items, -(-wait_ns // _MS))
+            )
+            if not found:
+                if idle is not None and (idle_due_ns is None or time.monotonic_ns() >= idle_due_ns):
+                    idle_due_ns = self._run_idle(sock, idle)
                 # Only a poll that found nothing can tell the broker is silent: after a
                 # long handler its heartbeats are waiting unread.
                 if time.monotonic_ns() >= broker_deadline:
@@ -320,7 +440,11 @@ class Worker:
                     reply = state.on_request(msg)
                 finally:
                     lock.acquire()
-                send_frames(sock, reply)
+                self._flush(sock)
+                if reply:  # empty when the handler deferred its reply
+                    send_frames(sock, reply)
+                if idle is not None:
+                    idle_due_ns = 0  # the request may have started work for it
             elif type(msg) is BrokerDisconnect:
                 return "broker sent DISCONNECT"
         return "stopped"
@@ -368,6 +492,28 @@ class Worker:
                 send_frames(sock, reply)
         return disconnect
 
+    def _run_idle(self, sock: zmq.Socket[bytes], idle: Callable[[], int | None]) -> int | None:
+        """Run the idle callback without the I/O lock, send what it built, and return when
+        (monotonic ns) it wants to run next, or None."""
+        self._io_lock.release()
+        try:
+            again_us = idle()
+        except Exception:
+            log.exception(
+                "%s: the idle callback failed; it runs after the next request", self.service
+            )
+            again_us = None
+        finally:
+            self._io_lock.acquire()
+        self._flush(sock)
+        return None if again_us is None else time.monotonic_ns() + max(0, again_us) * 1000
+
+    def _flush(self, sock: zmq.Socket[bytes]) -> None:
+        outbox = self.state.outbox
+        for frames in outbox:
+            send_frames(sock, frames)
+        outbox.clear()
+
     def _dropped(self, exc: ProtocolError) -> None:
         log.warning("%s: dropped a malformed message from the broker: %s", self.service, exc)
 
@@ -398,10 +544,13 @@ class Worker:
 
 
 def run_worker(endpoint: str, service: str, handler: Handler | None, **options: Any) -> Worker:
-    """Build a :class:`Worker`, serve until SIGINT/SIGTERM-driven :meth:`Worker.stop`."""
-    import signal
+    """Build a :class:`Worker` and :func:`serve` it until SIGINT or SIGTERM."""
+    return serve(Worker(endpoint, service, handler, **options))
 
-    worker = Worker(endpoint, service, handler, **options)
+
+def serve(worker: Worker) -> Worker:
+    """Run ``worker`` until SIGINT or SIGTERM; print ``READY`` each time it registers."""
+    import signal
 
     def stop(signum: int, frame: object) -> None:
         worker.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -35,13 +36,22 @@ msgpack_values = st.recursive(
     ts=st.dictionaries(st.text(min_size=1, max_size=10), st.integers(0, 2**63), max_size=4),
     ttl=st.none() | st.integers(0, 10**9),
     body=msgpack_values,
+    session=st.none() | st.integers(0, 2**64 - 1),
 )
 def test_header_round_trip(
-    rid: int, kind: str, ts: dict[str, int], ttl: int | None, body: Any
+    rid: int, kind: str, ts: dict[str, int], ttl: int | None, body: Any, session: int | None
 ) -> None:
-    frame = p.encode_header(id=rid, kind=kind, ts=ts, ttl_ms=ttl, body=body)
+    frame = p.encode_header(id=rid, kind=kind, ts=ts, ttl_ms=ttl, body=body, session=session)
     h = p.parse_header(frame)
-    assert (h.id, h.kind, dict(h.ts), h.ttl_ms, h.body) == (rid, kind, ts, ttl, body)
+    got = (h.id, h.kind, dict(h.ts), h.ttl_ms, h.body, h.session)
+    assert got == (rid, kind, ts, ttl, body, session)
+
+
+@pytest.mark.parametrize("session", [-1, -(2**63), 1.0, True, "7", [7]])
+def test_a_session_that_is_not_a_u64_is_refused(session: Any) -> None:
+    frame = msgpack.packb({"id": 1, "kind": "request", "session": session})
+    with pytest.raises(ProtocolError, match="header session must be an integer"):
+        p.parse_header(frame)
 
 
 def test_error_header_round_trip() -> None:
