@@ -2,6 +2,8 @@
 
 - ``qec``: stream syndrome blocks to a decoder service and measure reaction time, backlog
   and logical error rate. Without ``--connect`` it starts its own local stack.
+- ``vqe``: H2 VQE through the ``qpu`` service, beside the same loop in-process: energy,
+  error vs exact, loop latency. Without ``--connect`` it starts its own local stack.
 
 Subcommands import what they need only when they run, so ``--help`` is fast.
 """
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client.arguments import int_at_least
+from control_sim.vqe_cli import add_vqe_arguments, run_vqe_command
 
 DECODERS = ("pymatching", "bposd", "bp-gpu")
 
@@ -65,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
             "qec",
             help="stream syndrome blocks to decoder workers; reaction time, backlog, LER",
             description="A QEC memory experiment streamed through nearloop's decoders.",
+        )
+    )
+    add_vqe_arguments(
+        commands.add_parser(
+            "vqe",
+            help="H2 VQE through the qpu service, beside the same loop in-process",
+            description="VQE on H2 through nearloop's qpu service: energy, error vs exact "
+            "diagonalization, and loop latency through the broker against in-process.",
         )
     )
     return parser
@@ -120,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with interrupts_raise():
             if args.command == "qec":
                 return _qec(parser, args)
+            if args.command == "vqe":
+                return run_vqe_command(parser, args)
     except ControlSimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
