@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries on the measured paths (None: not installed)."""
+def library_versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
+    """Installed versions of the libraries on the measured paths (None: not installed):
+    :data:`LIBRARIES`, then the distributions named in ``extra``."""
     import zmq
 
     versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
+    for name in (*LIBRARIES, *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

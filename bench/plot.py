@@ -20,8 +20,10 @@ def plot_cdf(
     ax: Any,
     samples_ns: Mapping[str, npt.NDArray[np.int64]],
     summaries: Mapping[str, LatencySummary],
+    *,
+    quantity: str = "round trip",
 ) -> None:
-    """Round-trip CDF per peer on a log-x axis, with a marker at each peer's p50."""
+    """CDF of ``quantity`` (a latency) per peer on a log-x axis, with a dot at each p50."""
     for name, samples in samples_ns.items():
         us = _sorted_us(samples)
         frac = np.arange(1, us.size + 1) / us.size
@@ -30,15 +32,17 @@ def plot_cdf(
         ax.plot([p50], [0.5], "o", color=line.get_color(), markersize=5)
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("round trip (µs, log scale)")
-    ax.set_ylabel("fraction of round trips ≤ x")
+    ax.set_xlabel(f"{quantity} (µs, log scale)")
+    ax.set_ylabel(f"fraction of {quantity}s ≤ x")
     ax.set_title("CDF (dots: p50)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
 
 
-def plot_tail(ax: Any, samples_ns: Mapping[str, npt.NDArray[np.int64]]) -> None:
-    """Tail per peer: the fraction of round trips slower than x, log-log, down to 1/n."""
+def plot_tail(
+    ax: Any, samples_ns: Mapping[str, npt.NDArray[np.int64]], *, quantity: str = "round trip"
+) -> None:
+    """Tail per peer: the fraction of ``quantity`` slower than x, log-log, down to 1/n."""
     for name, samples in samples_ns.items():
         us = _sorted_us(samples)
         slower = 1.0 - np.arange(us.size) / us.size
@@ -48,8 +52,8 @@ def plot_tail(ax: Any, samples_ns: Mapping[str, npt.NDArray[np.int64]]) -> None:
         ax.annotate(tag, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("round trip (µs, log scale)")
-    ax.set_ylabel("fraction of round trips > x")
+    ax.set_xlabel(f"{quantity} (µs, log scale)")
+    ax.set_ylabel(f"fraction of {quantity}s > x")
     ax.set_title("tail")
     ax.grid(True, which="both", alpha=0.3)
 
@@ -59,15 +63,20 @@ def save_rtt_figure(
     samples_ns: Mapping[str, npt.NDArray[np.int64]],
     summaries: Mapping[str, LatencySummary],
     title: str,
+    *,
+    quantity: str = "round trip",
 ) -> None:
-    """Write the CDF and tail side by side to ``path`` with the Agg canvas (no pyplot)."""
+    """Write the CDF and tail side by side to ``path`` with the Agg canvas (no pyplot).
+
+    ``quantity`` names what the samples time, in the axis labels.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     cdf_ax, tail_ax = fig.subplots(1, 2)
-    plot_cdf(cdf_ax, samples_ns, summaries)
-    plot_tail(tail_ax, samples_ns)
+    plot_cdf(cdf_ax, samples_ns, summaries, quantity=quantity)
+    plot_tail(tail_ax, samples_ns, quantity=quantity)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120)
