@@ -109,6 +109,20 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE.png")
 
 
+def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``vqe`` subcommand's options (defaults live in ``VqeBenchConfig``)."""
+    p.add_argument("--optimizer", choices=("spsa", "cobyla"), help="default spsa")
+    p.add_argument("--iterations", type=int, help="timed iterations per peer (default 2000)")
+    p.add_argument(
+        "--rounds", type=int,
+        help="chunks of iterations, taken round-robin across the peers (default 5)",
+    )  # fmt: skip
+    p.add_argument("--warmup", type=int, help="untimed energy calls per peer first (default 200)")
+    p.add_argument("--seed", type=int, help="seed of the VQE runs (default 2026)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m bench`` parser, one subparser per benchmark."""
     parser = argparse.ArgumentParser(
@@ -135,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the offline single-process pipeline on the same parameters.",
     )
     add_stream_arguments(stream)
+    vqe = commands.add_parser(
+        "vqe",
+        help="H2 VQE loop iteration through the broker vs in-process, side by side",
+        description="The same H2 VQE (exact estimator) through a local broker and qpu worker, "
+        "and in-process, interleaved: per-iteration p50/p99/p99.9/max and the overhead.",
+    )
+    add_vqe_arguments(vqe)
     return parser
 
 
@@ -199,6 +220,24 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 plot_path=args.plot,
             )
         )
+    if args.command == "vqe":
+        from bench.vqe import VqeBenchConfig
+        from bench.vqe import main as vqe_main
+
+        vgiven = {
+            "optimizer": args.optimizer,
+            "iterations": args.iterations,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "json_path": args.json,
+            "plot_path": args.plot,
+        }
+        try:
+            vconfig = VqeBenchConfig(**{k: v for k, v in vgiven.items() if v is not None})
+        except ValueError as exc:
+            parser.error(str(exc))
+        return vqe_main(vconfig)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
