@@ -2,6 +2,7 @@
 
 - ``qec``: stream syndrome blocks to a decoder service and measure reaction time, backlog
   and logical error rate. Without ``--connect`` it starts its own local stack.
+- ``qpu``: serve the ``qpu`` service (docs/QPU_SERVICE.md) as one worker of a broker.
 - ``vqe``: H2 VQE through the ``qpu`` service, beside the same loop in-process: energy,
   error vs exact, loop latency. Without ``--connect`` it starts its own local stack.
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client.arguments import int_at_least
+from control_sim.qpu_cli import add_qpu_arguments, run_qpu
 from control_sim.vqe_cli import add_vqe_arguments, run_vqe_command
 
 DECODERS = ("pymatching", "bposd", "bp-gpu")
@@ -68,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
             "qec",
             help="stream syndrome blocks to decoder workers; reaction time, backlog, LER",
             description="A QEC memory experiment streamed through nearloop's decoders.",
+        )
+    )
+    add_qpu_arguments(
+        commands.add_parser(
+            "qpu",
+            help="serve the qpu service: registered circuits evaluated on qiskit-aer",
+            description="A QPU worker: estimates and samples registered circuits on qiskit-aer.",
         )
     )
     add_vqe_arguments(
@@ -131,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with interrupts_raise():
             if args.command == "qec":
                 return _qec(parser, args)
+            if args.command == "qpu":
+                return run_qpu(args)
             if args.command == "vqe":
                 return run_vqe_command(parser, args)
     except ControlSimError as exc:

@@ -2,11 +2,15 @@
 
 Every error has a ``kind`` (a short machine-readable string, stable on the wire) and a
 message that says what was expected and what was got. A worker can turn one into an
-error reply with :meth:`QpuError.to_dict`; ``str(error)`` is ``"[kind] message"``.
+error reply with :meth:`QpuError.to_dict`; ``str(error)`` is ``"[kind] message"``. A
+:class:`client.worker.Worker` handler that raises one sends an error reply of type
+``error_type`` (the kind), without a traceback.
 
 >>> e = BadShots(expected="an int in [1, 1000000] or None", got="0")
 >>> e.kind, str(e)
 ('bad_shots', '[bad_shots] shots: expected an int in [1, 1000000] or None, got 0')
+>>> e.error_type
+'bad_shots'
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ class QpuError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(f"[{self.kind}] {message}")
         self.message = message
+
+    @property
+    def error_type(self) -> str:
+        """The wire error type, ``kind``: what :class:`client.worker.WorkerState` sends."""
+        return self.kind
 
     def to_dict(self) -> dict[str, str]:
         """``{"type": kind, "message": message}``: the shape of a nearloop error map."""

@@ -14,6 +14,7 @@ MODULES = [
     "client.arguments",
     "client.messages",
     "control_sim.checks",
+    "control_sim.qpu_service",
 ]
 
 
