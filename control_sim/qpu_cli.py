@@ -4,7 +4,9 @@
         [--heartbeat-ms 250] [--seed 0] [--log-level WARNING]
 
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
-once its READY is sent, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer.
+once its READY is sent, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
+continuous runs in sessions included (:mod:`control_sim.qpu_continuous`; at most
+``credit - 1`` at once, so that a slot always stays free for their updates).
 SIGINT/SIGTERM make it say DISCONNECT and exit 0.
 
 Only the standard library and :mod:`client.arguments` are imported here; qiskit and the
@@ -71,17 +73,24 @@ def run_qpu(args: argparse.Namespace) -> int:
     try:
         # Until run_worker installs its own handlers, a signal unwinds the slow start.
         with interrupts_raise():
-            from client.worker import run_worker
+            from client.worker import Worker, serve
+            from control_sim.qpu_continuous import ContinuousRuns
             from control_sim.qpu_service import QpuService
 
             service = QpuService(seed=args.seed)
-            run_worker(
+            holder: list[Worker] = []
+            # A continuous run holds a credit slot until it stops: keep one for updates.
+            runs = ContinuousRuns(service, lambda: holder[0].defer(), max_runs=args.credit - 1)
+            worker = Worker(
                 args.connect,
                 args.service,
-                service.handle,
+                runs.handle,
+                idle=runs.idle,
                 credit=args.credit,
                 heartbeat_ms=args.heartbeat_ms,
             )
+            holder.append(worker)
+            serve(worker)
     except KeyboardInterrupt:
         pass  # stopped while starting: nothing was served
     return 0

@@ -181,7 +181,12 @@ class QpuService:
         circuit: Any = body.get("circuit")
         return Payload(body=self.describe(circuit))
 
-    def _evaluate_request(self, body: Mapping[str, Any], message: Message) -> Payload:
+    def parameters(self, message: Message) -> NDArray[np.float64]:
+        """The request's parameter array: exactly one float64 frame, (P,) or (B, P).
+
+        Raises :class:`~control_sim.qpu_errors.BadParameters` otherwise; the evaluator
+        checks the length against the circuit.
+        """
         arrays = message.arrays
         if len(arrays) != 1:
             raise BadParameters(expected=_PARAMS_FRAME, got=f"{len(arrays)} array frames")
@@ -192,7 +197,10 @@ class QpuService:
             )
         if not params.flags.aligned:  # a frame's memory need not be 8-byte aligned
             params = params.copy()
-        return self.evaluate(body, params)
+        return params
+
+    def _evaluate_request(self, body: Mapping[str, Any], message: Message) -> Payload:
+        return self.evaluate(body, self.parameters(message))
 
 
 def _summary(reg: RegisteredCircuit) -> dict[str, Any]:
