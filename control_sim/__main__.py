@@ -2,6 +2,7 @@
 
 - ``qec``: stream syndrome blocks to a decoder service and measure reaction time, backlog
   and logical error rate. Without ``--connect`` it starts its own local stack.
+- ``demo``: both loops end to end on a local stack (or ``--connect``), with a summary.
 - ``qpu``: serve the ``qpu`` service (docs/QPU_SERVICE.md) as one worker of a broker.
 - ``vqe``: H2 VQE through the ``qpu`` service, beside the same loop in-process: energy,
   error vs exact, loop latency. Without ``--connect`` it starts its own local stack.
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client.arguments import int_at_least
+from control_sim.demo_cli import add_demo_arguments, run_demo_command
 from control_sim.qpu_cli import add_qpu_arguments, run_qpu
 from control_sim.vqe_cli import add_vqe_arguments, run_vqe_command
 
@@ -70,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
             "qec",
             help="stream syndrome blocks to decoder workers; reaction time, backlog, LER",
             description="A QEC memory experiment streamed through nearloop's decoders.",
+        )
+    )
+    add_demo_arguments(
+        commands.add_parser(
+            "demo",
+            help="both loops end to end: VQE through the qpu service and a QEC stream",
+            description="Start a local stack (broker, 2 decoder workers, 1 QPU worker) and "
+            "run H2 VQE and a surface-code syndrome stream through it.",
         )
     )
     add_qpu_arguments(
@@ -142,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _qec(parser, args)
             if args.command == "qpu":
                 return run_qpu(args)
+            if args.command == "demo":
+                return run_demo_command(parser, args)
             if args.command == "vqe":
                 return run_vqe_command(parser, args)
     except ControlSimError as exc:

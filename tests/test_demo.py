@@ -1,0 +1,50 @@
+"""``python -m control_sim demo`` end to end, as a new user runs it (smaller QEC run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from control_sim.local_stack import LocalStack, StackSpec
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path / "demo.json"
+    args = [sys.executable, "-m", "control_sim", "demo", "--qec-shots", "10000"]
+    proc = subprocess.run(
+        [*args, "--json", str(out), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_the_demo_starts_its_stack_runs_both_loops_and_says_so(tmp_path: Path) -> None:
+    proc, s = _demo(tmp_path)
+    vqe, qec = s["vqe"], s["qec"]
+    assert s["local_stack"] and s["stack_start_s"] > 0
+    assert vqe["chemically_accurate"] and 0 <= vqe["error_mha"] < 1.6
+    assert abs(vqe["exact_energy"] - -1.857275) < 1e-5  # the published H2 value
+    assert vqe["loop_us"]["p50"] > 0 and vqe["inproc_loop_us"]["p50"] > 0
+    assert qec["blocks_decoded"] == qec["blocks_sent"] == 20 and qec["lost"] == 0
+    assert qec["reaction_us"]["p50"] > 0 and qec["ler"] is not None
+    for text in ("VQE H2", "chemically accurate", "in-process p50", "LER", "reaction p50"):
+        assert text in proc.stdout
+    assert "demo OK" in proc.stdout
+
+
+def test_the_demo_uses_an_existing_broker_with_connect(tmp_path: Path) -> None:
+    spec = StackSpec(decoder_workers=1, qpu_workers=1)
+    with LocalStack(spec) as stack:
+        proc, s = _demo(tmp_path, "--connect", stack.endpoint, "--optimizer", "cobyla")
+    assert not s["local_stack"] and s["endpoint"] == stack.endpoint
+    assert s["vqe"]["optimizer"] == "cobyla" and s["vqe"]["chemically_accurate"]
+    assert s["qec"]["lost"] == 0
+    assert f"broker at {stack.endpoint}" in proc.stdout
