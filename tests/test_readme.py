@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, START_TIMEOUT_S, Stack, wait_for_line
@@ -23,7 +24,7 @@ def python_blocks() -> list[str]:
 def test_readme_worker_and_client_examples_run(
     stack: Stack, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    worker_code, client_code, async_code = python_blocks()
+    worker_code, client_code, async_code, _ = python_blocks()
     broker = stack.broker("ipc")
     ep = broker.endpoint
     worker = subprocess.Popen(
@@ -39,3 +40,22 @@ def test_readme_worker_and_client_examples_run(
     assert out[:4] == ["8.0", "(8,)", "True", "8.0"]
     energies = namespace["energies"]
     assert isinstance(energies, list) and len(energies) == 100
+
+
+def test_readme_parameter_loop_example_runs(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    qpu_code = python_blocks()[3]
+    broker = stack.broker("ipc")
+    ep = broker.endpoint
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "control_sim", "qpu", "--connect", ep],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    stack.procs.append(worker)
+    wait_for_line(worker, "READY", START_TIMEOUT_S)
+    namespace: dict[str, object] = {}
+    exec(qpu_code.replace(README_ENDPOINT, ep), namespace)
+    assert capfd.readouterr().out.split() == ["0", "1", "stopped"]
+    values = namespace["values"]
+    assert isinstance(values, np.ndarray) and values.shape == (1, 1)
