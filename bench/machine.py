@@ -52,3 +52,12 @@ def describe_machine() -> dict[str, Any]:
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
     }
+
+
+def banner(benchmark: str, machine: dict[str, Any]) -> str:
+    """The first line of a benchmark's report: what ran, when, and on what machine."""
+    m = machine
+    return (
+        f"nearloop bench {benchmark} · {m['date']} · {m['cpu_model']} · {m['cpu_count']} "
+        f"cores · load {m['loadavg_1m']:.2f} · {m['python']} · {m['platform']}"
+    )

@@ -11,6 +11,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from bench.machine import banner
 from bench.rtt_config import BASELINE, RttConfig
 from bench.rtt_peers import PEER_INFO
 from bench.stats import LatencySummary, ratio
@@ -64,8 +65,7 @@ def format_table(result: RttResult) -> str:
     """The human-readable report: context lines, the table, and footnotes."""
     cfg, m, v = result.config, result.machine, result.versions
     lines = [
-        f"nearloop bench rtt · {m['date']} · {m['cpu_model']} · {m['cpu_count']} cores · "
-        f"load {m['loadavg_1m']:.2f} · {m['python']} · {m['platform']}",
+        banner("rtt", m),
         f"pyzmq {v['pyzmq']} (libzmq {v['libzmq']}) · msgpack {v['msgpack']} · "
         f"numpy {v['numpy']} · uvloop {v['uvloop']} · rpcq {v['rpcq']} · "
         f"AsyncClient loop: {result.event_loop}",

@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.errors import BenchError
-from bench.machine import describe_machine, library_versions
+from bench.machine import banner, describe_machine, library_versions
 from bench.rtt import chunk_sizes, rotated
 from bench.rtt_report import REWARM_PER_CHUNK
 from bench.stats import LatencySummary, ratio
@@ -267,8 +267,7 @@ def format_report(doc: dict[str, Any]) -> str:
     """The human-readable report: context lines, the table, the overhead."""
     m, v, cfg = doc["machine"], doc["versions"], doc["config"]
     lines = [
-        f"nearloop bench vqe · {m['date']} · {m['cpu_model']} · {m['cpu_count']} cores · "
-        f"load {m['loadavg_1m']:.2f} · {m['python']} · {m['platform']}",
+        banner("vqe", m),
         f"pyzmq {v['pyzmq']} (libzmq {v['libzmq']}) · msgpack {v['msgpack']} · "
         f"numpy {v['numpy']} · qiskit {v['qiskit']} · qiskit-aer {v['qiskit-aer']} · "
         f"scipy {v['scipy']}",

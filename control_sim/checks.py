@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
+
+SEED_BOUND: Final = 2**31
+"""Simulator seeds lie in ``[0, SEED_BOUND)``: aer's ``seed_simulator`` is a C++ int.
+The evaluator, its clients and continuous runs all draw and wrap seeds in this range, so
+one seed gives the same per-call seeds through the service as in-process."""
 
 
 def check_int(name: str, value: object, minimum: int, *, unit: str = "") -> int:

@@ -30,12 +30,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from client import Client, Message, ProtocolError
+from control_sim.checks import SEED_BOUND
 
 DEFAULT_SERVICE: Final = "qpu"
-SEED_BOUND: Final = 2**31
-"""Per-call seeds that :meth:`QpuClient.energy_fn` draws lie in ``[0, SEED_BOUND)``: the
-range ``QpuEvaluator`` draws its own from, so that one seed gives the same per-call
-seeds through the service as in-process."""
 
 Observable: TypeAlias = Sequence[tuple[str, float]] | Mapping[str, float]
 """One observable: ``[("XX", 0.18), ("ZI", -0.39), ...]`` or ``{"XX": 0.18, ...}``;

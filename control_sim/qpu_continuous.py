@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from client.messages import Message, Payload
 from client.worker import DeferredReply
+from control_sim.checks import SEED_BOUND
 from control_sim.qpu_errors import BadParameters, BadRequest
 from control_sim.qpu_service import QpuService
 
@@ -46,7 +47,6 @@ SESSION_OPS: Final = ("run", "update", "ack", "stop", "close")
 MAX_WINDOW: Final = 1024
 MAX_SESSION_STATES: Final = 1024
 """Session states one worker keeps; past it, the least recently used idle one goes."""
-_SEED_BOUND: Final = 2**63
 
 
 @dataclass(slots=True)
@@ -221,7 +221,7 @@ class ContinuousRuns:
     def _batch(self, run: _Run) -> None:
         body = run.body
         if run.seed is not None:
-            body = {**body, "seed": (run.seed + run.batches) % _SEED_BOUND}
+            body = {**body, "seed": (run.seed + run.batches) % SEED_BOUND}
         try:
             result = self.service.evaluate(body, run.params)
         except Exception as exc:  # a run that worked at batch 0 should not fail; if it does, say so

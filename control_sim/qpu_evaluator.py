@@ -51,6 +51,7 @@ from qiskit.primitives import BitArray  # type: ignore[import-untyped, unused-ig
 from qiskit.quantum_info import PauliList, Statevector  # type: ignore[import-untyped, unused-ignore]
 from qiskit_aer import AerSimulator
 
+from control_sim.checks import SEED_BOUND
 from control_sim.circuit_registry import CircuitRegistry, RegisteredCircuit
 from control_sim.qpu_errors import (
     BadObservable,
@@ -73,7 +74,6 @@ MAX_SAMPLE_BYTES: Final = 32 * 1024 * 1024
 Mode = Literal["estimate", "sample"]
 Engine = Literal["direct", "backend"]
 
-_SEED_BOUND: Final = 2**31  # aer's seed_simulator is a C++ int; stay well inside it
 _OBS_LABEL: Final = "nl_obs{}"
 _STATEVECTOR_CHECK_MAX_QUBITS: Final = 12
 
@@ -310,8 +310,8 @@ class QpuEvaluator:
     def _seed(self, seed: int | None) -> int:
         """The simulator seed of a shot-based call: ``seed``, or the next from the stream."""
         if seed is None:
-            return int(self._rng.integers(_SEED_BOUND))
-        return int(seed) % _SEED_BOUND
+            return int(self._rng.integers(SEED_BOUND))
+        return int(seed) % SEED_BOUND
 
     def _get(self, circuit_id: str) -> _Compiled:
         reg = self._registry.get(circuit_id)
@@ -406,7 +406,7 @@ class _Program:
     def run(self, x: NDArray[np.float64], *, shots: int, seed: int) -> list[dict[str, Any]]:
         if not self._binds_rows and x.shape[0] > 1:
             rows = [
-                self.run(x[b : b + 1], shots=shots, seed=(seed + b) % _SEED_BOUND)
+                self.run(x[b : b + 1], shots=shots, seed=(seed + b) % SEED_BOUND)
                 for b in range(len(x))
             ]
             per_circuit = [[r[i] for r in rows] for i in range(len(self._circuits))]

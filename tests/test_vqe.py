@@ -30,18 +30,12 @@ from control_sim.qpu_evaluator import QpuEvaluator
 from control_sim.vqe_loop import h2_registration
 from control_sim.vqe_run import VqeConfig, compare_h2_vqe, run_vqe_session
 from tests.conftest import ROOT
+from tests.test_qpu_core import BELL_QASM
 
 REQUIRED_FIELDS = {
     "energy", "exact_energy", "error_mha", "iterations", "evaluations", "loop_us",
     "inproc_loop_us", "wall_s",
 }  # fmt: skip
-BELL_QASM = """OPENQASM 3.0;
-include "stdgates.inc";
-input float[64] theta;
-qubit[2] q;
-ry(theta) q[0];
-cx q[0], q[1];
-"""
 
 
 @pytest.fixture(scope="module")
