@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.errors import BenchError
-from bench.machine import describe_machine
+from bench.machine import describe_machine, library_versions
 from bench.stats import LatencySummary, ratio
 
 DEVICES: Final = ("cpu", "cuda", "both")
@@ -34,7 +33,8 @@ DEFAULT_DISTANCE: Final = 5
 DEFAULT_NOISE: Final = 0.001
 DEFAULT_BATCHES: Final = 5
 DEFAULT_BUDGET_S: Final = 30.0
-LIBRARIES: Final = ("numpy", "stim", "pymatching", "ldpc", "array-api-compat", "cupy-cuda12x")
+LIBRARIES: Final = ("stim", "pymatching", "ldpc", "array-api-compat", "cupy-cuda12x")
+"""Reported beside :data:`bench.machine.LIBRARIES` (numpy among them)."""
 
 NUMPY_PEER: Final = "bp-gpu[numpy]"
 CUPY_PEER: Final = "bp-gpu[cupy]"
@@ -147,17 +147,6 @@ class DecodersBenchResult:
         return None
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries on the measured path (None: not installed)."""
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def _circuit(config: DecodersBenchConfig) -> Any:
     import stim
 
@@ -254,7 +243,7 @@ def run(config: DecodersBenchConfig) -> DecodersBenchResult:
     return DecodersBenchResult(
         config=config,
         machine=describe_machine(),
-        libraries=library_versions(),
+        libraries=library_versions(extra=LIBRARIES),
         model={
             "circuit": "surface_code:rotated_memory_z",
             "distance": config.distance,
