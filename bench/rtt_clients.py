@@ -19,6 +19,8 @@ import zmq
 from bench.errors import EchoMismatch
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
+from client.sync_client import DEFAULT_SPIN_US
+from client.transport import spin_recv
 
 _clock: Final = time.perf_counter_ns
 
@@ -74,6 +76,29 @@ class DealerSession:
     async def aclose(self) -> None:
         """See :meth:`Session.aclose`."""
         self._sock.close(linger=0)
+
+
+class SpinningDealerSession(DealerSession):
+    """A :class:`DealerSession` that waits for each reply as :class:`~client.Client` does:
+    polling for up to ``DEFAULT_SPIN_US``, yielding the CPU in between, then blocking."""
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
+        sock, payload, clock = self._sock, self._payload, _clock
+        send, recv, spin_ns = sock.send, sock.recv, DEFAULT_SPIN_US * 1000
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            send(payload)
+            frames = spin_recv(sock, time.monotonic_ns() + spin_ns, 1)
+            try:
+                reply = frames[0] if frames is not None else recv()
+            except zmq.Again:
+                raise TimeoutError(f"{self.name}: no reply in {REPLY_TIMEOUT_S} s") from None
+            out[i] = clock() - t0
+            if reply != payload:
+                raise EchoMismatch(self.name, len(reply))
+        return out
 
 
 class MdpSession:
@@ -197,6 +222,7 @@ SessionFactory = Callable[[str, zmq.Context[Any], str, bytes], Session]
 _SESSIONS: Final[dict[str, SessionFactory]] = {
     "direct": DealerSession,
     "proxy": DealerSession,
+    "proxy-spin": SpinningDealerSession,
     "nearloop": NearloopSession,
     "nearloop-async": AsyncNearloopSession,
     "broker-mdp": MdpSession,

@@ -11,7 +11,7 @@ from typing import Final, Literal
 
 Transport = Literal["ipc", "tcp"]
 
-PEERS: Final = ("direct", "proxy", "nearloop", "nearloop-async", "broker-mdp", "rpcq")
+PEERS: Final = ("direct", "proxy", "proxy-spin", "nearloop", "nearloop-async", "broker-mdp", "rpcq")
 """Every peer, in the order the table lists them."""
 
 BASELINE: Final = "proxy"

@@ -48,6 +48,13 @@ PEER_INFO: Final = {
             stack="proxy",
         ),
         PeerInfo(
+            name="proxy-spin",
+            label="C zmq.proxy relay as above; the client polls for its reply first, as Client",
+            hops=4,
+            payload="one raw frame (plus the ROUTER's identity frame)",
+            stack="proxy",
+        ),
+        PeerInfo(
             name="nearloop",
             label="nearloop broker, Client -> Worker",
             hops=4,

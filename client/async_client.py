@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
@@ -14,7 +15,8 @@ from client.correlation import RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames
+from client.sync_client import DEFAULT_SPIN_US
+from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames, yield_cpu
 
 T = TypeVar("T")
 
@@ -36,6 +38,11 @@ class AsyncClient:
     replies from a reader callback on the socket's file descriptor, so a reply costs one
     loop wake-up and no task switch beyond resolving the caller's future.
 
+    A caller waiting on a reply first polls for it for up to ``spin_us`` microseconds, as
+    :class:`~client.Client` does, but cooperatively: between polls it yields to the event
+    loop, which runs every other ready task and polls its own I/O without sleeping, and
+    then yields the CPU. ``spin_us=0`` turns it off.
+
     >>> async def main():                                               # doctest: +SKIP
     ...     async with AsyncClient("ipc:///tmp/nl.sock") as c:
     ...         return (await c.request("echo", {"x": 1})).body
@@ -47,9 +54,13 @@ class AsyncClient:
         endpoint: str,
         *,
         timeout: float = 5.0,
+        spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        if type(spin_us) is not int or spin_us < 0:
+            raise ValueError(f"spin_us must be an integer >= 0, got {spin_us!r}")
         self.endpoint = endpoint
+        self.spin_us = spin_us
         self._core = RequestCore(timeout)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         sock = connect_dealer(self._context, endpoint, stable_identity=True)
@@ -115,13 +126,27 @@ class AsyncClient:
         timer = loop.call_later(timeout, self._expire, rid, service, timeout)
         try:
             send_frames(sock, frames)
-            # ZMQ_FD is edge-triggered: a send can consume the read edge, so look once now.
-            if poll(self._items, 0):
+            if self.spin_us:
+                await self._spin(fut, time.monotonic_ns() + self.spin_us * 1000)
+            # ZMQ_FD is edge-triggered: a send or a poll can consume the read edge, so look
+            # once now.
+            if not fut.done() and poll(self._items, 0):
                 loop.call_soon(self._on_readable)
             return await fut
         finally:
             timer.cancel()
             self._futures.pop(rid, None)
+
+    async def _spin(self, fut: asyncio.Future[Message], until_ns: int) -> None:
+        items = self._items
+        while not fut.done():
+            if poll(items, 0):
+                self._on_readable()
+                continue
+            if time.monotonic_ns() >= until_ns:
+                return
+            await asyncio.sleep(0)
+            yield_cpu()
 
     def _attach(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

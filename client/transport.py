@@ -25,12 +25,16 @@ _SNDMORE: Final = int(zmq.SNDMORE)
 _EVENTS: Final = int(zmq.EVENTS)
 _FD: Final = int(zmq.FD)
 _POLLIN: Final = int(zmq.POLLIN)
+_NOBLOCK: Final = int(zmq.NOBLOCK)
 _BIG: Final = ZERO_COPY_THRESHOLD_BYTES
 # The compiled methods under pyzmq's Python wrappers, whose routing_id/group handling
 # (draft sockets only) costs about a microsecond per frame.
 _send: Final = zmq.backend.Socket.send
 _recv: Final = zmq.backend.Socket.recv
 _get: Final = zmq.backend.Socket.get
+
+yield_cpu: Final = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+"""Let any other runnable thread have this CPU first (``sched_yield``)."""
 
 poll = zmq.zmq_poll
 """``poll([(socket, zmq.POLLIN)], timeout_ms)``: the C poll, without a Poller object."""
@@ -63,6 +67,24 @@ def wait_readable(sock: zmq.Socket[bytes], timeout_ns: int) -> bool:
 def _readable(sock: zmq.Socket[bytes]) -> bool:
     events: int = _get(sock, _EVENTS)  # type: ignore[assignment]  # an int option
     return bool(events & _POLLIN)
+
+
+def spin_recv(sock: zmq.Socket[bytes], until_ns: int, copy_first: int) -> list[Frame] | None:
+    """Receive one message, polling without sleeping until ``until_ns`` (monotonic); None
+    if none came by then.
+
+    A thread blocked in the kernel pays a wake-up when its message comes, and on a virtual
+    machine an idle vCPU's wake-up costs tens of microseconds. Polling skips it. Between
+    polls the thread yields its CPU, so any other runnable thread on it (this process's
+    ZeroMQ I/O thread, which delivers the message, among them) runs first.
+    """
+    while True:
+        try:
+            return recv_frames(sock, _NOBLOCK, copy_first)
+        except zmq.Again:
+            if time.monotonic_ns() >= until_ns:
+                return None
+            yield_cpu()
 
 
 def recv_frames(sock: zmq.Socket[bytes], flags: int, copy_first: int) -> list[Frame]:

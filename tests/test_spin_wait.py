@@ -1,0 +1,105 @@
+"""The clients' spin-wait: a waiting caller polls for its reply for up to ``spin_us`` before
+it sleeps in the kernel. The spin must never outlast a request's deadline, never lose or
+misroute a reply, and, in the AsyncClient, never keep other tasks from running."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import uvloop
+import zmq
+
+from client import AsyncClient, Client, RequestTimeout
+from client.transport import spin_recv
+from tests.conftest import Stack, wait_for_workers
+
+pytestmark = pytest.mark.timeout(60)
+
+LONG_SPIN_US = 30_000_000
+"""30 s: far past every deadline below, so only the deadline can end these spins."""
+
+
+@pytest.fixture
+def echo_endpoint(stack: Stack) -> str:
+    broker = stack.broker("ipc")
+    stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    return broker.endpoint
+
+
+def test_spin_recv_returns_a_waiting_message_and_none_once_time_is_up(
+    zctx: zmq.Context[Any],
+) -> None:
+    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
+    a.bind("inproc://spin")
+    b.connect("inproc://spin")
+    assert spin_recv(b, time.monotonic_ns() + 20_000_000, 1) is None
+    a.send_multipart([b"head", b"x" * 100])
+    frames = spin_recv(b, time.monotonic_ns() + 5_000_000_000, 1)
+    assert frames is not None and frames[0] == b"head" and bytes(frames[1]) == b"x" * 100
+
+
+@pytest.mark.parametrize("spin_us", [-1, 1.5, True])
+def test_spin_us_must_be_an_integer_of_zero_or_more(spin_us: Any) -> None:
+    with pytest.raises(ValueError, match="spin_us"):
+        Client("inproc://unused", spin_us=spin_us)
+    with pytest.raises(ValueError, match="spin_us"):
+        AsyncClient("inproc://unused", spin_us=spin_us)
+
+
+@pytest.mark.parametrize("spin_us", [0, 300, LONG_SPIN_US])
+def test_client_gets_every_reply_whatever_it_spins(echo_endpoint: str, spin_us: int) -> None:
+    x = np.arange(1000, dtype=np.float64)
+    with Client(echo_endpoint, timeout=10, spin_us=spin_us) as c:
+        for i in range(50):
+            reply = c.request("echo", i, x)
+            assert reply.body["echo"] == i
+            np.testing.assert_array_equal(reply.arrays[0], x)
+        pending = [c.submit("echo", i) for i in range(20)]
+        assert [p.result().body["echo"] for p in pending] == list(range(20))
+
+
+def test_client_spin_ends_at_the_request_deadline(echo_endpoint: str) -> None:
+    with Client(echo_endpoint, timeout=10, spin_us=LONG_SPIN_US) as c:
+        t0 = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            c.request("echo", {"op": "sleep", "s": 0.6}, timeout=0.2)
+        assert time.monotonic() - t0 < 10  # the spin alone would run 30 s
+        assert c.request("echo", 1).body["echo"] == 1
+        assert c.late_replies == 1
+
+
+def test_async_client_spin_ends_at_the_deadline_and_lets_other_tasks_run(
+    echo_endpoint: str,
+) -> None:
+    async def main() -> tuple[int, list[int]]:
+        async with AsyncClient(echo_endpoint, timeout=10, spin_us=LONG_SPIN_US) as c:
+            ticks = 0
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            tick_task = asyncio.create_task(ticker())
+            t0 = time.monotonic()
+            with pytest.raises(RequestTimeout):
+                await c.request("echo", {"op": "sleep", "s": 0.6}, timeout=0.3)
+            assert time.monotonic() - t0 < 10
+            # Two spinning callers at once: each reply reaches its own caller.
+            replies = await asyncio.gather(c.request("echo", 1), c.request("echo", 2))
+            done.set()
+            await tick_task
+            return ticks, [r.body["echo"] for r in replies]
+
+    ticks, echoed = uvloop.run(main())
+    assert echoed == [1, 2]
+    # 0.3 s of spinning with a 10 ms ticker beside it: a spin that held the loop would
+    # leave the ticker at zero or one.
+    assert ticks >= 5
