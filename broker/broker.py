@@ -73,6 +73,7 @@ from client.protocol import (
     encode_header,
     encode_worker_disconnect,
     encode_worker_heartbeat,
+    frames_to_arrays,
     parse_header,
     parse_peer_message,
 )
@@ -373,16 +374,17 @@ class Broker:
             self._error(ident, msg.version, msg.service, body, ERR_MALFORMED, why)
             return
         if msg.service == NL_MODEL_PUT:
-            if len(body) != 2:
-                why = "nl.model.put takes a header and one frame (a uint8 array) of model text"
+            text = _model_text(header, body)
+            if text is None:
+                why = "nl.model.put takes one array of model text: uint8, one dimension"
                 self._error(ident, msg.version, msg.service, body, ERR_BAD_MODEL, why)
                 return
             try:
-                self.models.put(h, bytes(body[1]))
+                self.models.put(h, text)
             except ModelRefused as exc:
                 self._error(ident, msg.version, msg.service, body, ERR_BAD_MODEL, str(exc))
                 return
-            self._reply(ident, msg, header, {"hash": h, "bytes": len(body[1])})
+            self._reply(ident, msg, header, {"hash": h, "bytes": len(text)})
             return
         text = self.models.get(h)
         if text is None:
@@ -784,6 +786,20 @@ class Broker:
         self.socket.close()
         if self._own_context:
             self.context.term()
+
+
+def _model_text(header: Header, body: list[Frame]) -> bytes | None:
+    """The model text an ``nl.model.put`` carries (inline if short, else as a frame), or
+    None if it carries anything but one 1-d uint8 array."""
+    if len(header.arrays) != 1 or header.arrays[0].dtype != "|u1":
+        return None
+    if len(header.arrays[0].shape) != 1:
+        return None
+    try:
+        (text,) = frames_to_arrays(header.arrays, body[1:], header.inline)
+    except ProtocolError:
+        return None
+    return bytes(text.data)
 
 
 def _lost_text(sess: Session) -> str:

@@ -63,7 +63,7 @@ class RequestCore:
         ``session`` goes into the header: the broker routes ``nl.session`` requests by it.
         """
         rid = next(self._ids)
-        specs, frames = arrays_to_frames(arrays)
+        specs, inline, frames = arrays_to_frames(arrays)
         header = encode_header(
             id=rid,
             kind=KIND_REQUEST,
@@ -72,6 +72,7 @@ class RequestCore:
             arrays=specs,
             body=body,
             session=session,
+            inline=inline,
         )
         msg_body = [header, *frames]
         if frames:  # a lone header is bounded by encode_header
@@ -100,5 +101,5 @@ class RequestCore:
             e = header.error
             service = reply.service.decode(errors="replace")
             return header.id, remote_error(service, e.type, e.message, e.traceback)
-        arrays = frames_to_arrays(header.arrays, body[1:])
+        arrays = frames_to_arrays(header.arrays, body[1:], header.inline)
         return header.id, Message(header, arrays, not reply.final)

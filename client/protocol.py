@@ -94,6 +94,10 @@ MAX_CREDIT: Final = 4096
 MAX_ERROR_TEXT: Final = 4096
 """Characters of an error message, and of a traceback's tail, that an error reply carries."""
 ZERO_COPY_THRESHOLD_BYTES: Final = 64 * 1024
+INLINE_ARRAY_MAX_BYTES: Final = 4096
+"""Arrays this small travel inside the header, not as frames of their own (§3.3)."""
+INLINE_TOTAL_MAX_BYTES: Final = 16 * 1024
+"""Bound on the inline array bytes of one header, well inside MAX_HEADER_BYTES."""
 MAX_MODEL_BYTES: Final = 16 * 1024 * 1024
 """One noise model's text (a d=15 surface-code DEM is about 1.2 MB)."""
 MAX_MODELS: Final = 64
@@ -294,6 +298,9 @@ class Header(NamedTuple):
     body: Any = None
     error: ErrorInfo | None = None
     session: int | None = None
+    inline: tuple[bytes | None, ...] = ()
+    """Per entry of ``arrays``: its bytes if it travels inside the header, None if as a
+    frame. Empty when no array is inline."""
 
 
 # --- Majordomo encode --------------------------------------------------------------------
@@ -536,14 +543,24 @@ def encode_header(
     body: Any = None,
     error: ErrorInfo | None = None,
     session: int | None = None,
+    inline: Sequence[Frame | None] = (),
 ) -> bytes:
-    """msgpack-encode a header; only the fields that are set go on the wire."""
+    """msgpack-encode a header; only the fields that are set go on the wire.
+
+    ``inline``, if given, holds for each of ``arrays`` its bytes, to carry inside the
+    header, or None where the array travels as a frame.
+    """
     m: dict[str, Any] = {"id": id, "kind": kind}
     if ts:
         m["ts"] = ts if type(ts) is dict else dict(ts)
     if ttl_ms is not None:
         m["ttl_ms"] = ttl_ms
-    if arrays:
+    if inline:
+        m["arrays"] = [
+            (a.dtype, a.shape) if d is None else (a.dtype, a.shape, d)
+            for a, d in zip(arrays, inline, strict=True)
+        ]
+    elif arrays:
         m["arrays"] = [(a.dtype, a.shape) for a in arrays]  # tuples pack as msgpack arrays
     if body is not None:
         m["body"] = body
@@ -595,9 +612,10 @@ def _parse_header(frame: Frame) -> Header:
     if ttl is not None and (type(ttl) is not int or ttl < 0):
         raise ProtocolError(f"ttl_ms must be an integer >= 0, got {_short(ttl)}")
     specs: tuple[ArraySpec, ...] = ()
+    inline: tuple[bytes | None, ...] = ()
     raw_arrays = m.get("arrays")
     if raw_arrays is not None:
-        specs = _parse_specs(raw_arrays)
+        specs, inline = _parse_specs(raw_arrays)
     error = None
     err = m.get("error")
     if err is not None:
@@ -614,15 +632,17 @@ def _parse_header(frame: Frame) -> Header:
         raise ProtocolError(
             f"header session must be an integer in 0..2**64-1, got {_short(session)}"
         )
-    return Header(ident, kind, ts, ttl, specs, m.get("body"), error, session)
+    return Header(ident, kind, ts, ttl, specs, m.get("body"), error, session, inline)
 
 
-def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:
+def _parse_specs(raw: Any) -> tuple[tuple[ArraySpec, ...], tuple[bytes | None, ...]]:
     if type(raw) is not list or len(raw) > MAX_ARRAYS:
         raise ProtocolError(f"header arrays must be a list of at most {MAX_ARRAYS}")
     specs = []
+    inline: list[bytes | None] = []
+    any_inline = False
     for a in raw:
-        if type(a) is not list or len(a) != 2 or type(a[1]) is not list:
+        if type(a) is not list or not 2 <= len(a) <= 3 or type(a[1]) is not list:
             raise ProtocolError(f"bad array spec {_short(a)}")
         key = (a[0], tuple(a[1]))  # unhashable parts raise TypeError: parse_header's guard
         spec = _specs.get(key)
@@ -631,7 +651,18 @@ def _parse_specs(raw: Any) -> tuple[ArraySpec, ...]:
                 raise ProtocolError(f"bad array spec {_short(a)}")
             spec = array_spec(*key)
         specs.append(spec)
-    return tuple(specs)
+        if len(a) == 3:
+            data = a[2]
+            if type(data) is not bytes or len(data) != spec.nbytes:
+                raise ProtocolError(
+                    f"inline data of {spec.dtype}{list(spec.shape)} must be bin of "
+                    f"{spec.nbytes} bytes, got {_short(data)}"
+                )
+            any_inline = True
+            inline.append(data)
+        else:
+            inline.append(None)
+    return tuple(specs), (tuple(inline) if any_inline else ())
 
 
 _specs: dict[tuple[str, tuple[int, ...]], ArraySpec] = {}
@@ -650,25 +681,51 @@ def array_spec(dtype: str, shape: tuple[int, ...]) -> ArraySpec:
     return spec
 
 
-def arrays_to_frames(arrays: Sequence[Any]) -> tuple[tuple[ArraySpec, ...], list[memoryview]]:
-    """Describe numpy arrays and expose their memory as frames, copying only to make them
-    C-contiguous."""
+class PackedArrays(NamedTuple):
+    """Arrays ready to send: the header's specs and inline bytes, and the frames after it."""
+
+    specs: tuple[ArraySpec, ...]
+    inline: tuple[memoryview | None, ...]
+    """As :attr:`Header.inline`: empty when no array is inline."""
+    frames: list[memoryview]
+
+
+def arrays_to_frames(arrays: Sequence[Any]) -> PackedArrays:
+    """Describe numpy arrays and expose their memory, copying only to make them
+    C-contiguous. Arrays of at most INLINE_ARRAY_MAX_BYTES go inside the header, up to
+    INLINE_TOTAL_MAX_BYTES in all (each frame costs every process hop a little); the
+    others become frames."""
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"{len(arrays)} arrays, max {MAX_ARRAYS}")
     specs = []
+    inline: list[memoryview | None] = []
     frames = []
+    inline_left = INLINE_TOTAL_MAX_BYTES
     for a in arrays:
         arr = np.asarray(a)
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
         spec = array_spec(arr.dtype.str, arr.shape)
         specs.append(spec)
-        frames.append(arr.reshape(-1).data.cast("B") if arr.size else memoryview(b""))
-    return tuple(specs), frames
+        data = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
+        if spec.nbytes <= INLINE_ARRAY_MAX_BYTES and spec.nbytes <= inline_left:
+            inline_left -= spec.nbytes
+            inline.append(data)
+        else:
+            inline.append(None)
+            frames.append(data)
+    if len(frames) == len(specs):
+        return PackedArrays(tuple(specs), (), frames)  # nothing went inline
+    return PackedArrays(tuple(specs), tuple(inline), frames)
 
 
-def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tuple[Any, ...]:
-    """Rebuild arrays as views over the received frames' memory, without copying."""
+def frames_to_arrays(
+    specs: Sequence[ArraySpec], frames: Sequence[Frame], inline: Sequence[bytes | None] = ()
+) -> tuple[Any, ...]:
+    """Rebuild arrays as views over the received frames' memory (or the header's inline
+    bytes), without copying. ``inline`` is :attr:`Header.inline`."""
+    if inline:
+        return _with_inline(specs, frames, inline)
     if len(specs) != len(frames):
         raise ProtocolError(f"header lists {len(specs)} arrays but {len(frames)} frames follow")
     out = []
@@ -681,6 +738,21 @@ def frames_to_arrays(specs: Sequence[ArraySpec], frames: Sequence[Frame]) -> tup
             )
         a = np.frombuffer(getattr(frame, "buffer", frame), dtype=spec.np_dtype)
         out.append(a if len(spec.shape) == 1 else a.reshape(spec.shape))
+    return tuple(out)
+
+
+def _with_inline(
+    specs: Sequence[ArraySpec], frames: Sequence[Frame], inline: Sequence[bytes | None]
+) -> tuple[Any, ...]:
+    framed = [spec for spec, data in zip(specs, inline, strict=True) if data is None]
+    parts = iter(frames_to_arrays(framed, frames))
+    out = []
+    for spec, data in zip(specs, inline, strict=True):
+        if data is None:
+            out.append(next(parts))
+        else:  # its length was checked by parse_header; a copy, writable like a frame's
+            a = np.frombuffer(bytearray(data), dtype=spec.np_dtype)
+            out.append(a if len(spec.shape) == 1 else a.reshape(spec.shape))
     return tuple(out)
 
 

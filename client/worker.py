@@ -176,7 +176,7 @@ class WorkerState:
                 raise ProtocolError("request has no nearloop header frame")
             body = req.body
             header = parse_header(body[0])
-            return Message(header, frames_to_arrays(header.arrays, body[1:]))
+            return Message(header, frames_to_arrays(header.arrays, body[1:], header.inline))
         except Exception as exc:  # ProtocolError, or a numpy error on a hostile spec
             self.failed += 1
             rid = 0 if header is None else header.id
@@ -235,8 +235,10 @@ class WorkerState:
         try:
             out = Payload.of(result)
             ts = {**header.ts, "worker_recv": recv_ns, "worker_send": time.monotonic_ns()}
-            specs, frames = arrays_to_frames(out.arrays)
-            hdr = encode_header(id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body)
+            specs, inline, frames = arrays_to_frames(out.arrays)
+            hdr = encode_header(
+                id=header.id, kind=KIND_REPLY, ts=ts, arrays=specs, body=out.body, inline=inline
+            )
             reply: list[Frame] = [hdr, *frames]
             if frames:  # a lone header is bounded by encode_header
                 check_body_size(reply)

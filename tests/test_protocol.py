@@ -72,22 +72,70 @@ def test_error_header_round_trip() -> None:
     )
 )  # fmt: skip
 def test_arrays_round_trip(arrays: list[np.ndarray[Any, Any]]) -> None:
-    specs, frames = p.arrays_to_frames(arrays)
-    # What crosses the wire is bytes: rebuild from copies, as a receiver would.
-    wire = [bytes(f) for f in frames]
-    header = p.parse_header(p.encode_header(id=1, kind="x", arrays=specs))
-    out = p.frames_to_arrays(header.arrays, wire)
+    out = _over_the_wire(arrays)
     assert len(out) == len(arrays)
     for a, b in zip(arrays, out, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
 
 
+def _over_the_wire(arrays: list[np.ndarray[Any, Any]]) -> tuple[Any, ...]:
+    specs, inline, frames = p.arrays_to_frames(arrays)
+    # What crosses the wire is bytes: rebuild from copies, as a receiver would.
+    wire = [bytes(f) for f in frames]
+    header = p.parse_header(p.encode_header(id=1, kind="x", arrays=specs, inline=inline))
+    assert len(header.arrays) == len(arrays)
+    return p.frames_to_arrays(header.arrays, wire, header.inline)
+
+
 def test_non_contiguous_array_is_sent_in_c_order() -> None:
     a = np.arange(24, dtype=np.int32).reshape(4, 6)[:, ::2]
-    specs, frames = p.arrays_to_frames([a])
-    (b,) = p.frames_to_arrays(specs, [bytes(frames[0])])
+    (b,) = _over_the_wire([a])
     np.testing.assert_array_equal(a, b)
+
+
+def test_small_arrays_ride_in_the_header_up_to_the_inline_bounds() -> None:
+    most = p.INLINE_ARRAY_MAX_BYTES
+    fits = np.arange(most, dtype=np.uint8)
+    too_big = np.arange(most + 1, dtype=np.uint8)
+    n_fit = p.INLINE_TOTAL_MAX_BYTES // most
+    packed = p.arrays_to_frames([fits, too_big])
+    assert [d is not None for d in packed.inline] == [True, False]
+    assert len(packed.frames) == 1 and packed.frames[0].nbytes == most + 1
+    # The per-header total: once it is spent, arrays that would fit go as frames.
+    packed = p.arrays_to_frames([fits] * (n_fit + 1))
+    assert [d is not None for d in packed.inline] == [True] * n_fit + [False]
+    out = _over_the_wire([fits] * (n_fit + 1) + [too_big, np.float64(2.5), np.zeros((0, 3))])
+    np.testing.assert_array_equal(out[n_fit], fits)
+    np.testing.assert_array_equal(out[n_fit + 1], too_big)
+    assert out[-2].shape == () and out[-2] == 2.5 and out[-1].shape == (0, 3)
+    # Large arrays alone: no inline list at all, the header as before inline existed.
+    assert p.arrays_to_frames([too_big]).inline == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        (["<f8", [2], b"\0" * 15], "must be bin of 16 bytes"),
+        (["<f8", [2], "sixteen chars!!!"], "must be bin of 16 bytes"),
+        (["<f8", [2], b"\0" * 16, 1], "bad array spec"),
+    ],
+)
+def test_bad_inline_arrays_are_refused(entry: list[Any], match: str) -> None:
+    frame = msgpack.packb({"id": 1, "kind": "x", "arrays": [entry]})
+    with pytest.raises(ProtocolError, match=match):
+        p.parse_header(frame)
+
+
+def test_inline_and_framed_arrays_must_add_up_to_the_frames() -> None:
+    header = p.parse_header(
+        msgpack.packb({"id": 1, "kind": "x", "arrays": [["|u1", [1], b"a"], ["|u1", [2]]]})
+    )
+    assert p.frames_to_arrays(header.arrays, [b"bc"], header.inline)[1].tobytes() == b"bc"
+    with pytest.raises(ProtocolError, match="1 arrays but 0 frames"):
+        p.frames_to_arrays(header.arrays, [], header.inline)
+    with pytest.raises(ProtocolError, match="1 arrays but 2 frames"):
+        p.frames_to_arrays(header.arrays, [b"bc", b"d"], header.inline)
 
 
 @pytest.mark.parametrize("dtype", ["O", "V8", "U4", "M8[s]", "not-a-dtype"])

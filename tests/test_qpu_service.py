@@ -53,12 +53,14 @@ def request(body: Any, *arrays: npt.NDArray[Any], header: dict[str, Any] | None 
 
     ``header`` adds raw header keys (a ``session``, say) that the encoder does not write.
     """
-    specs, frames = arrays_to_frames(arrays)
-    raw = encode_header(id=1, kind="request", arrays=specs, body=body)
+    specs, inline, frames = arrays_to_frames(arrays)
+    raw = encode_header(id=1, kind="request", arrays=specs, body=body, inline=inline)
     if header:
         raw = msgpack.packb({**msgpack.unpackb(raw), **header})
     parsed = parse_header(raw)
-    return Message(parsed, frames_to_arrays(parsed.arrays, [bytes(f) for f in frames]))
+    return Message(
+        parsed, frames_to_arrays(parsed.arrays, [bytes(f) for f in frames], parsed.inline)
+    )
 
 
 def h2_register_body() -> dict[str, Any]:
