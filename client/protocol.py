@@ -685,7 +685,7 @@ class PackedArrays(NamedTuple):
     """Arrays ready to send: the header's specs and inline bytes, and the frames after it."""
 
     specs: tuple[ArraySpec, ...]
-    inline: tuple[memoryview | None, ...]
+    inline: tuple[bytes | None, ...]
     """As :attr:`Header.inline`: empty when no array is inline."""
     frames: list[memoryview]
 
@@ -698,22 +698,22 @@ def arrays_to_frames(arrays: Sequence[Any]) -> PackedArrays:
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"{len(arrays)} arrays, max {MAX_ARRAYS}")
     specs = []
-    inline: list[memoryview | None] = []
+    inline: list[bytes | None] = []
     frames = []
     inline_left = INLINE_TOTAL_MAX_BYTES
     for a in arrays:
-        arr = np.asarray(a)
+        arr = a if type(a) is np.ndarray else np.asarray(a)
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
         spec = array_spec(arr.dtype.str, arr.shape)
         specs.append(spec)
-        data = arr.reshape(-1).data.cast("B") if arr.size else memoryview(b"")
-        if spec.nbytes <= INLINE_ARRAY_MAX_BYTES and spec.nbytes <= inline_left:
-            inline_left -= spec.nbytes
-            inline.append(data)
+        nbytes = spec.nbytes
+        if nbytes <= INLINE_ARRAY_MAX_BYTES and nbytes <= inline_left:
+            inline_left -= nbytes
+            inline.append(arr.tobytes())  # small: a copy costs less than a memoryview
         else:
             inline.append(None)
-            frames.append(data)
+            frames.append(arr.reshape(-1).data.cast("B") if nbytes else memoryview(b""))
     if len(frames) == len(specs):
         return PackedArrays(tuple(specs), (), frames)  # nothing went inline
     return PackedArrays(tuple(specs), tuple(inline), frames)
@@ -744,15 +744,19 @@ def frames_to_arrays(
 def _with_inline(
     specs: Sequence[ArraySpec], frames: Sequence[Frame], inline: Sequence[bytes | None]
 ) -> tuple[Any, ...]:
-    framed = [spec for spec, data in zip(specs, inline, strict=True) if data is None]
-    parts = iter(frames_to_arrays(framed, frames))
+    n_framed = len(specs) - (len(inline) - inline.count(None))
+    if n_framed != len(frames):
+        raise ProtocolError(f"header lists {n_framed} arrays but {len(frames)} frames follow")
     out = []
+    i = 0
     for spec, data in zip(specs, inline, strict=True):
         if data is None:
-            out.append(next(parts))
-        else:  # its length was checked by parse_header; a copy, writable like a frame's
-            a = np.frombuffer(bytearray(data), dtype=spec.np_dtype)
-            out.append(a if len(spec.shape) == 1 else a.reshape(spec.shape))
+            out.append(frames_to_arrays((spec,), (frames[i],))[0])
+            i += 1
+            continue
+        # Its length was checked by parse_header; a copy, writable like a frame's.
+        a = np.frombuffer(bytearray(data), dtype=spec.np_dtype)
+        out.append(a if len(spec.shape) == 1 else a.reshape(spec.shape))
     return tuple(out)
 
 
