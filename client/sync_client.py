@@ -25,8 +25,11 @@ from client.protocol import (
 from client.session import Session
 from client.transport import connect_dealer, recv_frames, send_frames, spin_recv, wait_readable
 
-DEFAULT_SPIN_US: Final = 300
-"""How long a waiting :class:`Client` polls for a reply before it sleeps in the kernel."""
+DEFAULT_SPIN_US: Final = 1000
+"""How long a waiting :class:`Client` polls for a reply before it sleeps in the kernel:
+long enough to cover a parameter-loop call (an H2 energy through the broker, ~0.5 ms on
+the 2-core development VM), which a shorter spin would outlast and then still pay the
+wake-up."""
 
 _NS = 1_000_000_000
 _RCVTIMEO = int(zmq.RCVTIMEO)
