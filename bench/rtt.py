@@ -1,21 +1,21 @@
-"""``python -m bench rtt``: one request's round trip through five peers, side by side.
+"""``python -m bench rtt``: one request's round trip through each peer, side by side.
 
-Peers: direct pyzmq DEALER<->DEALER (no broker); libzmq's C ``zmq.proxy`` relay; the
-nearloop broker with :class:`client.Client` and with :class:`client.AsyncClient` on uvloop;
-and rpcq, a quantum vendor's ZeroMQ + msgpack RPC. Servers run in their own processes and
-every client runs in this one, so each path has its real process hops.
+Peers: direct pyzmq DEALER<->DEALER (no broker); libzmq's C ``zmq.proxy`` relay, with a
+client that blocks in ``recv`` and with one that polls first as :class:`client.Client`
+does (``proxy-spin``); the nearloop broker with :class:`client.Client` and with
+:class:`client.AsyncClient` on uvloop, and between plain MDP/0.2 peers; and rpcq, a
+quantum vendor's ZeroMQ + msgpack RPC. Servers run in their own processes and every
+client runs in this one, so each path has its real process hops.
 
 Why the numbers are what they are: a 512 B message costs next to nothing to copy or
-parse. What costs is each *process hop*, a kernel wake-up of the receiving process (on a
-2-core VM, DESIGN.md measured ~60 µs process to process over a raw Unix socket and
-~100-110 µs for a pyzmq DEALER round trip). So the direct peer (2 hops) sets the floor,
-and a relay (4 hops: client -> relay -> worker -> relay -> client) costs about twice
-that, whether the relay loop is C (``zmq.proxy``, ~235-250 µs) or a Python poll loop
-(~250-270 µs). The nearloop broker is such a relay and adds only its Python per-message
-work (envelope parse, a dict lookup, a send), so it should sit close to the proxy. The
-AsyncClient adds an event-loop wake-up and a future per reply. rpcq has only 2 hops but
-runs each request as an asyncio task on the server and a uuid + dataclass request on
-the client, which is where its time goes.
+parse. What costs is each *process hop*, a kernel wake-up of the receiving process, and
+on a VM an idle vCPU's wake-up is dear. So the direct peer (2 hops) sets the floor, and
+a relay (4 hops: client -> relay -> worker -> relay -> client) costs about twice that.
+The nearloop clients poll for their reply for up to ``spin_us`` before sleeping, which
+saves the last wake-up; ``proxy-spin`` saves the same one for the C relay, so the ratio
+of ``nearloop`` to ``proxy-spin`` is what the broker, the MDP envelope's extra frames
+and the client library cost. rpcq has only 2 hops but runs each request as an asyncio
+task on the server and a uuid + dataclass request on the client.
 """
 
 from __future__ import annotations

@@ -19,16 +19,16 @@ in-process median; the goal is 10 % or less.
 
 Why the numbers are what they are (2-core development VM, SPSA, 2000 iterations per
 peer, three runs): in-process, an SPSA iteration is one 2-point exact aer estimate (p50
-~160-270 µs a call) and a few µs of numpy. Through the broker a call costs ~570-880 µs:
+~160-270 µs a call) and a few µs of numpy. Through the broker a call costs ~530-880 µs:
 a relay round trip, four process hops (client -> broker -> worker -> broker -> client),
-~260 µs on its own (a request the worker answers without evaluating), plus the same
+~170-260 µs on its own (a request the worker answers without evaluating), plus the same
 evaluation in the worker, where it takes ~300-400 µs rather than ~180-230 µs because it
 runs right after a wake-up, with cold caches, on two cores that three processes share.
-So the loop is 3-3.5x slower, +200 to +250 % at p50 (the quietest run: 178 µs in-process
-against 623 µs through the broker). On a problem this small the middleware costs more
+So the loop is 3-3.5x slower, +200 to +250 % at p50 (the latest run: 180 µs in-process
+against 563 µs through the broker). On a problem this small the middleware costs more
 than the quantum evaluation; overhead ≤ 10 % needs evaluations some ten times longer
 than the round trip, i.e. several milliseconds (wider circuits, or shots:
-``control_sim vqe --shots 1000`` measured about +30 %).
+``control_sim vqe --shots 1000`` measured +24 % to +44 %).
 """
 
 from __future__ import annotations
