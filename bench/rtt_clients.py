@@ -57,15 +57,20 @@ class DealerSession:
         self._sock = sock
         self._payload = payload
 
+    spin_us = 0
+    """How long to poll for each reply before blocking in ``recv`` (0: block at once)."""
+
     async def round_trips(self, n: int) -> list[int]:
         """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
-        send, recv, payload, clock = self._sock.send, self._sock.recv, self._payload, _clock
+        sock, payload, clock = self._sock, self._payload, _clock
+        send, recv, spin_ns = sock.send, sock.recv, self.spin_us * 1000
         out = [0] * n
         for i in range(n):
             t0 = clock()
             send(payload)
+            frames = spin_recv(sock, time.monotonic_ns() + spin_ns, 1) if spin_ns else None
             try:
-                reply = recv()
+                reply = frames[0] if frames is not None else recv()
             except zmq.Again:
                 raise TimeoutError(f"{self.name}: no reply in {REPLY_TIMEOUT_S} s") from None
             out[i] = clock() - t0
@@ -82,23 +87,7 @@ class SpinningDealerSession(DealerSession):
     """A :class:`DealerSession` that waits for each reply as :class:`~client.Client` does:
     polling for up to ``DEFAULT_SPIN_US``, yielding the CPU in between, then blocking."""
 
-    async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
-        sock, payload, clock = self._sock, self._payload, _clock
-        send, recv, spin_ns = sock.send, sock.recv, DEFAULT_SPIN_US * 1000
-        out = [0] * n
-        for i in range(n):
-            t0 = clock()
-            send(payload)
-            frames = spin_recv(sock, time.monotonic_ns() + spin_ns, 1)
-            try:
-                reply = frames[0] if frames is not None else recv()
-            except zmq.Again:
-                raise TimeoutError(f"{self.name}: no reply in {REPLY_TIMEOUT_S} s") from None
-            out[i] = clock() - t0
-            if reply != payload:
-                raise EchoMismatch(self.name, len(reply))
-        return out
+    spin_us = DEFAULT_SPIN_US
 
 
 class MdpSession:
