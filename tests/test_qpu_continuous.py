@@ -111,7 +111,7 @@ def test_a_continuous_run_whose_worker_is_killed_fails_within_bounded_time(
         killed = time.monotonic()
         # Found dead by its silence, or by its connection's end when the broker sends to
         # it (an ack of the window, say): either way the run fails, and fast.
-        with pytest.raises(SessionLost, match="missed its heartbeats|could not be sent to"):
+        with pytest.raises(SessionLost, match=r"missed its heartbeats|could not be sent to"):
             while True:
                 run.next()  # results already on the way, then the error
         assert time.monotonic() - killed < 5.0
