@@ -19,7 +19,7 @@ import zmq
 from bench.errors import EchoMismatch
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
-from client.sync_client import DEFAULT_SPIN_US
+from client.correlation import DEFAULT_SPIN_US
 from client.transport import spin_recv
 
 _clock: Final = time.perf_counter_ns

@@ -11,11 +11,10 @@ import msgpack
 import numpy.typing as npt
 import zmq
 
-from client.correlation import RequestCore
+from client.correlation import DEFAULT_SPIN_US, RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.sync_client import DEFAULT_SPIN_US
 from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames, yield_cpu
 
 T = TypeVar("T")
@@ -57,11 +56,8 @@ class AsyncClient:
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        if type(spin_us) is not int or spin_us < 0:
-            raise ValueError(f"spin_us must be an integer >= 0, got {spin_us!r}")
         self.endpoint = endpoint
-        self.spin_us = spin_us
-        self._core = RequestCore(timeout)
+        self._core = RequestCore(timeout, spin_us)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         sock = connect_dealer(self._context, endpoint, stable_identity=True)
         self._sock: zmq.Socket[bytes] | None = sock
@@ -126,8 +122,8 @@ class AsyncClient:
         timer = loop.call_later(timeout, self._expire, rid, service, timeout)
         try:
             send_frames(sock, frames)
-            if self.spin_us:
-                await self._spin(fut, time.monotonic_ns() + self.spin_us * 1000)
+            if self._core.spin_ns:
+                await self._spin(fut, time.monotonic_ns() + self._core.spin_ns)
             # ZMQ_FD is edge-triggered: a send or a poll can consume the read edge, so look
             # once now.
             if not fut.done() and poll(self._items, 0):

@@ -1,4 +1,5 @@
-"""The core that Client and AsyncClient share: build requests, decode replies, match ids."""
+"""The core that Client and AsyncClient share: build requests, decode replies, match ids,
+and the timeout and spin budget of each wait, checked once."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ from client.protocol import (
     parse_header,
 )
 
+DEFAULT_SPIN_US: Final = 1000
+"""How long a waiting client polls for a reply before it sleeps in the kernel: long
+enough to cover a parameter-loop call (an H2 energy through the broker, ~0.5 ms on the
+2-core development VM), which a shorter spin would outlast and then still pay the
+wake-up."""
+
 TTL_SHARE: Final = 0.9
 """The broker may queue a request for this share of the caller's timeout, so that a
 ``no_worker`` error still reaches the caller before its own deadline."""
@@ -35,10 +42,14 @@ TTL_SHARE: Final = 0.9
 class RequestCore:
     """Encodes requests with fresh ids and decodes replies into Messages or RemoteErrors."""
 
-    def __init__(self, default_timeout: float) -> None:
+    def __init__(self, default_timeout: float, spin_us: int = DEFAULT_SPIN_US) -> None:
         if default_timeout <= 0:
             raise ValueError("default_timeout must be > 0 seconds")
+        if type(spin_us) is not int or spin_us < 0:
+            raise ValueError(f"spin_us must be an integer >= 0, got {spin_us!r}")
         self.default_timeout = default_timeout
+        self.spin_ns = spin_us * 1000
+        """How long a caller polls for its reply before sleeping (0: it sleeps at once)."""
         self._ids = itertools.count(1)
         self.late_replies = 0
         """Replies that arrived for a request whose caller had already timed out."""

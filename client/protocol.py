@@ -543,7 +543,7 @@ def encode_header(
     body: Any = None,
     error: ErrorInfo | None = None,
     session: int | None = None,
-    inline: Sequence[Frame | None] = (),
+    inline: Sequence[bytes | None] = (),
 ) -> bytes:
     """msgpack-encode a header; only the fields that are set go on the wire.
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import msgpack
 import numpy as np
 import numpy.typing as npt
 import zmq
 
-from client.correlation import RequestCore
+from client.correlation import DEFAULT_SPIN_US, RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
 from client.protocol import (
@@ -24,12 +24,6 @@ from client.protocol import (
 )
 from client.session import Session
 from client.transport import connect_dealer, recv_frames, send_frames, spin_recv, wait_readable
-
-DEFAULT_SPIN_US: Final = 1000
-"""How long a waiting :class:`Client` polls for a reply before it sleeps in the kernel:
-long enough to cover a parameter-loop call (an H2 energy through the broker, ~0.5 ms on
-the 2-core development VM), which a shorter spin would outlast and then still pay the
-wake-up."""
 
 _NS = 1_000_000_000
 _RCVTIMEO = int(zmq.RCVTIMEO)
@@ -103,11 +97,8 @@ class Client:
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        if type(spin_us) is not int or spin_us < 0:
-            raise ValueError(f"spin_us must be an integer >= 0, got {spin_us!r}")
         self.endpoint = endpoint
-        self.spin_us = spin_us
-        self._core = RequestCore(timeout)
+        self._core = RequestCore(timeout, spin_us)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         sock = connect_dealer(self._context, endpoint, stable_identity=True)
         self._sock: zmq.Socket[bytes] | None = sock
@@ -218,7 +209,7 @@ class Client:
     def _wait(self, pending: PendingReply) -> Message:
         try:
             sock = self._socket()
-            if self.spin_us and pending._outcome is None:
+            if self._core.spin_ns and pending._outcome is None:
                 self._spin(sock, pending)
             while pending._outcome is None:
                 left_ns = pending.deadline_ns - time.monotonic_ns()
@@ -243,7 +234,7 @@ class Client:
         return outcome
 
     def _spin(self, sock: zmq.Socket[bytes], pending: PendingReply) -> None:
-        until_ns = min(pending.deadline_ns, time.monotonic_ns() + self.spin_us * 1000)
+        until_ns = min(pending.deadline_ns, time.monotonic_ns() + self._core.spin_ns)
         while pending._outcome is None:
             frames = spin_recv(sock, until_ns, 4)
             if frames is None:
