@@ -203,3 +203,49 @@ def test_a_retried_block_is_delivered_once_and_its_duplicate_counted() -> None:
     assert [r.seq for r in results] == [0, 1]
     assert s.stats.decoded == 2 and s.stats.lost == 0
     assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
+
+
+@pytest.mark.timeout(120)
+def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over() -> None:
+    # 300 shots fill a batch; the wait (20 s) is far longer than the test, so the first
+    # three blocks can only come back together, from one decode call, by filling it.
+    args = ("--max-wait-us=20000000", "--max-batch-shots=300", "--credit=8")
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=4)
+    blocks = [sampler.sample_block(100)[0] for _ in range(3)]
+    with (
+        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
+        Client(stack.endpoint) as c,
+    ):
+        s = Stream(c, SERVICE, sampler.dem, window=8, block_timeout=60)
+        results = stream_all(s, blocks, timeout=60)
+    assert [(r.info["batch_blocks"], r.info["batch_shots"]) for r in results] == [(3, 300)] * 3
+    assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
+
+    # With room for more and a short wait, a lone block goes alone once the wait is over.
+    args = ("--max-wait-us=200000", "--max-batch-shots=100000", "--credit=8")
+    with (
+        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
+        Client(stack.endpoint) as c,
+    ):
+        s = Stream(c, SERVICE, sampler.dem, window=8)
+        (alone,) = stream_all(s, blocks[:1])
+    assert (alone.info["batch_blocks"], alone.info["batch_shots"]) == (1, 100)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
+    # The batch stays open 1.5 s, thirty of the worker's 50 ms heartbeat intervals: the
+    # broker must not take it for dead and send the block elsewhere.
+    args = ("--max-wait-us=1500000", "--max-batch-shots=100000", "--heartbeat-ms=50")
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
+    block = sampler.sample_block(100)[0]
+    with (
+        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
+        Client(stack.endpoint) as c,
+    ):
+        s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
+        (result,) = stream_all(s, [block])
+        stats = c.broker_stats()
+    assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
+    assert stats["workers_expired"] == 0 and stats["redispatched"] == 0
+    assert np.array_equal(predictions([result]), offline(sampler, block))
