@@ -216,7 +216,9 @@ class Stream:
                 left = end - clock_ns()
                 if left <= 0:
                     raise WindowFull(self.id, self.window, wait_s)
-                self._pump(left)
+                # Pushed back, the producer sleeps: a spin would take CPU from the
+                # decoders it is waiting for.
+                self._pump(left, spin=False)
         seq = self._next_seq
         self._next_seq += 1
         emitted = clock_ns() if emitted_ns is None else emitted_ns
@@ -295,12 +297,12 @@ class Stream:
         self._ready.clear()
         return out
 
-    def _pump(self, wait_ns: int) -> bool:
+    def _pump(self, wait_ns: int, *, spin: bool = True) -> bool:
         """Receive replies for up to ``wait_ns`` (bounded by the next block deadline);
         retry blocks past their deadline. True if a reply arrived."""
         if self._timeouts:
             wait_ns = min(wait_ns, max(0, self._timeouts[0][0] - clock_ns()))
-        got = self.client.receive(wait_ns / 1e9)
+        got = self.client.receive(wait_ns / 1e9, spin=spin)
         while got and self.client.receive(0):
             pass  # take everything already here before looking at deadlines
         self._expire(clock_ns())

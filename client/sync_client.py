@@ -23,11 +23,10 @@ from client.protocol import (
     model_hash,
 )
 from client.session import Session
-from client.transport import connect_dealer, recv_frames, send_frames, spin_recv, wait_readable
+from client.transport import connect_dealer, recv_by, recv_frames, send_frames, spin_recv
 
 _NS = 1_000_000_000
 _RCVTIMEO = int(zmq.RCVTIMEO)
-_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class PendingReply:
@@ -177,14 +176,16 @@ class Client:
         rid, frames = self._core.build_mmi(service, argument)
         return self._send(service, rid, frames, t).result()
 
-    def receive(self, timeout: float) -> bool:
+    def receive(self, timeout: float, *, spin: bool = True) -> bool:
         """Wait up to ``timeout`` seconds (0: do not wait; microsecond precision) for the
         next reply to any request, and hand it to its :class:`PendingReply`. True if a
-        reply arrived."""
-        sock = self._socket()
-        if not wait_readable(sock, int(timeout * 1e9)):
+        reply arrived. With ``spin``, the first ``spin_us`` of the wait polls, as
+        :meth:`request` does; without, it sleeps in the kernel at once."""
+        until_ns = time.monotonic_ns() + int(timeout * 1e9)
+        frames = recv_by(self._socket(), until_ns, self._core.spin_ns if spin else 0, 4)
+        if frames is None:
             return False
-        self._deliver(recv_frames(sock, _NOBLOCK, 4))
+        self._deliver(frames)
         return True
 
     def put_model(self, text: bytes, *, timeout: float | None = None) -> str:

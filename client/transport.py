@@ -87,6 +87,23 @@ def spin_recv(sock: zmq.Socket[bytes], until_ns: int, copy_first: int) -> list[F
             yield_cpu()
 
 
+def recv_by(
+    sock: zmq.Socket[bytes], until_ns: int, spin_ns: int, copy_first: int
+) -> list[Frame] | None:
+    """Receive one message by ``until_ns`` (monotonic), or None if none came by then.
+
+    For the first ``spin_ns`` it polls without sleeping (:func:`spin_recv`); after that it
+    sleeps in the kernel until the message comes or time is up.
+    """
+    if spin_ns > 0:
+        frames = spin_recv(sock, min(until_ns, time.monotonic_ns() + spin_ns), copy_first)
+        if frames is not None:
+            return frames
+    if not wait_readable(sock, until_ns - time.monotonic_ns()):
+        return None
+    return recv_frames(sock, _NOBLOCK, copy_first)
+
+
 def recv_frames(sock: zmq.Socket[bytes], flags: int, copy_first: int) -> list[Frame]:
     """Receive one whole multipart message (poll first: with ``flags=0`` this blocks).
 

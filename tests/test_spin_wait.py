@@ -14,7 +14,7 @@ import uvloop
 import zmq
 
 from client import AsyncClient, Client, RequestTimeout
-from client.transport import spin_recv
+from client.transport import recv_by, spin_recv
 from tests.conftest import Stack, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,6 +41,34 @@ def test_spin_recv_returns_a_waiting_message_and_none_once_time_is_up(
     a.send_multipart([b"head", b"x" * 100])
     frames = spin_recv(b, time.monotonic_ns() + 5_000_000_000, 1)
     assert frames is not None and frames[0] == b"head" and bytes(frames[1]) == b"x" * 100
+
+
+@pytest.mark.parametrize("spin_ns", [0, 10_000_000, LONG_SPIN_US * 1000])
+def test_recv_by_spins_then_sleeps_and_ends_at_its_deadline(
+    zctx: zmq.Context[Any], spin_ns: int
+) -> None:
+    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
+    a.bind(f"inproc://recv-by-{spin_ns}")
+    b.connect(f"inproc://recv-by-{spin_ns}")
+    t0 = time.monotonic_ns()
+    assert recv_by(b, t0 + 50_000_000, spin_ns, 1) is None
+    assert time.monotonic_ns() - t0 < 5_000_000_000  # a 30 s spin must stop at 50 ms
+    a.send_multipart([b"head", b"y" * 10])
+    frames = recv_by(b, time.monotonic_ns() + 5_000_000_000, spin_ns, 1)
+    assert frames is not None and frames[0] == b"head" and bytes(frames[1]) == b"y" * 10
+
+
+@pytest.mark.parametrize("spin", [True, False])
+def test_client_receive_spins_within_its_timeout(echo_endpoint: str, spin: bool) -> None:
+    with Client(echo_endpoint, timeout=10, spin_us=LONG_SPIN_US) as c:
+        t0 = time.monotonic()
+        assert not c.receive(0.1, spin=spin)  # nothing in flight: times out
+        assert time.monotonic() - t0 < 10
+        pending = c.submit("echo", 7)
+        deadline = time.monotonic() + 10
+        while not pending.done and time.monotonic() < deadline:
+            c.receive(1.0, spin=spin)
+        assert pending.result().body["echo"] == 7
 
 
 @pytest.mark.parametrize("spin_us", [-1, 1.5, True])
