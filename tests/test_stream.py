@@ -6,9 +6,11 @@ samples, so a dropped, duplicated or misplaced block shows up as a mismatch.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -249,3 +251,26 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
     assert stats["workers_expired"] == 0 and stats["redispatched"] == 0
     assert np.array_equal(predictions([result]), offline(sampler, block))
+
+
+@pytest.mark.timeout(180)
+def test_bench_stream_at_small_size_writes_json_and_plot(tmp_path: Path) -> None:
+    from bench.__main__ import main
+
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    argv = ["stream", "--distances", "3", "--shots", "4000", "--block-shots", "500"]
+    argv += ["--paced-blocks", "40", "--periods-us", "20000,5000", "--workers", "1"]
+    assert main([*argv, "--json", str(out), "--plot", str(png)]) == 0
+    (res,) = json.loads(out.read_text())["results"]
+    modes = [(r["mode"], r["workers"]) for r in res["throughput"]]
+    assert modes == [("offline", 0), ("streamed", 1)]
+    for r in res["throughput"]:
+        assert r["lost"] == 0 and r["shots_per_s"] > 0
+    assert [s["period_us"] for s in res["paced"]] == [20000, 5000]
+    for s in res["paced"]:
+        assert s["lost"] == 0 and s["blocks_decoded"] == 40
+        assert s["backlog_free"] == (s["backlog_max"] < s["window"])
+        assert s["kept_up"] == (s["backlog_free"] and s["reaction_us"]["p99"] < s["period_us"])
+    free = [s["period_us"] for s in res["paced"] if s["backlog_free"]]
+    assert res["smallest_period_backlog_free_us"] == (min(free) if free else None)
+    assert png.stat().st_size > 1000
