@@ -10,6 +10,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,16 @@ def stack2() -> Iterator[LocalStack]:
     """A broker and two pymatching workers."""
     with LocalStack(StackSpec(decoder_workers=2, decoder_args=("--credit=4",))) as stack:
         yield stack
+
+
+@contextmanager
+def one_worker(*decoder_args: str) -> Iterator[Client]:
+    """A broker and one pymatching worker started with these options, and a client."""
+    with (
+        LocalStack(StackSpec(decoder_workers=1, decoder_args=decoder_args)) as stack,
+        Client(stack.endpoint) as c,
+    ):
+        yield c
 
 
 def offline(sampler: SyndromeSampler, dets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -188,10 +199,7 @@ def test_a_retried_block_is_delivered_once_and_its_duplicate_counted() -> None:
     args = ("--max-wait-us=450000", "--max-batch-shots=1000000", "--credit=8")
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=9)
     blocks = [sampler.sample_block(100)[0] for _ in range(2)]
-    with (
-        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
-        Client(stack.endpoint) as c,
-    ):
+    with one_worker(*args) as c:
         s = Stream(c, SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
         results = stream_all(s, blocks)
         assert s.stats.retried >= 1
@@ -214,10 +222,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     args = ("--max-wait-us=20000000", "--max-batch-shots=300", "--credit=8")
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=4)
     blocks = [sampler.sample_block(100)[0] for _ in range(3)]
-    with (
-        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
-        Client(stack.endpoint) as c,
-    ):
+    with one_worker(*args) as c:
         s = Stream(c, SERVICE, sampler.dem, window=8, block_timeout=60)
         results = stream_all(s, blocks, timeout=60)
     assert [(r.info["batch_blocks"], r.info["batch_shots"]) for r in results] == [(3, 300)] * 3
@@ -225,10 +230,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
 
     # With room for more and a short wait, a lone block goes alone once the wait is over.
     args = ("--max-wait-us=200000", "--max-batch-shots=100000", "--credit=8")
-    with (
-        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
-        Client(stack.endpoint) as c,
-    ):
+    with one_worker(*args) as c:
         s = Stream(c, SERVICE, sampler.dem, window=8)
         (alone,) = stream_all(s, blocks[:1])
     assert (alone.info["batch_blocks"], alone.info["batch_shots"]) == (1, 100)
@@ -241,10 +243,7 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     args = ("--max-wait-us=1500000", "--max-batch-shots=100000", "--heartbeat-ms=50")
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
     block = sampler.sample_block(100)[0]
-    with (
-        LocalStack(StackSpec(decoder_workers=1, decoder_args=args)) as stack,
-        Client(stack.endpoint) as c,
-    ):
+    with one_worker(*args) as c:
         s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
         (result,) = stream_all(s, [block])
         stats = c.broker_stats()
