@@ -332,6 +332,7 @@ class Worker:
         self._on_ready: Callable[[], None] | None = None
         self._io_lock = threading.Lock()
         self._sock: zmq.Socket[bytes] | None = None
+        self._heartbeat = encode_worker_heartbeat(2)  # a Worker speaks MDP/0.2
         self._next_hb_ns = 0
 
     def defer(self) -> DeferredReply:
@@ -401,15 +402,13 @@ class Worker:
         now = time.monotonic_ns()
         broker_deadline = now + ttl_ns
         self._next_hb_ns = now + hb_ns
-        heartbeat = encode_worker_heartbeat(version)
         items = poll_items(sock)
         idle = self.idle
         idle_due_ns: int | None = None
         while not self._stop.is_set():
             now = time.monotonic_ns()
             if now >= self._next_hb_ns:
-                send_frames(sock, heartbeat)
-                self._next_hb_ns = now + hb_ns
+                self._beat(sock, now)
             due = min(self._next_hb_ns, broker_deadline)
             if idle_due_ns is not None:
                 due = min(due, idle_due_ns)
@@ -462,7 +461,6 @@ class Worker:
         waits, however long that is. True if the broker said DISCONNECT meanwhile (the
         batch is still answered)."""
         state = self.state
-        hb_ns = self.options.heartbeat_ms * _MS
         end = time.monotonic_ns() + self.max_wait_us * 1000
         spin_ns = min(self.max_wait_us, BATCH_SPIN_MAX_US) * 1000
         batch: list[tuple[BrokerRequest, Message]] = []
@@ -485,8 +483,7 @@ class Worker:
             msg = None
             now = time.monotonic_ns()
             if now >= self._next_hb_ns:
-                send_frames(sock, encode_worker_heartbeat(version))
-                self._next_hb_ns = now + hb_ns
+                self._beat(sock, now)
             if now >= end or self._stop.is_set():
                 break
             frames = recv_by(sock, min(end, self._next_hb_ns), spin_ns, 5)
@@ -531,11 +528,16 @@ class Worker:
     def _dropped(self, exc: ProtocolError) -> None:
         log.warning("%s: dropped a malformed message from the broker: %s", self.service, exc)
 
+    def _beat(self, sock: zmq.Socket[bytes], now_ns: int, flags: int = 0) -> None:
+        """Send a HEARTBEAT and schedule the next. The caller holds ``_io_lock`` and has
+        found one due (``now_ns >= _next_hb_ns``)."""
+        send_frames(sock, self._heartbeat, flags)
+        self._next_hb_ns = now_ns + self.options.heartbeat_ms * _MS
+
     def _heartbeat_while_busy(self) -> None:
         """Keep heartbeating while a long handler runs, so a busy worker is not taken for
         dead. A frozen or killed process stops this thread too, and is still detected."""
         hb_s = self.options.heartbeat_ms / 1000
-        beat = encode_worker_heartbeat(2)
         while not self._stop.wait(hb_s / 2):
             # The loop holds the lock except inside the handler: take it only then.
             if not self._io_lock.acquire(blocking=False):
@@ -543,8 +545,7 @@ class Worker:
             try:
                 now = time.monotonic_ns()
                 if self._sock is not None and now >= self._next_hb_ns:
-                    send_frames(self._sock, beat, zmq.NOBLOCK)
-                    self._next_hb_ns = now + self.options.heartbeat_ms * _MS
+                    self._beat(self._sock, now, zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # a full pipe: the main loop will find out soon enough
             finally:
