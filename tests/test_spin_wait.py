@@ -31,12 +31,18 @@ def echo_endpoint(stack: Stack) -> str:
     return broker.endpoint
 
 
+def inproc_pair(zctx: zmq.Context[Any], name: str) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+    """Two connected PAIR sockets: send on the first, receive on the second."""
+    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
+    a.bind(f"inproc://{name}")
+    b.connect(f"inproc://{name}")
+    return a, b
+
+
 def test_spin_recv_returns_a_waiting_message_and_none_once_time_is_up(
     zctx: zmq.Context[Any],
 ) -> None:
-    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
-    a.bind("inproc://spin")
-    b.connect("inproc://spin")
+    a, b = inproc_pair(zctx, "spin")
     assert spin_recv(b, time.monotonic_ns() + 20_000_000, 1) is None
     a.send_multipart([b"head", b"x" * 100])
     frames = spin_recv(b, time.monotonic_ns() + 5_000_000_000, 1)
@@ -47,9 +53,7 @@ def test_spin_recv_returns_a_waiting_message_and_none_once_time_is_up(
 def test_recv_by_spins_then_sleeps_and_ends_at_its_deadline(
     zctx: zmq.Context[Any], spin_ns: int
 ) -> None:
-    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
-    a.bind(f"inproc://recv-by-{spin_ns}")
-    b.connect(f"inproc://recv-by-{spin_ns}")
+    a, b = inproc_pair(zctx, f"recv-by-{spin_ns}")
     t0 = time.monotonic_ns()
     assert recv_by(b, t0 + 50_000_000, spin_ns, 1) is None
     assert time.monotonic_ns() - t0 < 5_000_000_000  # a 30 s spin must stop at 50 ms
