@@ -107,6 +107,11 @@ class Client:
         """Replies that could not be decoded, and were dropped."""
 
     @property
+    def spin_us(self) -> int:
+        """How long a wait for a reply polls before it sleeps, in microseconds."""
+        return self._core.spin_ns // 1000
+
+    @property
     def late_replies(self) -> int:
         """Replies that arrived after their caller had timed out, and were dropped."""
         return self._core.late_replies

@@ -73,6 +73,11 @@ class PacingClock:
         self._slip_ns_total = 0
 
     @property
+    def spin_ns(self) -> int:
+        """How long before each tick the clock stops sleeping and busy-waits, in ns."""
+        return self._spin_ns
+
+    @property
     def period_us(self) -> int | None:
         """The tick period, or ``None`` for an unpaced clock."""
         return self._period_us

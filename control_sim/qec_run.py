@@ -4,14 +4,15 @@ Sample memory-experiment blocks (stim, or qiskit-aer for small repetition codes)
 one every ``period_us`` on a pacing clock (or as fast as the window allows), stream them
 to a decoder service, apply the predictions to a logical Pauli frame, and count logical
 errors against the true observables. While it waits for the next tick the producer sits
-in the stream's receive, so a result's reaction time is taken when it arrives.
+in the stream's receive, up to the tick itself, so a result's reaction time is taken when
+it arrives.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +31,6 @@ from control_sim.syndrome_source import Backend, SyndromeSource, open_source
 DRAIN_TIMEOUT_S: Final = 60.0
 MAX_PRESAMPLED_BYTES: Final = 1 << 30
 Packed = npt.NDArray[np.uint8]
-_SPIN_NS: Final = 200_000  # the pacing clock's own spin margin before each tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def run_qec(
         blocks = _blocks(src, config)
         t0 = time.perf_counter_ns()
         for dets, obs in blocks:
-            _receive_until_tick(stream, clock, tally)
+            receive_until_tick(stream, clock, tally.take)
             emitted = clock.wait_next()
             seq = stream.send(dets, emitted_ns=emitted, timeout=config.block_timeout_s)
             tally.truth[seq] = obs
@@ -152,15 +152,33 @@ def _blocks(src: SyndromeSource, config: QecConfig) -> Iterator[tuple[Packed, Pa
     return iter([src.sample_block(n) for n in sizes])
 
 
-def _receive_until_tick(stream: Stream, clock: PacingClock, tally: _Tally) -> None:
+def receive_until_tick(
+    stream: Stream, clock: PacingClock, take: Callable[[list[BlockResult]], None]
+) -> None:
+    """Hand results to ``take`` as they arrive until ``clock``'s next tick is due, so
+    none waits unread while the producer waits for the clock (its reaction time is taken
+    on arrival).
+
+    A wait the client's spin covers polls right up to the tick and ends on time; a longer
+    one sleeps in the kernel, which may overshoot, so it stops at the clock's own spin
+    margin and the loop takes the rest. It returns before the tick only when no block is
+    outstanding, or when the client's ``spin_us`` is shorter than that margin. The
+    clock's :meth:`~PacingClock.wait_next` then releases the tick.
+    """
     due = clock.next_due_ns
     if due is None:
         return
-    while True:
-        left_ns = due - time.perf_counter_ns() - _SPIN_NS
-        if left_ns <= 0 or not stream.backlog:
-            return
-        tally.take(stream.poll(left_ns / 1e9))
+    spin_ns = stream.client.spin_us * 1000
+    margin_ns = clock.spin_ns
+    while stream.backlog:
+        left_ns = due - time.perf_counter_ns()
+        if 0 < left_ns <= spin_ns:
+            wait_ns = left_ns
+        elif left_ns > margin_ns:
+            wait_ns = left_ns - margin_ns
+        else:
+            return  # within the clock's margin, with no spin to cover it: the clock's turn
+        take(stream.poll(wait_ns / 1e9))
 
 
 def _summary(

@@ -20,7 +20,9 @@ import pytest
 
 from client import BadBlock, BlockResult, Client, Stream, UnknownModel, WindowFull
 from control_sim.local_stack import LocalStack, StackSpec
+from control_sim.pacing import PacingClock
 from control_sim.qec_codes import CodeSpec
+from control_sim.qec_run import receive_until_tick
 from control_sim.syndrome_source import SyndromeSampler
 from tests.conftest import wait_until
 
@@ -250,6 +252,29 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
     assert stats["workers_expired"] == 0 and stats["redispatched"] == 0
     assert np.array_equal(predictions([result]), offline(sampler, block))
+
+
+@pytest.mark.timeout(60)
+def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
+    # The worker holds the block for 1.5 s, so its result is outstanding all along: the
+    # producer must keep receiving until the tick is due, not stop short of it (a result
+    # landing in such a gap would wait unread, and its reaction time would grow). The
+    # period is within the client's spin, so the whole wait polls and ends on time.
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=6)
+    block = sampler.sample_block(10)[0]
+    with one_worker("--max-wait-us=1500000", "--max-batch-shots=100000") as c:
+        s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
+        s.send(block)
+        clock = PacingClock(c.spin_us // 2)
+        clock.wait_next()
+        taken: list[BlockResult] = []
+        receive_until_tick(s, clock, taken.extend)
+        returned_ns = time.perf_counter_ns()
+        due_ns = clock.next_due_ns
+        assert due_ns is not None and returned_ns >= due_ns
+        assert taken == [] and s.backlog == 1
+        taken += s.drain(30)
+    assert len(taken) == 1 and np.array_equal(predictions(taken), offline(sampler, block))
 
 
 @pytest.mark.timeout(180)
