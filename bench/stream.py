@@ -7,10 +7,11 @@ For each surface-code distance (rounds = distance, circuit-level noise p):
   decode time (it is emitted when sampled).
 - **streamed, 1 and 2 workers**: ``control_sim qec``'s producer streams the same blocks
   through the broker to ``python -m decoders`` workers, unpaced (the window bounds it).
-- **paced sweep**: the streamed run at a block every T µs, for each T given, with 2
-  workers. A period is *backlog-free* when nothing is lost and the backlog never reaches
-  the window (no push-back: over the run's 1000 blocks the decoders kept pace with the
-  producer), and *kept up with* when, besides, p99 reaction time is below the period.
+- **paced sweep**: the streamed run at a block every T µs, for each T given, with 1 and
+  with 2 workers. A period is *backlog-free* when nothing is lost and the backlog never
+  reaches the window (no push-back: over the run's 1000 blocks the decoders kept pace
+  with the producer), and *kept up with* when, besides, p99 reaction time is below the
+  period. The smallest of each is reported per worker count.
 
 Throughput is decoded shots per second of wall time, and MB/s of detection events.
 """
@@ -124,22 +125,21 @@ def run(config: StreamBenchConfig) -> dict[str, Any]:
             print(f"d={d}: streamed, {w} worker(s) ...", flush=True)
             rows.append(streamed(spec, config, w, period_us=None))
         sweep = []
-        for period in config.periods_us:
-            print(f"d={d}: paced at {period} us ...", flush=True)
-            sweep.append(streamed(spec, config, max(config.workers), period_us=period))
+        for w in config.workers:
+            for period in config.periods_us:
+                print(f"d={d}: paced at {period} us, {w} worker(s) ...", flush=True)
+                sweep.append(streamed(spec, config, w, period_us=period))
         base = rows[0]["shots_per_s"]
         for r in rows:
             r["throughput_vs_offline"] = r["shots_per_s"] / base
-        kept = [s["period_us"] for s in sweep if s["kept_up"]]
-        free = [s["period_us"] for s in sweep if s["backlog_free"]]
         per_distance.append(
             {
                 "distance": d,
                 "rounds": d,
                 "throughput": rows,
                 "paced": sweep,
-                "smallest_period_kept_up_us": min(kept) if kept else None,
-                "smallest_period_backlog_free_us": min(free) if free else None,
+                "smallest_period_kept_up_us": smallest_periods(sweep, "kept_up"),
+                "smallest_period_backlog_free_us": smallest_periods(sweep, "backlog_free"),
             }
         )
     cfg = asdict(config)
@@ -152,6 +152,18 @@ def run(config: StreamBenchConfig) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "results": per_distance,
     }
+
+
+def smallest_periods(sweep: list[dict[str, Any]], flag: str) -> dict[str, int | None]:
+    """Per worker count (keys are strings, as in JSON), the smallest period whose run has
+    ``flag`` (``kept_up`` or ``backlog_free``) set, or None if none has."""
+    out: dict[str, int | None] = {}
+    for s in sweep:
+        key = str(s["workers"])
+        best = out.setdefault(key, None)
+        if s[flag] and (best is None or s["period_us"] < best):
+            out[key] = s["period_us"]
+    return out
 
 
 def format_report(doc: dict[str, Any]) -> str:
@@ -172,22 +184,28 @@ def format_report(doc: dict[str, Any]) -> str:
                 f"{r['throughput_vs_offline']:>10.2f}x{rt['p50']:>9.0f}{rt['p99']:>9.0f}"
                 f"{rt['p999']:>10.0f}{rt['max']:>9.0f}{r['lost']:>6}"
             )
-        out.append(f"paced, {doc['config']['paced_block_shots']}-shot blocks, "
-                   f"{max(doc['config']['workers'])} workers:")  # fmt: skip
-        out.append(f"{'period us':>10}{'p50 us':>9}{'p99 us':>9}{'max us':>9}{'late':>6}"
-                   f"{'backlog':>8}{'slip max':>9}{'lost':>6}  backlog-free  kept up")  # fmt: skip
-        for s in res["paced"]:
-            rt = s["reaction_us"] or {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        for w in doc["config"]["workers"]:
+            out.append(f"paced, {doc['config']['paced_block_shots']}-shot blocks, {w} worker(s):")
             out.append(
-                f"{s['period_us']:>10}{rt['p50']:>9.0f}{rt['p99']:>9.0f}{rt['max']:>9.0f}"
-                f"{s['late_blocks']:>6}{s['backlog_max']:>8}{s['slip_us_max']:>9.0f}"
-                f"{s['lost']:>6}  {'yes' if s['backlog_free'] else 'no':<12}  "
-                f"{'yes' if s['kept_up'] else 'no'}"
+                f"{'period us':>10}{'p50 us':>9}{'p99 us':>9}{'max us':>9}{'late':>6}"
+                f"{'backlog':>8}{'slip max':>9}{'lost':>6}  backlog-free  kept up"
             )
-        out.append(
-            f"smallest period backlog-free: {res['smallest_period_backlog_free_us']} us; "
-            f"kept up with (p99 < period too): {res['smallest_period_kept_up_us']} us"
-        )
+            for s in res["paced"]:
+                if s["workers"] != w:
+                    continue
+                rt = s["reaction_us"] or dict.fromkeys(("p50", "p99", "max"), float("nan"))
+                out.append(
+                    f"{s['period_us']:>10}{rt['p50']:>9.0f}{rt['p99']:>9.0f}{rt['max']:>9.0f}"
+                    f"{s['late_blocks']:>6}{s['backlog_max']:>8}{s['slip_us_max']:>9.0f}"
+                    f"{s['lost']:>6}  {'yes' if s['backlog_free'] else 'no':<12}  "
+                    f"{'yes' if s['kept_up'] else 'no'}"
+                )
+            free = res["smallest_period_backlog_free_us"][str(w)]
+            kept = res["smallest_period_kept_up_us"][str(w)]
+            out.append(
+                f"smallest period backlog-free: {free} us; kept up with (p99 < period too): "
+                f"{kept} us"
+            )
     return "\n".join(out)
 
 
@@ -231,15 +249,17 @@ def plot_paced(ax: Any, doc: dict[str, Any]) -> None:
     marks a period whose window filled (not backlog-free)."""
     pushed_back: list[tuple[int, float]] = []
     for res in doc["results"]:
-        pts = [(s["period_us"], s["reaction_us"]["p99"]) for s in res["paced"] if s["reaction_us"]]
-        if pts:
-            xs, ys = zip(*sorted(pts), strict=True)
-            ax.plot(xs, ys, "o-", label=f"d={res['distance']} p99 reaction")
-        pushed_back += [
-            (s["period_us"], s["reaction_us"]["p99"])
-            for s in res["paced"]
-            if s["reaction_us"] and not s.get("backlog_free", True)
-        ]
+        for w in doc["config"]["workers"]:
+            runs = [s for s in res["paced"] if s["workers"] == w and s["reaction_us"]]
+            pts = [(s["period_us"], s["reaction_us"]["p99"]) for s in runs]
+            if pts:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, "o-", label=f"d={res['distance']}, {w} worker(s): p99 reaction")
+            pushed_back += [
+                (s["period_us"], s["reaction_us"]["p99"])
+                for s in runs
+                if not s.get("backlog_free", True)
+            ]
     if pushed_back:
         xs, ys = zip(*pushed_back, strict=True)
         ax.scatter(xs, ys, marker="x", s=80, color="k", zorder=3, label="window filled")
