@@ -102,7 +102,13 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
         help="the paced sweep (default 2000,1000,500,300,200,100)",
     )  # fmt: skip
     p.add_argument("--paced-block-shots", type=int, default=100)
-    p.add_argument("--paced-blocks", type=int, default=1000, help="blocks per paced run")
+    p.add_argument("--paced-blocks", type=int, default=1000, help="blocks per paced run, at least")
+    p.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=1.0,
+        help="each paced run lasts at least this long: short periods send more blocks",
+    )
     p.add_argument("--workers", type=_int_list, default=(1, 2), help="default 1,2")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--json", type=Path, metavar="FILE")
@@ -214,6 +220,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 periods_us=args.periods_us,
                 paced_block_shots=args.paced_block_shots,
                 paced_blocks=args.paced_blocks,
+                paced_seconds=args.paced_seconds,
                 workers=args.workers,
                 seed=args.seed,
                 json_path=args.json,
