@@ -94,27 +94,25 @@ def streamed(
     spec: CodeSpec, config: StreamBenchConfig, workers: int, *, period_us: int | None
 ) -> dict[str, Any]:
     """The same blocks through a local broker and ``workers`` decoder workers."""
-    paced = period_us is not None
-    blocks = (
-        max(config.paced_blocks, math.ceil(config.paced_seconds * 1e6 / period_us))
-        if period_us is not None
-        else 0
-    )
+    shots, block_shots = config.shots, config.block_shots
+    if period_us is not None:
+        blocks = max(config.paced_blocks, math.ceil(config.paced_seconds * 1e6 / period_us))
+        shots, block_shots = blocks * config.paced_block_shots, config.paced_block_shots
     qec = QecConfig(
         spec=spec,
         decoder_service=SERVICE,
-        shots=(blocks * config.paced_block_shots if paced else config.shots),
-        block_shots=config.paced_block_shots if paced else config.block_shots,
+        shots=shots,
+        block_shots=block_shots,
         seed=config.seed,
         period_us=period_us,
     )
     stack = StackSpec(decoder_workers=workers, decoder=config.decoder, decoder_service=SERVICE)
     with LocalStack(stack) as local:
         s = run_qec(qec, local.endpoint)
-    s["mode"] = "paced" if paced else "streamed"
+    s["mode"] = "streamed" if period_us is None else "paced"
     s["workers"] = workers
     s.pop("errors", None)
-    if paced:
+    if period_us is not None:
         s["backlog_free"] = bool(s["lost"] == 0 and s["backlog_max"] < qec.window)
         s["kept_up"] = bool(
             s["backlog_free"]
