@@ -86,16 +86,28 @@ def logical_errors(predictions: npt.NDArray[np.uint8], obs: npt.NDArray[np.uint8
     return int(np.any(predictions != obs, axis=1).sum())
 
 
+def ldpc_min_sum(cls: Any, m: DemMatrices, max_iter: int, scaling: float, **extra: Any) -> Any:
+    """ldpc's ``cls`` (BpDecoder or BpOsdDecoder) running parallel min-sum BP on ``m``'s
+    check matrix and priors, the rule bp-gpu implements; ``extra`` goes to ``cls``."""
+    return cls(
+        m.check_matrix,
+        error_channel=list(m.priors),
+        max_iter=max_iter,
+        bp_method="minimum_sum",
+        ms_scaling_factor=scaling,
+        schedule="parallel",
+        **extra,
+    )
+
+
 def ldpc_reference(dem: stim.DetectorErrorModel) -> tuple[DemMatrices, Any]:
     """ldpc's own BpOsdDecoder with the FAST settings, built directly (not via decoders)."""
     m = DemMatrices.from_detector_error_model(dem)
-    ref = LdpcBpOsd(
-        m.check_matrix,
-        error_channel=list(m.priors),
-        max_iter=FAST["max_bp_iters"],
-        bp_method="minimum_sum",
-        ms_scaling_factor=FAST["ms_scaling_factor"],
-        schedule="parallel",
+    ref = ldpc_min_sum(
+        LdpcBpOsd,
+        m,
+        FAST["max_bp_iters"],
+        FAST["ms_scaling_factor"],
         osd_method=FAST["osd_method"],
         osd_order=FAST["osd_order"],
     )
@@ -174,14 +186,7 @@ def test_bp_gpu_min_sum_reproduces_ldpc_bp_iteration_for_iteration() -> None:
     gpu = BpGpuDecoder(device="cpu", **FAST).compile(dem)
     assert isinstance(gpu, CompiledBpGpu)
     m = gpu.matrices
-    ref = LdpcBp(
-        m.check_matrix,
-        error_channel=list(m.priors),
-        max_iter=FAST["max_bp_iters"],
-        bp_method="minimum_sum",
-        ms_scaling_factor=FAST["ms_scaling_factor"],
-        schedule="parallel",
-    )
+    ref = ldpc_min_sum(LdpcBp, m, FAST["max_bp_iters"], FAST["ms_scaling_factor"])
     syndromes = unpack_bits(dets, dem.num_detectors)
     result = gpu.bp(syndromes)
     same = 0
@@ -221,15 +226,7 @@ def test_bp_gpu_equals_ldpc_bp_on_random_codes(m: int, n: int, density: float, s
     gpu: Any = BpGpuDecoder(device="cpu", max_bp_iters=12, ms_scaling_factor=0.75).compile(dem)
     mats = gpu.matrices  # identical columns are merged here, so check degrees can drop
     assume(mats.num_errors > 0 and not np.any(np.diff(mats.check_matrix.indptr) == 1))
-    ref = LdpcBp(
-        mats.check_matrix,
-        error_channel=list(mats.priors),
-        max_iter=12,
-        bp_method="minimum_sum",
-        ms_scaling_factor=0.75,
-        schedule="parallel",
-        input_vector_type="syndrome",
-    )
+    ref = ldpc_min_sum(LdpcBp, mats, 12, 0.75, input_vector_type="syndrome")
     syndromes = rng.integers(0, 2, size=(16, m), dtype=np.uint8)
     result = gpu.bp(syndromes)
     for i, syn in enumerate(syndromes):
