@@ -234,13 +234,7 @@ class Broker:
         if name.startswith(NL_PREFIX):
             self._on_internal(ident, msg, now)
             return
-        size = body_size(msg.body)
-        if size > MAX_MESSAGE_BYTES:
-            self.stats["oversized"] += 1
-            self._error(
-                ident, msg.version, name, msg.body, ERR_TOO_LARGE,
-                f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
-            )  # fmt: skip
+        if self._too_large(ident, msg, name):
             return
         svc = self.services.get(name)
         if svc is None:
@@ -265,6 +259,18 @@ class Broker:
             return
         self._enqueue(svc, req, now)
         self._drain(svc, now)
+
+    def _too_large(self, ident: bytes, msg: ClientRequest, service: bytes) -> bool:
+        """Refuse, with an error reply, a request whose body exceeds MAX_MESSAGE_BYTES."""
+        size = body_size(msg.body)
+        if size <= MAX_MESSAGE_BYTES:
+            return False
+        self.stats["oversized"] += 1
+        self._error(
+            ident, msg.version, service, msg.body, ERR_TOO_LARGE,
+            f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
+        )  # fmt: skip
+        return True
 
     def _enqueue(self, svc: Service, req: Request, now: int, *, front: bool = False) -> None:
         if not req.deadline_ns:
@@ -468,13 +474,7 @@ class Broker:
                 _lost_text(sess),
             )  # fmt: skip
             return
-        size = body_size(msg.body)
-        if size > MAX_MESSAGE_BYTES:
-            self.stats["oversized"] += 1
-            self._error(
-                ident, msg.version, sess.service, msg.body, ERR_TOO_LARGE,
-                f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
-            )  # fmt: skip
+        if self._too_large(ident, msg, sess.service):
             return
         w = sess.worker
         if len(w.pinned) >= self.config.max_queue:
