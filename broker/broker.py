@@ -741,15 +741,14 @@ class Broker:
             send_frames(self.socket, frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
-            n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1
-            if n <= 10 or n % _LOG_EVERY == 0:
-                log.warning("peer %s is not reading (HWM reached); message dropped", _hex(frames))
+            level, why = logging.WARNING, "is not reading (HWM reached)"
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1
-            if n <= 10 or n % _LOG_EVERY == 0:
-                log.info("peer %s is gone; message dropped", _hex(frames))
+            level, why = logging.INFO, "is gone"
+        n = self.stats["undeliverable"] = self.stats["undeliverable"] + 1
+        if n <= 10 or n % _LOG_EVERY == 0:
+            log.log(level, "peer %s %s; message dropped", _hex(frames), why)
         return False
 
     # --- shutdown --------------------------------------------------------------------
