@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from broker.broker import Broker
-from broker.config import BrokerConfig
+from broker.config import DEFAULT_BROKER_SPIN_US, BrokerConfig
 from client.protocol import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, MAX_SESSIONS
 
 
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-idle-ms", type=int, default=600_000,
         help="forget a session idle this long with nothing in flight (default %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--spin-us", type=int, default=DEFAULT_BROKER_SPIN_US,
+        help="after each message, poll this long for the next before sleeping; 0: never "
+        "(default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_redispatch=args.max_redispatch,
             max_sessions=args.max_sessions,
             session_idle_ms=args.session_idle_ms,
+            spin_us=args.spin_us,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

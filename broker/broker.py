@@ -21,6 +21,7 @@ import zmq
 from broker.config import BrokerConfig
 from broker.model_store import ModelRefused, ModelStore
 from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, Session, WorkerEntry
+from broker.spin_policy import SpinPolicy
 from client.errors import ProtocolError
 from client.protocol import (
     C_FINAL,
@@ -77,7 +78,7 @@ from client.protocol import (
     parse_header,
     parse_peer_message,
 )
-from client.transport import configure, poll, poll_items, send_frames
+from client.transport import configure, poll, poll_items, send_frames, spin_readable
 
 log = logging.getLogger("nearloop.broker")
 
@@ -170,17 +171,21 @@ class Broker:
         handle = self._handle
         monotonic_ns = time.monotonic_ns
         cap_ms = self.config.heartbeat_ms
+        spin = SpinPolicy(self.config.spin_us)
+        spin_ns = spin.window_ns
+        done = 0  # when the last message's handling ended
         timers = self._timers
         while not self._stopping:
             try:
                 now = monotonic_ns()
                 if timers and timers[0][0] <= now:
                     self._run_timers(now)
-                timeout_ms = cap_ms
-                if timers:
-                    timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
-                if not poll(items, timeout_ms):
-                    continue
+                if not (spin.spinning and spin_readable(sock, done + spin_ns)):
+                    timeout_ms = cap_ms
+                    if timers:
+                        timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
+                    if not poll(items, timeout_ms):
+                        continue
                 # Envelope frames arrive as bytes, body frames as zmq.Frames, never copied.
                 # The body starts at frame 4 after the identity for clients (MDPC02, command,
                 # service) and at frame 5 for MDP/0.2 workers (MDPW02, command, address,
@@ -190,7 +195,10 @@ class Broker:
                 while more(_RCVMORE):
                     n = len(frames)
                     frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
-                handle(frames, monotonic_ns())
+                now = monotonic_ns()
+                spin.record(now - done)
+                handle(frames, now)
+                done = monotonic_ns()
             except Exception:
                 # A bug must not take down every loop this broker serves.
                 self.stats["internal_errors"] += 1

@@ -69,22 +69,28 @@ def _readable(sock: zmq.Socket[bytes]) -> bool:
     return bool(events & _POLLIN)
 
 
-def spin_recv(sock: zmq.Socket[bytes], until_ns: int, copy_first: int) -> list[Frame] | None:
-    """Receive one message, polling without sleeping until ``until_ns`` (monotonic); None
-    if none came by then.
+def spin_readable(sock: zmq.Socket[bytes], until_ns: int) -> bool:
+    """Poll ``sock`` without sleeping until it is readable (True) or ``until_ns``
+    (monotonic) has passed (False).
 
     A thread blocked in the kernel pays a wake-up when its message comes, and on a virtual
     machine an idle vCPU's wake-up costs tens of microseconds. Polling skips it. Between
     polls the thread yields its CPU, so any other runnable thread on it (this process's
     ZeroMQ I/O thread, which delivers the message, among them) runs first.
     """
-    while True:
-        try:
-            return recv_frames(sock, _NOBLOCK, copy_first)
-        except zmq.Again:
-            if time.monotonic_ns() >= until_ns:
-                return None
-            yield_cpu()
+    while not _readable(sock):
+        if time.monotonic_ns() >= until_ns:
+            return False
+        yield_cpu()
+    return True
+
+
+def spin_recv(sock: zmq.Socket[bytes], until_ns: int, copy_first: int) -> list[Frame] | None:
+    """Receive one message, polling without sleeping (:func:`spin_readable`) until
+    ``until_ns`` (monotonic); None if none came by then."""
+    if not spin_readable(sock, until_ns):
+        return None
+    return recv_frames(sock, _NOBLOCK, copy_first)
 
 
 def recv_by(

@@ -77,6 +77,13 @@ def spawn(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
+def run_module(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ARGS`` from the repo root to its end; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @dataclass
 class BrokerProc:
     """A running ``python -m broker`` and the endpoints it reported."""

@@ -1,6 +1,8 @@
-"""The clients' spin-wait: a waiting caller polls for its reply for up to ``spin_us`` before
-it sleeps in the kernel. The spin must never outlast a request's deadline, never lose or
-misroute a reply, and, in the AsyncClient, never keep other tasks from running."""
+"""Spin-waits. A waiting caller polls for its reply for up to ``spin_us`` before it sleeps
+in the kernel; the spin must never outlast a request's deadline, never lose or misroute a
+reply, and, in the AsyncClient, never keep other tasks from running. The broker polls for
+its next message only while messages come close together, and its spin must never stall
+its timers or lose a message."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import pytest
 import uvloop
 import zmq
 
-from client import AsyncClient, Client, RequestTimeout
+from broker.config import MAX_BROKER_SPIN_US, BrokerConfig
+from broker.spin_policy import SpinPolicy
+from client import AsyncClient, Client, RequestTimeout, ServiceUnavailable
 from client.transport import recv_by, spin_recv
-from tests.conftest import Stack, wait_for_workers
+from tests.conftest import Stack, run_module, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,3 +139,56 @@ def test_async_client_spin_ends_at_the_deadline_and_lets_other_tasks_run(
     # 0.3 s of spinning with a 10 ms ticker beside it: a spin that held the loop would
     # leave the ticker at zero or one.
     assert ticks >= 5
+
+
+def test_broker_spins_only_while_most_gaps_fit_its_window() -> None:
+    policy = SpinPolicy(window_us=100)
+    assert not policy.spinning  # nothing learned yet
+    for _ in range(30):
+        policy.record(40_000)  # a tight loop: the next message within 40 µs
+    assert policy.spinning
+    policy.record(5_000_000)  # one slow reply does not turn it off
+    assert policy.spinning
+    for _ in range(30):  # a stream paced at 1 ms: the decoder answers fast, the tick is far
+        policy.record(30_000)
+        policy.record(900_000)
+    assert not policy.spinning
+    for _ in range(30):
+        policy.record(0)  # messages already waiting
+    assert policy.spinning
+
+
+def test_a_zero_window_never_spins() -> None:
+    policy = SpinPolicy(window_us=0)
+    for _ in range(100):
+        policy.record(0)
+    assert not policy.spinning
+
+
+@pytest.mark.parametrize("spin_us", [-1, MAX_BROKER_SPIN_US + 1])
+def test_broker_refuses_a_spin_out_of_range(spin_us: int) -> None:
+    with pytest.raises(ValueError, match="spin_us"):
+        BrokerConfig(endpoints=("inproc://unused",), spin_us=spin_us)
+    done = run_module("broker", "--bind", "inproc://unused", "--spin-us", str(spin_us))
+    assert done.returncode == 2 and "spin_us" in done.stderr
+
+
+@pytest.mark.parametrize("spin_us", [0, MAX_BROKER_SPIN_US])
+def test_broker_serves_a_tight_loop_and_keeps_its_timers_whatever_it_spins(
+    stack: Stack, spin_us: int
+) -> None:
+    broker = stack.broker("ipc", "--spin-us", str(spin_us))
+    stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    x = np.arange(256, dtype=np.int32)
+    with Client(broker.endpoint, timeout=10, spin_us=0) as c:
+        for i in range(300):  # close together: the broker's spin turns on, if it has one
+            reply = c.request("echo", i, x)
+            assert reply.body["echo"] == i
+            np.testing.assert_array_equal(reply.arrays[0], x)
+        # A request no worker takes must still expire on the broker's timer, on time.
+        t0 = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="no worker"):
+            c.request("nobody-home", 1, timeout=1.0)
+        assert time.monotonic() - t0 < 1.0
+        assert c.request("echo", "after").body["echo"] == "after"

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from control_sim.qpu_client import CircuitInfo, QpuClient
 from control_sim.qpu_evaluator import QpuEvaluator
 from control_sim.vqe_loop import h2_registration
 from control_sim.vqe_run import VqeConfig, compare_h2_vqe, run_vqe_session
-from tests.conftest import ROOT
+from tests.conftest import run_module
 from tests.test_qpu_core import BELL_QASM
 
 REQUIRED_FIELDS = {
@@ -49,12 +47,6 @@ def qpu_endpoint() -> Iterator[str]:
 def qpu(qpu_endpoint: str) -> Iterator[QpuClient]:
     with Client(qpu_endpoint, timeout=10) as c:
         yield QpuClient(c, timeout=10)
-
-
-def run_cli(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # --- QpuClient --------------------------------------------------------------------------
@@ -189,7 +181,7 @@ def test_vqe_with_shots_reports_a_finite_error_at_the_returned_point(qpu_endpoin
 @pytest.mark.timeout(120)
 def test_vqe_cli_json_with_its_own_local_stack(tmp_path: Path) -> None:
     out = tmp_path / "vqe.json"
-    done = run_cli("control_sim", "vqe", "--maxiter", "80", "--seed", "2", "--json", str(out))
+    done = run_module("control_sim", "vqe", "--maxiter", "80", "--seed", "2", "--json", str(out))
     assert done.returncode == 0, done.stderr
     s = json.loads(out.read_text())
     assert set(s) >= REQUIRED_FIELDS
@@ -212,7 +204,7 @@ def test_vqe_cli_json_with_its_own_local_stack(tmp_path: Path) -> None:
 def test_vqe_cli_with_shots_writes_the_error(tmp_path: Path, qpu_endpoint: str) -> None:
     out = tmp_path / "vqe.json"
     args = ["--connect", qpu_endpoint, "--shots", "400", "--maxiter", "40", "--seed", "1"]
-    done = run_cli("control_sim", "vqe", *args, "--json", str(out))
+    done = run_module("control_sim", "vqe", *args, "--json", str(out))
     assert done.returncode == 0, done.stderr
     s = json.loads(out.read_text())
     assert s["shots"] == 400 and s["local_stack"] is False
@@ -221,7 +213,7 @@ def test_vqe_cli_with_shots_writes_the_error(tmp_path: Path, qpu_endpoint: str) 
 
 @pytest.mark.timeout(60)
 def test_vqe_cli_prints_a_readable_summary(qpu_endpoint: str) -> None:
-    done = run_cli("control_sim", "vqe", "--connect", qpu_endpoint, "--optimizer", "cobyla")
+    done = run_module("control_sim", "vqe", "--connect", qpu_endpoint, "--optimizer", "cobyla")
     assert done.returncode == 0, done.stderr
     assert "cobyla, exact estimator" in done.stdout
     assert "chemically accurate" in done.stdout and "NOT" not in done.stdout
@@ -230,9 +222,9 @@ def test_vqe_cli_prints_a_readable_summary(qpu_endpoint: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_vqe_cli_refuses_bad_input_clearly(qpu_endpoint: str) -> None:
-    done = run_cli("control_sim", "vqe", "--shots", "1")
+    done = run_module("control_sim", "vqe", "--shots", "1")
     assert done.returncode == 2 and "must be >= 2" in done.stderr
-    done = run_cli("control_sim", "vqe", "--connect", qpu_endpoint, "--service", "nosuch")
+    done = run_module("control_sim", "vqe", "--connect", qpu_endpoint, "--service", "nosuch")
     assert done.returncode == 1 and "no worker for service 'nosuch'" in done.stderr
 
 
@@ -243,7 +235,7 @@ def test_vqe_cli_refuses_bad_input_clearly(qpu_endpoint: str) -> None:
 def test_bench_vqe_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "vqe.json", tmp_path / "vqe.png"
     args = ["--iterations", "60", "--rounds", "2", "--warmup", "5"]
-    done = run_cli("bench", "vqe", *args, "--json", str(out_json), "--plot", str(out_png))
+    done = run_module("bench", "vqe", *args, "--json", str(out_json), "--plot", str(out_png))
     assert done.returncode == 0, done.stderr
     doc = json.loads(out_json.read_text())
     assert set(doc["peers"]) == {"in-process", "broker"}
