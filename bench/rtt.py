@@ -12,9 +12,11 @@ parse. What costs is each *process hop*, a kernel wake-up of the receiving proce
 on a VM an idle vCPU's wake-up is dear. So the direct peer (2 hops) sets the floor, and
 a relay (4 hops: client -> relay -> worker -> relay -> client) costs about twice that.
 The nearloop clients poll for their reply for up to ``spin_us`` before sleeping, which
-saves the last wake-up; ``proxy-spin`` saves the same one for the C relay, so the ratio
-of ``nearloop`` to ``proxy-spin`` is what the broker, the MDP envelope's extra frames
-and the client library cost. rpcq has only 2 hops but runs each request as an asyncio
+saves the last wake-up; ``proxy-spin`` saves the same one for the C relay. The nearloop
+broker also polls for its next message while messages come close together, which saves
+its own two wake-ups; the C relay always sleeps. So the ratio of ``nearloop`` to
+``proxy-spin`` bounds what the broker, the MDP envelope's extra frames and the client
+library cost. rpcq has only 2 hops but runs each request as an asyncio
 task on the server and a uuid + dataclass request on the client.
 """
 

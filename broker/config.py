@@ -15,8 +15,8 @@ from client.protocol import (
 DEFAULT_BROKER_SPIN_US = 100
 """How long the broker polls for its next message after handling one, while polling pays
 (:class:`broker.spin_policy.SpinPolicy`). In a tight request loop on the 2-core
-development VM the worker's reply, and the client's next request, each come well within
-100 µs."""
+development VM the worker's reply, and the client's next request, each come after a gap
+of ~60 µs (median; 97% within 100 µs)."""
 
 MAX_BROKER_SPIN_US = 10_000
 
