@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, Stack, wait_for_workers
+from tests.conftest import Stack, run_module, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=30,
-    )  # fmt: skip
+    return run_module("client", *args, timeout=30)
 
 
 def test_stats_ping_and_call(stack: Stack) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 
 from control_sim.qec_codes import CodeSpec
 from control_sim.syndrome_source import SyndromeSampler
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 FIELDS = {
     "shots", "blocks_sent", "blocks_decoded", "duplicates_dropped", "lost", "logical_errors",
@@ -26,13 +25,7 @@ FIELDS = {
 
 
 def run_qec(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "control_sim", "qec", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("control_sim", "qec", *args, timeout=timeout)
 
 
 def offline_logical_errors(spec: CodeSpec, seed: int, shots: int, block_shots: int) -> int:
