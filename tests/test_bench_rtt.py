@@ -19,8 +19,7 @@ import pytest
 from bench.rtt import chunk_sizes, rotated
 from bench.rtt_config import PEERS, RttConfig, parse_peers
 from bench.stats import LatencySummary
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, run_module
 
 
 def _expected_peers() -> set[str]:
@@ -30,9 +29,10 @@ def _expected_peers() -> set[str]:
 @pytest.mark.timeout(180)
 def test_rtt_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "rtt.json", tmp_path / "rtt.png"
-    cmd = [sys.executable, "-m", "bench", "rtt", "--n", "300", "--warmup", "100"]
-    cmd += ["--json", str(out_json), "--plot", str(out_png)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    proc = run_module(
+        "bench", "rtt", "--n", "300", "--warmup", "100",
+        "--json", str(out_json), "--plot", str(out_png), timeout=170,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
     doc = json.loads(out_json.read_text())

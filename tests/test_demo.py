@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from control_sim.local_stack import LocalStack, StackSpec
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = tmp_path / "demo.json"
-    args = [sys.executable, "-m", "control_sim", "demo", "--qec-shots", "10000"]
-    proc = subprocess.run(
-        [*args, "--json", str(out), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=100,
-    )  # fmt: skip
+    proc = run_module(
+        "control_sim", "demo", "--qec-shots", "10000", "--json", str(out), *extra, timeout=100
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc, json.loads(out.read_text())
 
