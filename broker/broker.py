@@ -512,10 +512,7 @@ class Broker:
         """Fail a request of a session whose worker is gone: its state went with it."""
         req.state = DONE
         sess.inflight -= 1
-        self._error(
-            req.client, req.version, req.service, req.body or [], ERR_SESSION_LOST,
-            _lost_text(sess),
-        )  # fmt: skip
+        self._fail(req, ERR_SESSION_LOST, _lost_text(sess))
         req.body = None
 
     def snapshot(self) -> dict[str, Any]:
@@ -637,10 +634,9 @@ class Broker:
             if req.attempts > self.config.max_redispatch:
                 self.stats["worker_lost"] += 1
                 req.state = DONE
-                self._error(
-                    req.client, req.version, req.service, req.body or [], ERR_WORKER_LOST,
-                    f"{req.attempts} workers died holding this request",
-                )  # fmt: skip
+                self._fail(
+                    req, ERR_WORKER_LOST, f"{req.attempts} workers died holding this request"
+                )
                 continue
             self.stats["redispatched"] += 1
             self._enqueue(svc, req, now, front=True)
@@ -703,13 +699,17 @@ class Broker:
         svc.compact()
         self._forget_if_idle(svc)
         self.stats["expired"] += 1
-        self._error(
-            req.client, req.version, req.service, req.body or [], ERR_NO_WORKER,
+        self._fail(
+            req, ERR_NO_WORKER,
             f"no worker of service {req.service.decode()!r} took the request within its deadline",
         )  # fmt: skip
         req.body = None
 
     # --- errors and sending ----------------------------------------------------------
+
+    def _fail(self, req: Request, err_type: str, message: str) -> None:
+        """Send ``req``'s client an error reply (:meth:`_error`) in place of its answer."""
+        self._error(req.client, req.version, req.service, req.body or [], err_type, message)
 
     def _error(
         self,
@@ -768,15 +768,14 @@ class Broker:
         for w in list(self.workers.values()):
             for req in w.inflight.values():
                 pending += 1
-                self._error(
-                    req.client, req.version, req.service, req.body or [], ERR_SHUTDOWN,
-                    "the broker shut down while a worker held this request",
-                )  # fmt: skip
+                self._fail(
+                    req, ERR_SHUTDOWN, "the broker shut down while a worker held this request"
+                )
             w.inflight.clear()
             for req in w.pinned:
                 pending += 1
-                self._error(
-                    req.client, req.version, req.service, req.body or [], ERR_SHUTDOWN,
+                self._fail(
+                    req, ERR_SHUTDOWN,
                     "the broker shut down while this session request waited for its worker",
                 )  # fmt: skip
             w.pinned.clear()
@@ -784,10 +783,9 @@ class Broker:
         for svc in self.services.values():
             while (queued := svc.next_queued()) is not None:
                 pending += 1
-                self._error(
-                    queued.client, queued.version, queued.service, queued.body or [], ERR_SHUTDOWN,
-                    "the broker shut down while this request was queued",
-                )  # fmt: skip
+                self._fail(
+                    queued, ERR_SHUTDOWN, "the broker shut down while this request was queued"
+                )
         log.info("broker stopped; %d pending request(s) answered with %s", pending, ERR_SHUTDOWN)
 
     def close(self) -> None:
