@@ -38,12 +38,12 @@ import client
 from bench.endpoints import endpoint
 from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
-from bench.rtt_clients import Session, open_session
+from bench.rtt_clients import PeerClient, open_peer_client
 from bench.rtt_config import RttConfig
 from bench.rtt_peers import PEER_INFO, start_stack
 from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, write_json
 from bench.stats import LatencySummary
-from control_sim.processes import ServerGroup, interrupts_raise
+from control_sim.stack.processes import ServerGroup, interrupts_raise
 
 
 def make_payload(size: int, seed: int) -> bytes:
@@ -67,10 +67,10 @@ def _progress(text: str) -> None:
     print(f"bench rtt: {text}", file=sys.stderr, flush=True)
 
 
-async def _round_trips(name: str, session: Session, n: int) -> list[int]:
-    """``session.round_trips(n)``, with a late or failed reply named after its peer."""
+async def _round_trips(name: str, peer: PeerClient, n: int) -> list[int]:
+    """``peer.round_trips(n)``, with a late or failed reply named after its peer."""
     try:
-        return await session.round_trips(n)
+        return await peer.round_trips(n)
     except (TimeoutError, client.NearloopError) as exc:
         raise BenchError(f"peer {name} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -81,22 +81,22 @@ async def _interleaved(
     """Warm every peer up, then time them in rotating round-robin chunks."""
     payload = make_payload(config.payload_bytes, config.seed)
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    sessions: dict[str, Session] = {}
+    connected: dict[str, PeerClient] = {}
     try:
         for name in peers:
-            sessions[name] = open_session(name, ctx, endpoints[PEER_INFO[name].stack], payload)
+            connected[name] = open_peer_client(name, ctx, endpoints[PEER_INFO[name].stack], payload)
         _progress(f"warming up {', '.join(peers)} ({config.warmup} round trips each)")
-        for name, session in sessions.items():  # the first round trip is the readiness check
-            await _round_trips(name, session, max(1, config.warmup))
+        for name, peer in connected.items():  # the first round trip is the readiness check
+            await _round_trips(name, peer, max(1, config.warmup))
         samples: dict[str, list[int]] = {name: [] for name in peers}
         for r, size in enumerate(chunk_sizes(config.n, config.rounds)):
             _progress(f"round {r + 1}/{config.rounds}: {size} round trips per peer")
             for name in rotated(peers, r):
-                await _round_trips(name, sessions[name], REWARM_PER_CHUNK)
-                samples[name] += await _round_trips(name, sessions[name], size)
+                await _round_trips(name, connected[name], REWARM_PER_CHUNK)
+                samples[name] += await _round_trips(name, connected[name], size)
     finally:
-        for session in sessions.values():
-            await session.aclose()
+        for peer in connected.values():
+            await peer.aclose()
     return {name: np.asarray(v, dtype=np.int64) for name, v in samples.items()}, loop_name
 
 

@@ -1,6 +1,6 @@
-"""The client side of each ``rtt`` peer: a session that times round trips, one in flight.
+"""The client side of each ``rtt`` peer: a peer client that times round trips, one in flight.
 
-Every session has the same shape, so the timed loops differ only in the one call that
+Every peer client has the same shape, so the timed loops differ only in the one call that
 sends the request and waits for its reply. Each round trip is timed with
 ``time.perf_counter_ns()`` around that call alone; the echo is checked outside the timed
 span. Every wait is bounded by :data:`REPLY_TIMEOUT_S`.
@@ -19,8 +19,8 @@ import zmq
 from bench.errors import EchoMismatch
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
-from client.correlation import DEFAULT_SPIN_US
-from client.transport import spin_recv
+from client.request_core import DEFAULT_SPIN_US
+from client.wire.transport import spin_recv
 
 _clock: Final = time.perf_counter_ns
 
@@ -28,11 +28,11 @@ REPLY_TIMEOUT_S: Final = 10.0
 """Bound on each reply. The first warm-up call doubles as the readiness check."""
 
 
-class Session(Protocol):
+class PeerClient(Protocol):
     """A connected client of one peer.
 
-    Every session is awaited from the one event loop the AsyncClient needs (uvloop, via
-    :func:`client.run`). The synchronous sessions never suspend inside ``round_trips``, so
+    Every peer client is awaited from the one event loop the AsyncClient needs (uvloop, via
+    :func:`client.run`). The synchronous ones never suspend inside ``round_trips``, so
     the loop sits idle while they run and adds nothing to their times.
     """
 
@@ -45,7 +45,7 @@ class Session(Protocol):
         ...
 
 
-class DealerSession:
+class DealerClient:
     """A pyzmq DEALER that sends the payload as one frame and waits for it to come back."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -61,7 +61,7 @@ class DealerSession:
     """How long to poll for each reply before blocking in ``recv`` (0: block at once)."""
 
     async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
+        """See :meth:`PeerClient.round_trips`; raises TimeoutError if a reply is late."""
         sock, payload, clock = self._sock, self._payload, _clock
         send, recv, spin_ns = sock.send, sock.recv, self.spin_us * 1000
         out = [0] * n
@@ -79,18 +79,18 @@ class DealerSession:
         return out
 
     async def aclose(self) -> None:
-        """See :meth:`Session.aclose`."""
+        """See :meth:`PeerClient.aclose`."""
         self._sock.close(linger=0)
 
 
-class SpinningDealerSession(DealerSession):
-    """A :class:`DealerSession` that waits for each reply as :class:`~client.Client` does:
+class SpinningDealerClient(DealerClient):
+    """A :class:`DealerClient` that waits for each reply as :class:`~client.Client` does:
     polling for up to ``DEFAULT_SPIN_US``, yielding the CPU in between, then blocking."""
 
     spin_us = DEFAULT_SPIN_US
 
 
-class MdpSession:
+class MdpClient:
     """A plain MDP/0.2 client (RFC 18, raw pyzmq DEALER) through the nearloop broker."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -104,7 +104,7 @@ class MdpSession:
         self._payload = payload
 
     async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`; raises TimeoutError if a reply is late."""
+        """See :meth:`PeerClient.round_trips`; raises TimeoutError if a reply is late."""
         send, recv, msg, clock = (
             self._sock.send_multipart,
             self._sock.recv_multipart,
@@ -125,11 +125,11 @@ class MdpSession:
         return out
 
     async def aclose(self) -> None:
-        """See :meth:`Session.aclose`."""
+        """See :meth:`PeerClient.aclose`."""
         self._sock.close(linger=0)
 
 
-class NearloopSession:
+class NearloopClient:
     """A nearloop :class:`~client.Client` calling the ``echo`` service through the broker."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -138,7 +138,7 @@ class NearloopSession:
         self._array = np.frombuffer(payload, dtype=np.uint8)
 
     async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`."""
+        """See :meth:`PeerClient.round_trips`."""
         request, array, clock = self._client.request, self._array, _clock
         out = [0] * n
         for i in range(n):
@@ -149,11 +149,11 @@ class NearloopSession:
         return out
 
     async def aclose(self) -> None:
-        """See :meth:`Session.aclose`."""
+        """See :meth:`PeerClient.aclose`."""
         self._client.close()
 
 
-class AsyncNearloopSession:
+class AsyncNearloopClient:
     """A nearloop :class:`~client.AsyncClient` on the running loop (uvloop via client.run)."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -162,7 +162,7 @@ class AsyncNearloopSession:
         self._array = np.frombuffer(payload, dtype=np.uint8)
 
     async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`."""
+        """See :meth:`PeerClient.round_trips`."""
         request, array, clock = self._client.request, self._array, _clock
         out = [0] * n
         for i in range(n):
@@ -173,11 +173,11 @@ class AsyncNearloopSession:
         return out
 
     async def aclose(self) -> None:
-        """See :meth:`Session.aclose`."""
+        """See :meth:`PeerClient.aclose`."""
         await self._client.close()
 
 
-class RpcqSession:
+class RpcqClient:
     """An :class:`rpcq.Client` calling the ``echo`` method with blocking ``call``."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -189,7 +189,7 @@ class RpcqSession:
         self._payload = payload
 
     async def round_trips(self, n: int) -> list[int]:
-        """See :meth:`Session.round_trips`; rpcq raises TimeoutError if a reply is late."""
+        """See :meth:`PeerClient.round_trips`; rpcq raises TimeoutError if a reply is late."""
         call, payload, clock = self._client.call, self._payload, _clock
         out = [0] * n
         for i in range(n):
@@ -201,27 +201,27 @@ class RpcqSession:
         return out
 
     async def aclose(self) -> None:
-        """See :meth:`Session.aclose`."""
+        """See :meth:`PeerClient.aclose`."""
         self._client.close()  # type: ignore[no-untyped-call]
 
 
-SessionFactory = Callable[[str, zmq.Context[Any], str, bytes], Session]
-"""``(peer name, zmq context, endpoint, payload) -> Session``."""
+PeerClientFactory = Callable[[str, zmq.Context[Any], str, bytes], PeerClient]
+"""``(peer name, zmq context, endpoint, payload) -> PeerClient``."""
 
-_SESSIONS: Final[dict[str, SessionFactory]] = {
-    "direct": DealerSession,
-    "proxy": DealerSession,
-    "proxy-spin": SpinningDealerSession,
-    "nearloop": NearloopSession,
-    "nearloop-async": AsyncNearloopSession,
-    "broker-mdp": MdpSession,
-    "rpcq": RpcqSession,
+_PEER_CLIENTS: Final[dict[str, PeerClientFactory]] = {
+    "direct": DealerClient,
+    "proxy": DealerClient,
+    "proxy-spin": SpinningDealerClient,
+    "nearloop": NearloopClient,
+    "nearloop-async": AsyncNearloopClient,
+    "broker-mdp": MdpClient,
+    "rpcq": RpcqClient,
 }
 
 
-def open_session(peer: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> Session:
+def open_peer_client(peer: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> PeerClient:
     """Connect the client of ``peer`` to ``endpoint``."""
-    return _SESSIONS[peer](peer, ctx, endpoint, payload)
+    return _PEER_CLIENTS[peer](peer, ctx, endpoint, payload)
 
 
 def _check_array(peer: str, got: tuple[npt.NDArray[Any], ...], sent: npt.NDArray[Any]) -> None:

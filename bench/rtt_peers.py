@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from control_sim.processes import ServerGroup
+from control_sim.stack.processes import ServerGroup
 
 _SERVERS: Final = "bench.rtt_servers"
 

@@ -32,10 +32,10 @@ import numpy as np
 
 from bench.machine import describe_machine, library_versions
 from client.latency import LatencySummary
-from control_sim.local_stack import LocalStack, StackSpec
-from control_sim.qec_codes import CodeSpec
-from control_sim.qec_run import QecConfig, run_qec
-from control_sim.syndrome_source import SyndromeSampler
+from control_sim.qec.codes import CodeSpec
+from control_sim.qec.run import QecConfig, run_qec
+from control_sim.qec.source import SyndromeSampler
+from control_sim.stack.local_stack import LocalStack, StackSpec
 from decoders.registry import make_decoder
 
 DEFAULT_DISTANCES: Final = (5, 9)

@@ -1,12 +1,12 @@
 """``python -m bench vqe``: the VQE parameter loop through the broker against in-process.
 
-Two peers run the same H2 VQE (:mod:`control_sim.h2`: 2 qubits, 4 parameters, the exact
+Two peers run the same H2 VQE (:mod:`control_sim.vqe.h2`: 2 qubits, 4 parameters, the exact
 estimator) with the same optimizer and seeds, in this process:
 
 - **in-process**: the optimizer calls the QPU evaluator directly
-  (:func:`control_sim.vqe_loop.in_process_energy`), no middleware;
+  (:func:`control_sim.vqe.driver.in_process_energy`), no middleware;
 - **broker**: the optimizer calls the ``qpu`` service through a local broker and one
-  ``python -m control_sim qpu`` worker on ipc:// (:class:`control_sim.qpu_client.QpuClient`:
+  ``python -m control_sim qpu`` worker on ipc:// (:class:`control_sim.qpu.client.QpuClient`:
   the circuit is registered once, then each call carries its id and the parameters).
 
 What is timed is one optimizer iteration (``time.perf_counter_ns()`` between the
@@ -51,11 +51,10 @@ from bench.rtt import chunk_sizes, rotated
 from bench.rtt_report import REWARM_PER_CHUNK
 from bench.stats import LatencySummary, ratio
 from client import Client, NearloopError
-from control_sim.local_stack import LocalStack, StackSpec
-from control_sim.processes import interrupts_raise
-from control_sim.qpu_client import CircuitInfo, QpuClient
-from control_sim.vqe_loop import EnergyFn, OptimizerName, in_process_energy, run_h2_vqe
-from control_sim.vqe_run import (
+from control_sim.qpu.client import CircuitInfo, QpuClient
+from control_sim.stack.local_stack import LocalStack, StackSpec
+from control_sim.stack.processes import interrupts_raise
+from control_sim.vqe.comparison import (
     DEFAULT_MAXITER,
     OPTIMIZERS,
     VqeConfig,
@@ -63,6 +62,7 @@ from control_sim.vqe_run import (
     remote_h2_energy,
     warm_up,
 )
+from control_sim.vqe.driver import EnergyFn, OptimizerName, in_process_energy, run_h2_vqe
 
 BASELINE: Final = "in-process"
 PEERS: Final = (BASELINE, "broker")

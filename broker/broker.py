@@ -2,18 +2,17 @@
 
 The hot path is: non-blocking receive, parse the envelope, hand the body frames on
 unchanged (zero-copy for large frames). Heartbeats, worker expiry and request expiry are
-entries in one heap ordered by due time, and the poll timeout is the time until the head
-of that heap falls due. Nothing there runs once per message. While messages come close
-together (a tight request loop), the broker polls for the next one for up to ``spin_us``
-before it sleeps, which saves its kernel wake-up (:mod:`broker.spin_policy`).
+entries in one heap ordered by due time (:mod:`broker.timers`), and the poll timeout is
+the time until the head of that heap falls due. Nothing there runs once per message.
+While messages come close together (a tight request loop), the broker polls for the next
+one for up to ``spin_us`` before it sleeps, which saves its kernel wake-up
+(:mod:`broker.spin_policy`).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
-import struct
 import time
 from typing import Any, Final
 
@@ -21,11 +20,12 @@ import msgpack
 import zmq
 
 from broker.config import BrokerConfig
-from broker.model_store import ModelRefused, ModelStore
-from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, Session, WorkerEntry
+from broker.errors import ModelRefused
+from broker.model_store import ModelStore
+from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, SessionEntry, WorkerEntry
 from broker.spin_policy import SpinPolicy
-from client.errors import ProtocolError
-from client.protocol import (
+from broker.timers import EXPIRE_REQUEST, EXPIRE_SESSION, EXPIRE_WORKER, HEARTBEAT, Timers
+from client.wire import (
     C_FINAL,
     C_PARTIAL,
     EMPTY,
@@ -67,6 +67,7 @@ from client.protocol import (
     ErrorInfo,
     Frame,
     Header,
+    ProtocolError,
     WorkerHeartbeat,
     WorkerReady,
     WorkerReply,
@@ -80,16 +81,11 @@ from client.protocol import (
     parse_header,
     parse_peer_message,
 )
-from client.transport import configure, poll, poll_items, send_frames, spin_readable
+from client.wire.transport import configure, poll, poll_items, send_frames, spin_readable
 
 log = logging.getLogger("nearloop.broker")
 
-_TOKEN: Final = struct.Struct(">Q").pack
 _RCVMORE: Final = zmq.RCVMORE
-_HEARTBEAT: Final = 0
-_EXPIRE_WORKER: Final = 1
-_EXPIRE_REQUEST: Final = 2
-_EXPIRE_SESSION: Final = 3
 _MS: Final = 1_000_000
 _LOG_EVERY: Final = 1000
 
@@ -142,10 +138,10 @@ class Broker:
             0,
         )
         self.models = ModelStore()
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[int, SessionEntry] = {}
         self._session_ids = itertools.count(1)
-        self._timers: list[tuple[int, int, int, Any]] = []
-        self._seq = itertools.count(1)
+        self.timers = Timers()
+        self._tokens = itertools.count(1)
         self._stopping = False
         self._plain_ttl_ns = (
             config.liveness * max(PLAIN_PEER_HEARTBEAT_MS, config.heartbeat_ms) * _MS
@@ -176,18 +172,15 @@ class Broker:
         spin = SpinPolicy(self.config.spin_us)
         spin_ns = spin.window_ns
         done = 0  # when the last message's handling ended
-        timers = self._timers
+        heap = self.timers.heap
         while not self._stopping:
             try:
                 now = monotonic_ns()
-                if timers and timers[0][0] <= now:
+                if heap and heap[0][0] <= now:
                     self._run_timers(now)
-                if not (spin.spinning and spin_readable(sock, done + spin_ns)):
-                    timeout_ms = cap_ms
-                    if timers:
-                        timeout_ms = min(cap_ms, max(0, -(-(timers[0][0] - now) // _MS)))
-                    if not poll(items, timeout_ms):
-                        continue
+                caught = spin.spinning and spin_readable(sock, done + spin_ns)
+                if not caught and not poll(items, self.timers.timeout_ms(now, cap_ms)):
+                    continue
                 # Envelope frames arrive as bytes, body frames as zmq.Frames, never copied.
                 # The body starts at frame 4 after the identity for clients (MDPC02, command,
                 # service) and at frame 5 for MDP/0.2 workers (MDPW02, command, address,
@@ -291,7 +284,7 @@ class Broker:
             svc.queue.appendleft(req)
         else:
             svc.queue.append(req)
-        heapq.heappush(self._timers, (req.deadline_ns, next(self._seq), _EXPIRE_REQUEST, req))
+        self.timers.push(req.deadline_ns, EXPIRE_REQUEST, req)
 
     def _ttl_ms(self, body: list[Frame] | None) -> int:
         """The request's ttl_ms from its nearloop header, else the broker default."""
@@ -309,7 +302,7 @@ class Broker:
 
     def _send_request(self, w: WorkerEntry, req: Request, now: int) -> None:
         """Hand ``req`` to ``w``, whose credit the caller has already taken."""
-        token = _TOKEN(next(self._seq))
+        token = b"%016x" % next(self._tokens)  # printable, no NUL: PROTOCOL.md §2.5
         w.inflight[token] = req
         req.state = IN_FLIGHT
         req.attempts += 1
@@ -434,11 +427,11 @@ class Broker:
             self._error(ident, msg.version, msg.service, msg.body, ERR_NO_WORKER, why)
             return
         w = min(candidates, key=lambda c: (len(c.sessions), -c.free))
-        sess = Session(next(self._session_ids), ident, w, now)
+        sess = SessionEntry(next(self._session_ids), ident, w, now)
         self.sessions[sess.id] = w.sessions[sess.id] = sess
         self.stats["sessions_opened"] += 1
         due = now + self.config.session_idle_ms * _MS
-        heapq.heappush(self._timers, (due, next(self._seq), _EXPIRE_SESSION, sess))
+        self.timers.push(due, EXPIRE_SESSION, sess)
         result = {"session": sess.id, "service": name, "worker": w.identity.hex()}
         self._reply(ident, msg, header, result)
 
@@ -455,7 +448,7 @@ class Broker:
             self.stats["sessions_closed"] += 1
             self._reply(ident, msg, header, {"session": sid})
 
-    def _session_of(self, ident: bytes, msg: ClientRequest, sid: int) -> Session | None:
+    def _session_of(self, ident: bytes, msg: ClientRequest, sid: int) -> SessionEntry | None:
         """The client's session ``sid``, or None once the client has its error reply."""
         sess = self.sessions.get(sid)
         if sess is None or sess.client != ident:
@@ -504,11 +497,11 @@ class Broker:
         else:
             w.pinned.append(req)
 
-    def _forget_session(self, sess: Session) -> None:
+    def _forget_session(self, sess: SessionEntry) -> None:
         self.sessions.pop(sess.id, None)
         sess.worker.sessions.pop(sess.id, None)
 
-    def _lose(self, req: Request, sess: Session) -> None:
+    def _lose(self, req: Request, sess: SessionEntry) -> None:
         """Fail a request of a session whose worker is gone: its state went with it."""
         req.state = DONE
         sess.inflight -= 1
@@ -560,9 +553,8 @@ class Broker:
         w.waiting = True
         svc.waiting.append(w)
         self.stats["workers_registered"] += 1
-        seq = self._seq
-        heapq.heappush(self._timers, (now + hb_ns, next(seq), _HEARTBEAT, w))
-        heapq.heappush(self._timers, (now + ttl_ns, next(seq), _EXPIRE_WORKER, w))
+        self.timers.push(now + hb_ns, HEARTBEAT, w)
+        self.timers.push(now + ttl_ns, EXPIRE_WORKER, w)
         log.info("worker registered: %r", w)
         self._drain(svc, now)
 
@@ -653,40 +645,38 @@ class Broker:
     # --- timers ----------------------------------------------------------------------
 
     def _run_timers(self, now: int) -> None:
-        timers = self._timers
-        pop, push, seq = heapq.heappop, heapq.heappush, self._seq
-        while timers and timers[0][0] <= now:
-            _, _, kind, obj = pop(timers)
-            if kind == _EXPIRE_REQUEST:
+        timers = self.timers
+        for kind, obj in timers.pop_due(now):
+            if kind == EXPIRE_REQUEST:
                 req: Request = obj
                 if req.state == QUEUED:
                     self._expire_request(req)
-            elif kind == _EXPIRE_SESSION:
+            elif kind == EXPIRE_SESSION:
                 self._expire_session(obj, now)
-            elif kind == _HEARTBEAT:
+            elif kind == HEARTBEAT:
                 w: WorkerEntry = obj
                 if w.alive:
                     self._send([w.identity, *encode_worker_heartbeat(w.version)])
-                    push(timers, (now + w.heartbeat_ns, next(seq), _HEARTBEAT, w))
+                    timers.push(now + w.heartbeat_ns, HEARTBEAT, w)
             else:
                 w = obj
                 if not w.alive:
                     continue
                 expiry = w.last_seen_ns + w.ttl_ns
                 if expiry > now:
-                    push(timers, (expiry, next(seq), _EXPIRE_WORKER, w))
+                    timers.push(expiry, EXPIRE_WORKER, w)
                 else:
                     self.stats["workers_expired"] += 1
                     log.warning("worker %r missed its heartbeats; removing it", w)
                     self._remove_worker(w, now, send_disconnect=True, why="missed its heartbeats")
 
-    def _expire_session(self, sess: Session, now: int) -> None:
+    def _expire_session(self, sess: SessionEntry, now: int) -> None:
         if self.sessions.get(sess.id) is not sess:
             return  # closed already
         idle_ns = self.config.session_idle_ms * _MS
         due = now + idle_ns if sess.inflight else sess.last_used_ns + idle_ns
         if due > now:
-            heapq.heappush(self._timers, (due, next(self._seq), _EXPIRE_SESSION, sess))
+            self.timers.push(due, EXPIRE_SESSION, sess)
             return
         self._forget_session(sess)
         self.stats["sessions_expired"] += 1
@@ -809,7 +799,7 @@ def _model_text(header: Header, body: list[Frame]) -> bytes | None:
     return bytes(text.data)
 
 
-def _lost_text(sess: Session) -> str:
+def _lost_text(sess: SessionEntry) -> str:
     return f"session {sess.id}: {sess.lost}; the session's state went with it: open a new session"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.protocol import (
+from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
     MAX_HEARTBEAT_MS,

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from client.protocol import MAX_MODEL_BYTES, MAX_MODEL_STORE_BYTES, MAX_MODELS, model_hash
-
-
-class ModelRefused(ValueError):
-    """A model the store will not take: too large, or its text does not match its hash."""
+from broker.errors import ModelRefused
+from client.wire import MAX_MODEL_BYTES, MAX_MODEL_STORE_BYTES, MAX_MODELS, model_hash
 
 
 class ModelStore:

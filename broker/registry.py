@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from client.protocol import Frame, WorkerOptions
+from client.wire import Frame, WorkerOptions
 
 QUEUED: Final = 0
 IN_FLIGHT: Final = 1
@@ -38,7 +38,7 @@ class Request:
         self.deadline_ns = 0  # 0: not yet known; read from the header only if it must wait
         self.state = QUEUED
         self.attempts = 0
-        self.session: Session | None = None
+        self.session: SessionEntry | None = None
 
 
 class WorkerEntry:
@@ -81,7 +81,7 @@ class WorkerEntry:
         self.inflight: dict[bytes, Request] = {}
         self.alive = True
         self.waiting = False
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[int, SessionEntry] = {}
         self.pinned: deque[Request] = deque()
         """Session requests waiting for this worker's credit (non-empty only while it has
         none), served before anything from the service queue."""
@@ -155,7 +155,7 @@ class Service:
         )
 
 
-class Session:
+class SessionEntry:
     """A client's session, pinned to one worker. ``lost`` says why that worker is gone."""
 
     __slots__ = ("client", "id", "inflight", "last_used_ns", "lost", "service", "worker")
@@ -171,4 +171,6 @@ class Session:
 
     def __repr__(self) -> str:
         state = f"lost: {self.lost}" if self.lost else f"on {self.worker.identity.hex()}"
-        return f"Session({self.id}, service={self.service!r}, {state}, inflight={self.inflight})"
+        return (
+            f"SessionEntry({self.id}, service={self.service!r}, {state}, inflight={self.inflight})"
+        )

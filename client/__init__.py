@@ -1,75 +1,9 @@
-"""nearloop client library: the wire protocol, Client, AsyncClient and Worker."""
+"""nearloop's client library: Client, AsyncClient, Worker, sessions and streams.
 
-from client.async_client import AsyncClient, run
-from client.errors import (
-    BadBlock,
-    BadModel,
-    BrokerShutdown,
-    ClientClosed,
-    MalformedRequest,
-    NearloopError,
-    PayloadTooLarge,
-    ProtocolError,
-    QueueFull,
-    RemoteError,
-    RemotePayloadTooLarge,
-    RequestTimeout,
-    ServiceUnavailable,
-    SessionLost,
-    UnknownModel,
-    UnknownSession,
-    WorkerError,
-    WorkerLost,
-)
-from client.messages import Message, Payload
-from client.session import Session
-from client.stream import BlockResult, Stream, StreamStats, WindowFull
-from client.sync_client import Client, PendingReply
-from client.worker import (
-    BatchHandler,
-    DeferredReply,
-    Handler,
-    Worker,
-    WorkerState,
-    run_worker,
-    serve,
-)
+Names are imported on first use (``client/__init__.pyi`` lists them), so a process that
+needs only the wire layer (:mod:`client.wire`), such as the broker, loads nothing else.
+"""
 
-__all__ = [
-    "AsyncClient",
-    "BadBlock",
-    "BadModel",
-    "BatchHandler",
-    "BlockResult",
-    "BrokerShutdown",
-    "Client",
-    "ClientClosed",
-    "DeferredReply",
-    "Handler",
-    "MalformedRequest",
-    "Message",
-    "NearloopError",
-    "Payload",
-    "PayloadTooLarge",
-    "PendingReply",
-    "ProtocolError",
-    "QueueFull",
-    "RemoteError",
-    "RemotePayloadTooLarge",
-    "RequestTimeout",
-    "ServiceUnavailable",
-    "Session",
-    "SessionLost",
-    "Stream",
-    "StreamStats",
-    "UnknownModel",
-    "UnknownSession",
-    "WindowFull",
-    "Worker",
-    "WorkerError",
-    "WorkerLost",
-    "WorkerState",
-    "run",
-    "run_worker",
-    "serve",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -11,11 +11,18 @@ import msgpack
 import numpy.typing as npt
 import zmq
 
-from client.correlation import DEFAULT_SPIN_US, RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
-from client.protocol import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.transport import connect_dealer, poll, poll_items, recv_frames, send_frames, yield_cpu
+from client.request_core import DEFAULT_SPIN_US, RequestCore
+from client.wire import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
+from client.wire.transport import (
+    connect_dealer,
+    poll,
+    poll_items,
+    recv_frames,
+    send_frames,
+    yield_cpu,
+)
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from client.protocol import Header
+from client.wire import Header
 
 
 class Message(NamedTuple):

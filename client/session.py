@@ -8,7 +8,7 @@ import numpy.typing as npt
 
 from client.errors import ClientClosed
 from client.messages import Message
-from client.protocol import NL_SESSION, NL_SESSION_CLOSE, NL_SESSION_OPEN
+from client.wire import NL_SESSION, NL_SESSION_CLOSE, NL_SESSION_OPEN
 
 if TYPE_CHECKING:
     from client.sync_client import Client, PendingReply

@@ -26,6 +26,7 @@ from client.errors import (
     ProtocolError,
     RemoteError,
     RequestTimeout,
+    WindowFull,
     WorkerLost,
 )
 from client.messages import Message
@@ -37,19 +38,6 @@ DEFAULT_WINDOW: Final = 64
 DEFAULT_BLOCK_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 _RETRIABLE: Final = (WorkerLost, BrokerShutdown)
-
-
-class WindowFull(NearloopError, TimeoutError):
-    """``send`` waited ``timeout`` seconds for room in the window; the block was not sent."""
-
-    def __init__(self, stream: str, window: int, timeout: float) -> None:
-        super().__init__(
-            f"stream {stream}: {window} blocks still in flight after {timeout:g} s; "
-            "the block was not sent (nothing was dropped)"
-        )
-        self.stream = stream
-        self.window = window
-        self.timeout = timeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from client.correlation import DEFAULT_SPIN_US, RequestCore
 from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
 from client.messages import Message
-from client.protocol import (
+from client.request_core import DEFAULT_SPIN_US, RequestCore
+from client.session import Session
+from client.wire import (
     MMI_OK,
     MMI_SERVICE,
     MMI_STATS,
@@ -22,8 +23,7 @@ from client.protocol import (
     NL_MODEL_PUT,
     model_hash,
 )
-from client.session import Session
-from client.transport import connect_dealer, recv_by, recv_frames, send_frames, spin_recv
+from client.wire.transport import connect_dealer, recv_by, recv_frames, send_frames, spin_recv
 
 _NS = 1_000_000_000
 _RCVTIMEO = int(zmq.RCVTIMEO)

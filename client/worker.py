@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import zmq
 
-from client.errors import ProtocolError
+from client.errors import ProtocolError, RemoteError
 from client.messages import Message, Payload
-from client.protocol import (
+from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
     ERR_MALFORMED,
@@ -41,7 +41,7 @@ from client.protocol import (
     parse_broker_to_worker,
     parse_header,
 )
-from client.transport import (
+from client.wire.transport import (
     connect_dealer,
     poll,
     poll_items,
@@ -145,9 +145,9 @@ class WorkerState:
     """Runs the handler on requests and builds the FINAL replies. No I/O.
 
     A handler exception becomes an error reply that carries its text and traceback; the
-    worker keeps serving. An exception with an ``error_type`` attribute (say
-    ``"bad_block"``) is an expected refusal: its type goes on the wire, without a
-    traceback.
+    worker keeps serving. A :class:`~client.errors.RemoteError` (any subclass, say
+    :class:`~client.errors.BadBlock`) is a refusal the handler means to send: its
+    ``type`` goes on the wire, without a traceback.
     """
 
     def __init__(
@@ -254,9 +254,8 @@ class WorkerState:
 
     def _failure(self, req: BrokerRequest, message: Message, exc: BaseException) -> list[Frame]:
         self.failed += 1
-        err_type = getattr(exc, "error_type", None)
-        if isinstance(err_type, str):
-            return self._error(req, message.id, err_type, f"{self.service}: {exc}", None)
+        if isinstance(exc, RemoteError):
+            return self._error(req, message.id, exc.type, f"{self.service}: {exc}", None)
         text = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(exc, limit=20))
         return self._error(req, message.id, ERR_WORKER, text, tb)
@@ -355,7 +354,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 served_before = self.state.served + self.state.failed
-                reason = self._session()
+                reason = self._serve_connection()
                 if self._stop.is_set():
                     break
                 if self.state.served + self.state.failed > served_before:
@@ -368,7 +367,7 @@ class Worker:
             self._stop.set()
             beats.join()
 
-    def _session(self) -> str:
+    def _serve_connection(self) -> str:
         """One connection to the broker; returns why it ended."""
         sock = connect_dealer(self._context, self.endpoint)
         version = 2

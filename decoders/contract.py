@@ -12,7 +12,8 @@ A :class:`Decoder` holds a decoder's options. :meth:`Decoder.compile` turns a
 
 :meth:`CompiledDecoder.decode_batch` checks dtype, ndim and width before decoding and the
 predictions after; every failure is a :class:`~decoders.errors.DecoderError` that names
-the decoder. A model travels as its content hash (:func:`model_hash`), never as text.
+the decoder. A model travels as its content hash (:func:`client.wire.model_hash`), never
+as text.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import stim
 
-from client import protocol
-from decoders.errors import BadBlock, BadPrediction, ModelError
+from client.wire import model_hash
+from decoders.errors import BadPrediction, InvalidBlock, ModelError
 
 PACKED_DTYPE: Final = np.dtype(np.uint8)
 """The dtype of bit-packed detection events and predictions."""
@@ -35,19 +36,6 @@ BIT_ORDER: Final = "little"
 
 PackedBits = npt.NDArray[np.uint8]
 """A bit-packed ``(shots, bytes)`` block, see :func:`pack_bits`."""
-
-
-def model_hash(dem_text: str | bytes) -> str:
-    """The content hash of a detector error model: sha256 hex of its UTF-8 text.
-
-    Hash exactly the text you send; ``model_hash(str(dem))`` is the canonical choice.
-    ``bytes`` are hashed as they are (the same value as ``client.protocol.model_hash``).
-
-    >>> model_hash("error(0.1) D0 L0")[:12]
-    '56f72ff3cd5c'
-    """
-    data = dem_text.encode("utf-8") if isinstance(dem_text, str) else dem_text
-    return protocol.model_hash(data)
 
 
 def packed_width(num_bits: int) -> int:
@@ -86,20 +74,20 @@ def unpack_bits(packed: PackedBits, num_bits: int) -> npt.NDArray[np.uint8]:
 
 
 def check_block(decoder: str, dets: object, num_detectors: int) -> PackedBits:
-    """Return ``dets`` as a C-contiguous packed block, or raise :class:`BadBlock`.
+    """Return ``dets`` as a C-contiguous packed block, or raise :class:`InvalidBlock`.
 
     Checks, in order: it is a numpy array, its dtype is ``uint8``, it is 2-D, and each row
     is ``ceil(num_detectors / 8)`` bytes wide. A read-only array (a zero-copy frame) is fine.
     """
     width = packed_width(num_detectors)
     if not isinstance(dets, np.ndarray):
-        raise BadBlock(decoder, what="type", expected="numpy.ndarray", got=type(dets).__name__)
+        raise InvalidBlock(decoder, what="type", expected="numpy.ndarray", got=type(dets).__name__)
     if dets.dtype != PACKED_DTYPE:
-        raise BadBlock(decoder, what="dtype", expected="uint8", got=str(dets.dtype))
+        raise InvalidBlock(decoder, what="dtype", expected="uint8", got=str(dets.dtype))
     if dets.ndim != 2:
-        raise BadBlock(decoder, what="ndim", expected=2, got=dets.ndim)
+        raise InvalidBlock(decoder, what="ndim", expected=2, got=dets.ndim)
     if dets.shape[1] != width:
-        raise BadBlock(
+        raise InvalidBlock(
             decoder, what="width", expected=(dets.shape[0], width), got=tuple(dets.shape)
         )
     return np.ascontiguousarray(dets)
@@ -160,7 +148,7 @@ class CompiledDecoder(abc.ABC):
             bit ``k % 8`` of byte ``k // 8`` is observable ``k``.
 
         Raises:
-            BadBlock: ``dets`` has the wrong type, dtype, ndim or width.
+            InvalidBlock: ``dets`` has the wrong type, dtype, ndim or width.
             BadPrediction: the decoder returned the wrong dtype or shape.
         """
         block = check_block(self.decoder_name, dets, self.num_detectors)

@@ -1,12 +1,18 @@
 """The decoders' errors: one base class, subclasses that carry their fields.
 
-Every error names the decoder it came from (``decoder``), so a worker can send it back
-verbatim and the producer knows which decoder refused what.
+Every error names the decoder it came from (``decoder``). The ones a producer must hear
+about are also the client's error reply of that type (:mod:`client.errors`): a worker
+that raises :class:`InvalidBlock`, :class:`ModelNotFound` or :class:`ModelError` answers
+the block with ``bad_block``, ``unknown_model`` or ``bad_model``, and the producer gets
+:class:`client.errors.BadBlock`, :class:`~client.errors.UnknownModel` or
+:class:`~client.errors.BadModel`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from client.errors import BadBlock, BadModel, UnknownModel
 
 
 class DecoderError(Exception):
@@ -22,7 +28,7 @@ class DecoderError(Exception):
         self.decoder = decoder
 
 
-class BadBlock(DecoderError):
+class InvalidBlock(DecoderError, BadBlock):
     """A block of detection events that is not what the compiled model expects.
 
     Raised before any decoding, so nothing was decoded.
@@ -109,7 +115,7 @@ class UnknownDecoder(DecoderError):
         self.valid = tuple(valid)
 
 
-class ModelError(DecoderError):
+class ModelError(DecoderError, BadModel):
     """A detector error model that this decoder cannot compile.
 
     Attributes:
@@ -121,7 +127,7 @@ class ModelError(DecoderError):
         self.reason = reason
 
 
-class UnknownModel(DecoderError):
+class ModelNotFound(DecoderError, UnknownModel):
     """A block names a model hash whose text is not available.
 
     Attributes:
@@ -133,7 +139,7 @@ class UnknownModel(DecoderError):
         self.model_hash = model_hash
 
 
-class ModelHashMismatch(DecoderError):
+class ModelHashMismatch(ModelError):
     """A model's text does not hash to the hash it was announced under.
 
     Attributes:
@@ -142,9 +148,9 @@ class ModelHashMismatch(DecoderError):
     """
 
     def __init__(self, decoder: str, *, expected: str, got: str) -> None:
-        super().__init__(
-            decoder, f"model text hashes to {got[:16]}…, but was announced as {expected[:16]}…"
-        )
+        reason = f"model text hashes to {got[:16]}…, but was announced as {expected[:16]}…"
+        DecoderError.__init__(self, decoder, reason)
+        self.reason = reason
         self.expected = expected
         self.got = got
 

@@ -14,8 +14,9 @@ from typing import Final
 
 import stim
 
-from decoders.contract import CompiledDecoder, Decoder, model_hash
-from decoders.errors import ModelError, ModelHashMismatch, UnknownModel
+from client.wire import model_hash
+from decoders.contract import CompiledDecoder, Decoder
+from decoders.errors import ModelError, ModelHashMismatch, ModelNotFound
 
 ModelSource = str | bytes | stim.DetectorErrorModel
 """What a text provider may return: the model's text (verified against the hash), or the
@@ -84,13 +85,13 @@ class ModelCache:
         """The compiled model for ``model_hash``, compiling it on a miss.
 
         Args:
-            model_hash: the sha256 hex the block carries (:func:`decoders.model_hash`).
+            model_hash: the sha256 hex the block carries (:func:`client.wire.model_hash`).
             text_provider: called only on a miss; returns the model's text (``str`` or UTF-8
                 ``bytes``, checked against ``model_hash``), the model parsed from that text,
                 or None if the model is not known.
 
         Raises:
-            UnknownModel: a miss, and ``text_provider`` returned None.
+            ModelNotFound: a miss, and ``text_provider`` returned None.
             ModelHashMismatch: the text does not hash to ``model_hash``.
             ModelError: the text does not parse, or the decoder cannot compile the model.
         """
@@ -99,7 +100,7 @@ class ModelCache:
             return compiled
         source = text_provider()
         if source is None:
-            raise UnknownModel(self.decoder.name, model_hash=model_hash)
+            raise ModelNotFound(self.decoder.name, model_hash=model_hash)
         return self._add(model_hash, source)
 
     def add_text(self, dem_text: str) -> CompiledDecoder:

@@ -1,22 +1,31 @@
-"""The registered decoders, by name, and :func:`make_decoder`."""
+"""Build a registered decoder by name: :func:`make_decoder`.
+
+Each decoder's class is imported when it is first asked for (:mod:`decoders.names` says
+where it lives), so building one loads only that decoder's library.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Final
 
-from decoders.bp_gpu import BpGpuDecoder
-from decoders.bposd_decoder import BpOsdDecoder
 from decoders.contract import Decoder
 from decoders.errors import BadOption, UnknownDecoder
-from decoders.pymatching_decoder import PyMatchingDecoder
+from decoders.names import DECODER_CLASSES, DECODER_NAMES
 
-DECODERS: Final[Mapping[str, type[Decoder]]] = MappingProxyType(
-    {cls.name: cls for cls in (PyMatchingDecoder, BpOsdDecoder, BpGpuDecoder)}
-)
-"""Decoder classes by registered name: ``"pymatching"``, ``"bposd"``, ``"bp-gpu"``."""
+
+def decoder_class(name: str) -> type[Decoder]:
+    """The class registered as ``name`` (imported now).
+
+    Raises:
+        UnknownDecoder: no decoder is registered under ``name`` (the error lists the names).
+    """
+    try:
+        module, attr = DECODER_CLASSES[name]
+    except KeyError:
+        raise UnknownDecoder(name, valid=sorted(DECODER_NAMES)) from None
+    cls: type[Decoder] = getattr(importlib.import_module(module), attr)
+    return cls
 
 
 def decoder_options(name: str) -> tuple[str, ...]:
@@ -25,11 +34,7 @@ def decoder_options(name: str) -> tuple[str, ...]:
     Raises:
         UnknownDecoder: no decoder is registered under ``name``.
     """
-    try:
-        cls = DECODERS[name]
-    except KeyError:
-        raise UnknownDecoder(name, valid=sorted(DECODERS)) from None
-    params = inspect.signature(cls).parameters.values()
+    params = inspect.signature(decoder_class(name)).parameters.values()
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
@@ -53,5 +58,5 @@ def make_decoder(name: str, /, **options: object) -> Decoder:
                 value=value,
                 reason=f"not an option of {name}; it takes {', '.join(accepted) or 'none'}",
             )
-    decoder: Decoder = DECODERS[name](**options)
+    decoder: Decoder = decoder_class(name)(**options)
     return decoder

@@ -136,7 +136,7 @@ def test_summary_uses_numpy_percentiles() -> None:
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
     code = (
-        "import sys\nfrom bench.__main__ import build_parser\nbuild_parser()\n"
+        "import sys\nfrom bench.cli import build_parser\nbuild_parser()\n"
         "print(sorted({'numpy', 'zmq', 'matplotlib', 'client'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -23,7 +23,7 @@ from client import (
     ServiceUnavailable,
     WorkerError,
 )
-from client.protocol import MAX_MESSAGE_BYTES
+from client.wire import MAX_MESSAGE_BYTES
 from tests.conftest import BrokerProc, Stack, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,8 +14,8 @@ import numpy as np
 import pymatching
 import pytest
 
-from control_sim.qec_codes import CodeSpec
-from control_sim.syndrome_source import SyndromeSampler
+from control_sim.qec.codes import CodeSpec
+from control_sim.qec.source import SyndromeSampler
 from tests.conftest import run_module
 
 FIELDS = {

@@ -24,25 +24,26 @@ from hypothesis import strategies as st
 from ldpc.bp_decoder import BpDecoder as LdpcBp
 from ldpc.bposd_decoder import BpOsdDecoder as LdpcBpOsd
 
+from client.errors import BadBlock
+from client.wire import model_hash
 from decoders import (
-    DECODERS,
+    DECODER_NAMES,
     BackendUnavailable,
-    BadBlock,
     BadOption,
     BpGpuDecoder,
     BpOsdDecoder,
     CompiledBpGpu,
     DecoderError,
     DemMatrices,
+    InvalidBlock,
     ModelCache,
     ModelError,
     ModelHashMismatch,
+    ModelNotFound,
     PyMatchingDecoder,
     UndecodableBlock,
     UnknownDecoder,
-    UnknownModel,
     make_decoder,
-    model_hash,
     pack_bits,
     packed_width,
     unpack_bits,
@@ -307,7 +308,7 @@ def test_tanner_layout_holds_every_edge_once() -> None:
 # --- the contract: checks, zero shots, errors ---------------------------------------------
 
 
-@pytest.fixture(scope="module", params=sorted(DECODERS))
+@pytest.fixture(scope="module", params=sorted(DECODER_NAMES))
 def compiled(request: pytest.FixtureRequest) -> Any:
     dem, _, _ = surface_code(3, 0.005, 10)
     options = {"device": "cpu"} if request.param == "bp-gpu" else {}
@@ -330,12 +331,12 @@ def compiled(request: pytest.FixtureRequest) -> Any:
 def test_bad_blocks_raise_bad_block_naming_the_decoder(
     compiled: Any, block: Any, what: str
 ) -> None:
-    with pytest.raises(BadBlock) as info:
+    with pytest.raises(InvalidBlock) as info:
         compiled.decode_batch(block)
     err = info.value
-    assert isinstance(err, DecoderError)
+    assert isinstance(err, DecoderError) and isinstance(err, BadBlock)  # bad_block on the wire
     assert err.decoder == compiled.decoder_name and err.what == what
-    assert str(err).startswith(f"{compiled.decoder_name}: ")
+    assert str(err).startswith(f"[bad_block] {compiled.decoder_name}: ")
     if what == "width":
         assert err.expected == (block.shape[0], 3) and err.got == block.shape
 
@@ -382,7 +383,7 @@ def test_models_decoders_cannot_take_raise_model_error() -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("name", sorted(DECODERS))
+@pytest.mark.parametrize("name", sorted(DECODER_NAMES))
 def test_tiny_and_empty_models_never_crash(name: str) -> None:
     options = {"device": "cpu"} if name == "bp-gpu" else {}
     decoder = make_decoder(name, **options)
@@ -400,7 +401,7 @@ def test_tiny_and_empty_models_never_crash(name: str) -> None:
 
 @pytest.mark.timeout(10)
 def test_registry_names_and_errors() -> None:
-    assert set(DECODERS) == {"pymatching", "bposd", "bp-gpu"}
+    assert set(DECODER_NAMES) == {"pymatching", "bposd", "bp-gpu"}
     assert isinstance(make_decoder("pymatching"), PyMatchingDecoder)
     assert isinstance(make_decoder("bposd", osd_method="osd0", osd_order=0), BpOsdDecoder)
     with pytest.raises(UnknownDecoder) as unknown:
@@ -490,7 +491,7 @@ def test_model_cache_compiles_each_model_once() -> None:
     assert cache_.stats.evictions == 1 and cache_.stats.compiles == 3
     assert cache_.peek(hashes[0]) is first
 
-    with pytest.raises(UnknownModel) as unknown:
+    with pytest.raises(ModelNotFound) as unknown:
         cache_.get_or_compile("0" * 64, lambda: None)
     assert unknown.value.model_hash == "0" * 64 and unknown.value.decoder == "pymatching"
     with pytest.raises(ModelHashMismatch) as mismatch:
@@ -504,9 +505,7 @@ def test_model_cache_compiles_each_model_once() -> None:
     bad = b"\xff\xfe not utf-8"
     with pytest.raises(ModelError):
         cache_.get_or_compile(model_hash(bad), lambda: bad)
-    from client.protocol import model_hash as wire_hash
-
-    assert wire_hash(texts[0].encode()) == hashes[0]  # one hash on the wire and here
+    assert model_hash(texts[0].encode()) == hashes[0]  # str or its UTF-8 bytes: one hash
     assert "pymatching" in repr(cache_)
 
 
@@ -555,7 +554,7 @@ def test_docstring_examples(module: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_bench_decoders_runs_and_writes_json_and_plot(tmp_path: Path) -> None:
-    from bench.__main__ import main
+    from bench.cli import main
 
     out, png = tmp_path / "d.json", tmp_path / "d.png"
     argv = ["decoders", "--device", "both", "--distance", "3", "--batch-shots", "20,50"]

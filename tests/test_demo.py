@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from control_sim.local_stack import LocalStack, StackSpec
+from control_sim.stack.local_stack import LocalStack, StackSpec
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.timeout(120)

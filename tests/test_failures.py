@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable, WorkerError
-from client.protocol import MAX_MESSAGE_BYTES, encode_header
+from client.wire import MAX_MESSAGE_BYTES, encode_header
 from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
 
 pytestmark = pytest.mark.timeout(60)

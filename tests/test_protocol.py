@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from client import protocol as p
+from client import wire as p
 from client.errors import PayloadTooLarge, ProtocolError
 
 pytestmark = pytest.mark.timeout(120)

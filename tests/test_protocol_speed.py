@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from client.correlation import RequestCore
 from client.messages import Payload
-from client.protocol import BrokerRequest, parse_peer_message
+from client.request_core import RequestCore
+from client.wire import BrokerRequest, parse_peer_message
 from client.worker import WorkerState
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,15 +15,15 @@ import pymatching  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import stim  # type: ignore[import-untyped, unused-ignore]
 
-from control_sim.aer_repetition import (
+from control_sim.qec.aer_repetition import (
     AerRepetitionSampler,
     memory_to_measurements,
     repetition_memory_circuit,
 )
-from control_sim.pacing import PacingClock
-from control_sim.pauli_frame import LogicalFrame
-from control_sim.qec_codes import CodeSpec, build_circuit, detector_error_model
-from control_sim.syndrome_source import (
+from control_sim.qec.codes import CodeSpec, build_circuit, detector_error_model
+from control_sim.qec.pacing import PacingClock
+from control_sim.qec.pauli_frame import LogicalFrame
+from control_sim.qec.source import (
     SyndromeSampler,
     SyndromeSource,
     iter_blocks,
@@ -417,11 +417,11 @@ def test_logical_frame_rejects_bad_arrays() -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "control_sim.qec_codes",
-        "control_sim.syndrome_source",
-        "control_sim.aer_repetition",
-        "control_sim.pacing",
-        "control_sim.pauli_frame",
+        "control_sim.qec.codes",
+        "control_sim.qec.source",
+        "control_sim.qec.aer_repetition",
+        "control_sim.qec.pacing",
+        "control_sim.qec.pauli_frame",
     ],
 )
 def test_docstring_examples(name: str) -> None:

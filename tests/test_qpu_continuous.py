@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client import Client, RemoteError, SessionLost
-from control_sim.qpu_session import QpuSession
+from control_sim.qpu.session import QpuSession
 from tests.conftest import START_TIMEOUT_S, Stack, spawn, wait_for_line, wait_for_workers
 
 pytestmark = pytest.mark.timeout(90)

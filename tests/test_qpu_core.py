@@ -5,28 +5,27 @@ No networking here: these are the parts a ``qpu`` worker and a VQE driver call.
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import io
 import logging
-import time
 from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
-from qiskit import QuantumCircuit, qpy  # type: ignore[import-untyped, unused-ignore]
+from pytest_benchmark.fixture import BenchmarkFixture
+from qiskit import QuantumCircuit, qasm3, qpy  # type: ignore[import-untyped, unused-ignore]
 from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-ignore]
 from qiskit.quantum_info import SparsePauliOp, Statevector  # type: ignore[import-untyped, unused-ignore]
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
-from control_sim import circuit_registry, h2
-from control_sim.circuit_registry import MAX_QUBITS, CircuitRegistry
-from control_sim.optimizers import batched, cobyla, scalar, spsa
-from control_sim.qpu_errors import ERROR_KINDS, QpuError
-from control_sim.qpu_evaluator import MAX_BATCH, MAX_SHOTS, QpuEvaluator
-from control_sim.vqe_loop import h2_registration, in_process_energy, run_h2_vqe
+from control_sim.qpu import circuits
+from control_sim.qpu.circuits import MAX_QUBITS, CircuitRegistry
+from control_sim.qpu.errors import ERROR_TYPES, QpuError
+from control_sim.qpu.evaluator import MAX_BATCH, MAX_SHOTS, QpuEvaluator
+from control_sim.vqe import h2
+from control_sim.vqe.driver import h2_registration, in_process_energy, run_h2_vqe
+from control_sim.vqe.optimizers import batched, cobyla, scalar, spsa
 
 # A 3-qubit circuit with parameter expressions, a global phase that depends on them, and
 # the controlled rotations aer binds wrongly unless the registry decomposes them.
@@ -262,7 +261,7 @@ def test_circuits_without_parameters_give_independent_rows(evaluator: QpuEvaluat
 def test_direct_and_backend_engines_agree_without_falling_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="control_sim.qpu_evaluator")
+    caplog.set_level(logging.WARNING, logger="control_sim.qpu.evaluator")
     direct = QpuEvaluator(seed=1, engine="direct")
     backend = QpuEvaluator(seed=1, engine="backend")
     ids = [ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES) for ev in (direct, backend)]
@@ -292,12 +291,12 @@ def test_aer_misbinding_is_worked_around_and_caught(monkeypatch: pytest.MonkeyPa
     ):
         pytest.skip("this aer binds controlled rotations correctly: AER_MISBOUND_GATES can go")
     # Without the workaround, the Statevector self-check refuses the circuit.
-    monkeypatch.setattr(circuit_registry, "AER_MISBOUND_GATES", frozenset())
+    monkeypatch.setattr(circuits, "AER_MISBOUND_GATES", frozenset())
     ev = QpuEvaluator(seed=1)
     cid = ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES)
     with pytest.raises(QpuError) as info:
         ev.estimate(cid, [0.1, 0.2, 0.3])
-    assert info.value.kind == "simulation_failed" and "binds" in info.value.message
+    assert info.value.type == "simulation_failed" and "binds" in info.value.message
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -365,12 +364,12 @@ def test_every_bad_input_raises_its_typed_error_and_the_evaluator_goes_on(
         with pytest.raises(QpuError) as info:
             call()
         error = info.value
-        assert error.kind == kind, (kind, str(error))
-        assert str(error).startswith(f"[{kind}] ") and error.to_dict()["type"] == kind
+        assert error.type == kind, (kind, str(error))
+        assert str(error).startswith(f"[{kind}] ")
         assert "expected" in error.message, error.message
         np.testing.assert_array_equal(evaluator.estimate(h2_id, good).values, reference)
         seen.add(kind)
-    assert seen | {"too_many_circuits", "simulation_failed"} == set(ERROR_KINDS)
+    assert seen | {"too_many_circuits", "simulation_failed"} == set(ERROR_TYPES)
 
 
 @pytest.mark.timeout(30)
@@ -389,7 +388,7 @@ def test_registry_is_bounded() -> None:
     reg.register_qasm3(BELL_QASM, [[("ZZ", 1.0)]])
     with pytest.raises(QpuError) as info:
         reg.register_qasm3(BELL_QASM, [[("XX", 1.0)]])
-    assert info.value.kind == "too_many_circuits" and "at most 2" in info.value.message
+    assert info.value.type == "too_many_circuits" and "at most 2" in info.value.message
     assert reg.register_qasm3(BELL_QASM) == first  # a known registration still answers
     reg.unregister(first)
     reg.register_qasm3(BELL_QASM, [[("XX", 1.0)]])
@@ -478,32 +477,17 @@ def test_optimizers_on_a_quadratic() -> None:
     assert scalar(batched(f))(target) == 0.0
 
 
-# --- speed and docs ----------------------------------------------------------------------------
+# --- speed (measured, never asserted) -----------------------------------------------------
 
 
 @pytest.mark.timeout(60)
-def test_exact_two_qubit_estimate_latency(evaluator: QpuEvaluator, h2_id: str) -> None:
-    """Print the in-process cost of one exact 2-qubit estimate (p50 of 2000 calls)."""
+def test_exact_two_qubit_estimate(
+    evaluator: QpuEvaluator, h2_id: str, benchmark: BenchmarkFixture
+) -> None:
+    """One exact 2-qubit estimate; ``pytest --benchmark-only`` shows what it costs."""
     evaluator.prepare(h2_id)
     x = np.array([0.1, -0.2, 0.3, 0.4])
-    for _ in range(200):
-        evaluator.estimate(h2_id, x)
-    ns = np.empty(2000)
-    for i in range(len(ns)):
-        t0 = time.perf_counter_ns()
-        evaluator.estimate(h2_id, x)
-        ns[i] = time.perf_counter_ns() - t0
-    p50, p99 = np.percentile(ns / 1e3, [50, 99])
-    print(f"\nexact 2-qubit estimate in-process: p50 {p50:.1f} us, p99 {p99:.1f} us")
-    assert p50 < 20_000  # a sanity bound only: the machine is shared
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "name",
-    ["qpu_errors", "circuit_registry", "qpu_evaluator", "h2", "vqe_loop"],
-)
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(f"control_sim.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    values = benchmark(lambda: evaluator.estimate(h2_id, x).values)
+    ansatz = qasm3.loads(h2.ANSATZ_QASM3)
+    want = statevector_values(ansatz, [list(h2.PAULI_TERMS)], x[None, :])
+    np.testing.assert_allclose(values, want, atol=1e-10)

@@ -2,7 +2,7 @@
 ``python -m control_sim qpu`` worker process.
 
 One table of bad requests runs on both paths: in-process each must raise a QpuError of
-the right ``error_type``; through the broker each must come back as an error reply of that
+the right ``type``; through the broker each must come back as an error reply of that
 type (no traceback), and the worker must go on answering good requests.
 """
 
@@ -24,13 +24,13 @@ from qiskit import qasm3, qpy  # type: ignore[import-untyped, unused-ignore]
 
 from client import Client, RemoteError
 from client.messages import Message
-from client.protocol import arrays_to_frames, encode_header, frames_to_arrays, parse_header
-from control_sim import h2
-from control_sim.local_stack import LocalStack, StackSpec
-from control_sim.qpu_errors import QpuError
-from control_sim.qpu_evaluator import QpuEvaluator
-from control_sim.qpu_service import BIT_ORDER, QpuService
-from control_sim.vqe_loop import h2_registration
+from client.wire import arrays_to_frames, encode_header, frames_to_arrays, parse_header
+from control_sim.qpu.errors import QpuError
+from control_sim.qpu.evaluator import QpuEvaluator
+from control_sim.qpu.service import BIT_ORDER, QpuService
+from control_sim.stack.local_stack import LocalStack, StackSpec
+from control_sim.vqe import h2
+from control_sim.vqe.driver import h2_registration
 from tests.conftest import ROOT, START_TIMEOUT_S, Stack, spawn, stop_process, wait_for_line
 
 SERVICE = "qpu"
@@ -422,7 +422,7 @@ def test_evaluate_takes_a_parsed_body(service: QpuService, ids: Ids) -> None:
     assert out.arrays[0].shape == (3, 8, 1) and out.body["num_bits"] == 2
     with pytest.raises(QpuError) as info:
         service.evaluate({"op": "register"}, x)
-    assert info.value.error_type == "bad_request"
+    assert info.value.type == "bad_request"
 
 
 def test_a_registration_that_fails_is_not_kept(service: QpuService) -> None:
@@ -444,7 +444,7 @@ def test_bad_request_in_process(service: QpuService, ids: Ids, bad: Bad) -> None
     body, arrays = bad.build(ids)
     with pytest.raises(QpuError) as info:
         service.handle(request(body, *arrays))
-    assert info.value.error_type == bad.type, str(info.value)
+    assert info.value.type == bad.type, str(info.value)
     for needle in bad.needles:
         assert needle in str(info.value), (needle, str(info.value))
 
@@ -529,7 +529,7 @@ def test_the_worker_still_serves_after_every_bad_request(remote: tuple[Client, I
 
 def test_the_cli_module_imports_no_qiskit() -> None:
     code = (
-        "import sys, control_sim.qpu_cli; print(sorted({'qiskit', 'qiskit_aer'} & {*sys.modules}))"
+        "import sys, control_sim.qpu.cli; print(sorted({'qiskit', 'qiskit_aer'} & {*sys.modules}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30

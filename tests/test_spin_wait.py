@@ -18,7 +18,7 @@ import zmq
 from broker.config import MAX_BROKER_SPIN_US, BrokerConfig
 from broker.spin_policy import SpinPolicy
 from client import AsyncClient, Client, RequestTimeout, ServiceUnavailable
-from client.transport import recv_by, spin_recv
+from client.wire.transport import recv_by, spin_recv
 from tests.conftest import Stack, run_module, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,11 +19,11 @@ import pymatching
 import pytest
 
 from client import BadBlock, BlockResult, Client, Stream, UnknownModel, WindowFull
-from control_sim.local_stack import LocalStack, StackSpec
-from control_sim.pacing import PacingClock
-from control_sim.qec_codes import CodeSpec
-from control_sim.qec_run import receive_until_tick
-from control_sim.syndrome_source import SyndromeSampler
+from control_sim.qec.codes import CodeSpec
+from control_sim.qec.pacing import PacingClock
+from control_sim.qec.run import receive_until_tick
+from control_sim.qec.source import SyndromeSampler
+from control_sim.stack.local_stack import LocalStack, StackSpec
 from tests.conftest import wait_until
 
 SERVICE = "decode"
@@ -279,7 +279,7 @@ def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
 
 @pytest.mark.timeout(180)
 def test_bench_stream_at_small_size_writes_json_and_plot(tmp_path: Path) -> None:
-    from bench.__main__ import main
+    from bench.cli import main
 
     out, png = tmp_path / "s.json", tmp_path / "s.png"
     argv = ["stream", "--distances", "3", "--shots", "4000", "--block-shots", "500"]

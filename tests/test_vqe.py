@@ -21,12 +21,12 @@ from qiskit import QuantumCircuit, qpy  # type: ignore[import-untyped, unused-ig
 from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-ignore]
 
 from client import Client, RemoteError
-from control_sim import h2
-from control_sim.local_stack import LocalStack, StackSpec
-from control_sim.qpu_client import CircuitInfo, QpuClient
-from control_sim.qpu_evaluator import QpuEvaluator
-from control_sim.vqe_loop import h2_registration
-from control_sim.vqe_run import VqeConfig, compare_h2_vqe, run_vqe_session
+from control_sim.qpu.client import CircuitInfo, QpuClient
+from control_sim.qpu.evaluator import QpuEvaluator
+from control_sim.stack.local_stack import LocalStack, StackSpec
+from control_sim.vqe import h2
+from control_sim.vqe.comparison import VqeConfig, compare_h2_vqe, run_vqe_session
+from control_sim.vqe.driver import h2_registration
 from tests.conftest import run_module
 from tests.test_qpu_core import BELL_QASM
 

@@ -1,0 +1,266 @@
+"""``python -m bench``: the benchmark command line.
+
+Each subcommand's module is imported only when that subcommand runs, so ``--help`` is
+fast. To add a command (``stream``, ``vqe``), add its ``add_*_arguments`` and a branch in
+:func:`_dispatch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.rtt_config import (
+    BASELINE,
+    DEFAULT_N,
+    DEFAULT_PAYLOAD_BYTES,
+    DEFAULT_ROUNDS,
+    DEFAULT_SEED,
+    DEFAULT_WARMUP,
+    PEERS,
+    RttConfig,
+    parse_peers,
+)
+from decoders.names import DECODER_NAMES
+
+
+def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``rtt`` subcommand's options."""
+    p.add_argument(
+        "--n", type=int, default=DEFAULT_N,
+        help="timed round trips per peer (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP,
+        help="untimed round trips per peer first (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS,
+        help="split each peer's round trips into this many chunks, taken round-robin "
+        "across peers (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES,
+        help="request size (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--transport", choices=("ipc", "tcp"), default="ipc",
+        help="ipc:// in a temp dir, or tcp:// on 127.0.0.1 (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--peers", default=",".join(PEERS),
+        help=f"comma list from {', '.join(PEERS)} (default: all; ratios need {BASELINE})",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the payload bytes")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+
+
+def add_decoders_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``decoders`` subcommand's options (defaults live in ``DecodersBenchConfig``)."""
+    p.add_argument(
+        "--device", choices=("cpu", "cuda", "both"),
+        help="bp-gpu on numpy, on CuPy, or both side by side (default both)",
+    )  # fmt: skip
+    p.add_argument("--distance", type=int, help="surface-code distance, odd (default 5)")
+    p.add_argument("--noise", type=float, help="circuit-level noise p (default 0.001)")
+    p.add_argument(
+        "--batch-shots", metavar="N,N,...",
+        help="batch sizes to measure, comma-separated (default 100,1000,10000)",
+    )  # fmt: skip
+    p.add_argument("--batches", type=int, help="timed batches per peer and size (default 5)")
+    p.add_argument(
+        "--budget-s", type=float,
+        help="seconds allowed per peer and size; fewer batches if over (default 30)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, help="stim sampling seed")
+    p.add_argument("--float-dtype", choices=("float64", "float32"), help="bp-gpu's float type")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a throughput plot here")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need integers >= 1, got {text!r}")
+    return values
+
+
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``stream`` subcommand's options."""
+    p.add_argument("--distances", type=_int_list, default=(5, 9), help="default 5,9")
+    p.add_argument("--p", type=float, default=0.001, help="noise strength (default %(default)s)")
+    p.add_argument("--decoder", choices=DECODER_NAMES, default="pymatching")
+    p.add_argument("--shots", type=int, default=200_000, help="per throughput run")
+    p.add_argument("--block-shots", type=int, default=1000, help="throughput runs' blocks")
+    p.add_argument(
+        "--periods-us", type=_int_list, default=(2000, 1000, 500, 300, 200, 100),
+        help="the paced sweep (default 2000,1000,500,300,200,100)",
+    )  # fmt: skip
+    p.add_argument("--paced-block-shots", type=int, default=100)
+    p.add_argument("--paced-blocks", type=int, default=1000, help="blocks per paced run, at least")
+    p.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=1.0,
+        help="each paced run lasts at least this long: short periods send more blocks",
+    )
+    p.add_argument("--workers", type=_int_list, default=(1, 2), help="default 1,2")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--json", type=Path, metavar="FILE")
+    p.add_argument("--plot", type=Path, metavar="FILE.png")
+
+
+def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``vqe`` subcommand's options (defaults live in ``VqeBenchConfig``)."""
+    p.add_argument("--optimizer", choices=("spsa", "cobyla"), help="default spsa")
+    p.add_argument("--iterations", type=int, help="timed iterations per peer (default 2000)")
+    p.add_argument(
+        "--rounds", type=int,
+        help="chunks of iterations, taken round-robin across the peers (default 5)",
+    )  # fmt: skip
+    p.add_argument("--warmup", type=int, help="untimed energy calls per peer first (default 200)")
+    p.add_argument("--seed", type=int, help="seed of the VQE runs (default 2026)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m bench`` parser, one subparser per benchmark."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="nearloop benchmarks: peers side by side in one run, with ratios.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rtt = commands.add_parser(
+        "rtt",
+        help="request round trip: pyzmq, zmq.proxy, nearloop (sync and uvloop), rpcq",
+        description="Round trip of one request at a time through each peer, interleaved.",
+    )
+    add_rtt_arguments(rtt)
+    decoders = commands.add_parser(
+        "decoders",
+        help="bp-gpu throughput on numpy vs CuPy, with pymatching as the CPU reference",
+        description="Decode the same stim batches with each peer at each batch size.",
+    )
+    add_decoders_arguments(decoders)
+    stream = commands.add_parser(
+        "stream",
+        help="syndrome stream vs the offline pipeline: throughput, reaction, paced sweep",
+        description="Surface codes streamed through the broker to decoder workers, beside "
+        "the offline single-process pipeline on the same parameters.",
+    )
+    add_stream_arguments(stream)
+    vqe = commands.add_parser(
+        "vqe",
+        help="H2 VQE loop iteration through the broker vs in-process, side by side",
+        description="The same H2 VQE (exact estimator) through a local broker and qpu worker, "
+        "and in-process, interleaved: per-iteration p50/p99/p99.9/max and the overhead.",
+    )
+    add_vqe_arguments(vqe)
+    return parser
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "rtt":
+        try:
+            config = RttConfig(
+                n=args.n,
+                warmup=args.warmup,
+                rounds=args.rounds,
+                payload_bytes=args.payload_bytes,
+                transport=args.transport,
+                peers=parse_peers(args.peers),
+                seed=args.seed,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        from bench.rtt import main as rtt_main
+
+        return rtt_main(config)
+    if args.command == "decoders":
+        from bench.decoders_gpu import DecodersBenchConfig, parse_batch_shots
+        from bench.decoders_gpu import main as decoders_main
+
+        given = {
+            "device": args.device,
+            "distance": args.distance,
+            "noise": args.noise,
+            "batches": args.batches,
+            "budget_s": args.budget_s,
+            "seed": args.seed,
+            "float_dtype": args.float_dtype,
+            "json_path": args.json,
+            "plot_path": args.plot,
+        }
+        try:
+            if args.batch_shots is not None:
+                given["batch_shots"] = parse_batch_shots(args.batch_shots)
+            dconfig = DecodersBenchConfig(**{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            parser.error(str(exc))
+        return decoders_main(dconfig)
+    if args.command == "stream":
+        from bench.stream import StreamBenchConfig
+        from bench.stream import main as stream_main
+
+        return stream_main(
+            StreamBenchConfig(
+                distances=args.distances,
+                p=args.p,
+                decoder=args.decoder,
+                shots=args.shots,
+                block_shots=args.block_shots,
+                periods_us=args.periods_us,
+                paced_block_shots=args.paced_block_shots,
+                paced_blocks=args.paced_blocks,
+                paced_seconds=args.paced_seconds,
+                workers=args.workers,
+                seed=args.seed,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        )
+    if args.command == "vqe":
+        from bench.vqe import VqeBenchConfig
+        from bench.vqe import main as vqe_main
+
+        vgiven = {
+            "optimizer": args.optimizer,
+            "iterations": args.iterations,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "json_path": args.json,
+            "plot_path": args.plot,
+        }
+        try:
+            vconfig = VqeBenchConfig(**{k: v for k, v in vgiven.items() if v is not None})
+        except ValueError as exc:
+            parser.error(str(exc))
+        return vqe_main(vconfig)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bench.errors import BenchError
+    from control_sim.errors import ControlSimError
+
+    try:
+        return _dispatch(parser, args)
+    except (BenchError, ControlSimError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130

@@ -1,0 +1,101 @@
+"""The embedded local stack: a broker and its workers as subprocesses on ipc://.
+
+``python -m control_sim qec|vqe|demo`` without ``--connect`` run against one of these,
+in a temporary directory that goes away with it:
+
+>>> spec = StackSpec(decoder_workers=2, decoder="pymatching")     # doctest: +SKIP
+>>> with LocalStack(spec) as stack:                                 # doctest: +SKIP
+...     client = Client(stack.endpoint)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from client import Client
+from control_sim.errors import ServerStartError
+from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup
+
+DEFAULT_DECODER_SERVICE: Final = "decode"
+DEFAULT_QPU_SERVICE: Final = "qpu"
+
+
+@dataclass(frozen=True, slots=True)
+class StackSpec:
+    """What a local stack runs: decoder workers of one service, and QPU workers."""
+
+    decoder_workers: int = 0
+    decoder: str = "pymatching"
+    decoder_service: str = DEFAULT_DECODER_SERVICE
+    decoder_args: tuple[str, ...] = ()
+    """Extra ``python -m decoders`` options (``--max-wait-us``, ``--credit``, ...)."""
+    qpu_workers: int = 0
+    qpu_service: str = DEFAULT_QPU_SERVICE
+    broker_args: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.decoder_workers < 0 or self.qpu_workers < 0:
+            raise ValueError("worker counts must be >= 0")
+
+
+class LocalStack:
+    """Start the broker and the workers; leaving the ``with`` block stops them all."""
+
+    def __init__(self, spec: StackSpec, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        self.spec = spec
+        self.start_timeout_s = start_timeout_s
+        self.servers = ServerGroup()
+        self._tmp = tempfile.TemporaryDirectory(prefix="nearloop-")
+        self.endpoint = f"ipc://{self._tmp.name}/broker.sock"
+
+    def start(self) -> LocalStack:
+        """Start everything and wait until each worker has registered with the broker."""
+        s = self.spec
+        try:
+            self.servers.start("broker", ["-m", "broker", "--bind", self.endpoint, *s.broker_args])
+            self.servers.wait_ready(self.start_timeout_s)
+            for i in range(s.decoder_workers):
+                args = ["--connect", self.endpoint, "--service", s.decoder_service]
+                args += ["--decoder", s.decoder, *s.decoder_args]
+                self.servers.start(f"decoder-{i}", ["-m", "decoders", *args])
+            for i in range(s.qpu_workers):
+                args = ["qpu", "--connect", self.endpoint, "--service", s.qpu_service]
+                self.servers.start(f"qpu-{i}", ["-m", "control_sim", *args])
+            self.servers.wait_ready(self.start_timeout_s)
+            self._wait_registered()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_registered(self) -> None:
+        """READY is printed as the worker sends its READY: wait for the broker to count it."""
+        want = {self.spec.decoder_service: self.spec.decoder_workers}
+        want[self.spec.qpu_service] = self.spec.qpu_workers
+        deadline = time.monotonic() + self.start_timeout_s
+        with Client(self.endpoint, timeout=self.start_timeout_s) as c:
+            while True:
+                services = c.broker_stats()["services"]
+                if all(services.get(n, {}).get("workers", 0) >= k for n, k in want.items() if k):
+                    return
+                if time.monotonic() > deadline:
+                    why = f"workers not registered in time: want {want}, broker has {services}"
+                    raise ServerStartError("broker", self.servers.process("broker").pid, why)
+                time.sleep(0.01)  # a bounded wait on the broker's own count
+
+    def stop(self) -> None:
+        """Stop every process and remove the temporary directory."""
+        self.servers.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalStack({self.endpoint}, {self.servers!r})"

@@ -1,0 +1,257 @@
+"""``python -m control_sim vqe``: H2 through the ``qpu`` service, beside the same loop in-process.
+
+:func:`compare_h2_vqe` registers the H2 ansatz and Hamiltonian with the ``qpu`` service
+once, runs VQE on it through the broker (only the circuit id and the parameters cross
+the wire per call), then runs the same optimizer from the same seed in this process
+with no middleware (:func:`control_sim.vqe.driver.in_process_energy`). Both sides warm up
+with the same untimed calls first. With shots, both sides draw their per-call simulator
+seeds from one generator seeded alike, so the two runs see the same shot noise and, the
+service being deterministic, follow the same trajectory: any difference in the result
+is the middleware's fault. :func:`run_vqe_session` turns that into the JSON summary.
+
+Loop latency is the wall time of one optimizer iteration (its energy calls plus the
+optimizer's own work). Iteration 1 also holds the optimizer's start-up (SPSA's
+calibration call, COBYLA's first ``n + 1`` evaluations), so the loop statistics leave
+it out and report it on its own as ``first_iteration_us``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from client import Client
+from client.latency import LatencySummary
+from control_sim.errors import ControlSimError
+from control_sim.qpu.client import CircuitInfo, QpuClient
+from control_sim.stack.local_stack import DEFAULT_QPU_SERVICE
+from control_sim.vqe import h2
+from control_sim.vqe.driver import (
+    EnergyFn,
+    OptimizerName,
+    VqeResult,
+    h2_registration,
+    in_process_energy,
+    run_h2_vqe,
+)
+
+MOLECULES: Final = ("h2",)
+OPTIMIZERS: Final[tuple[OptimizerName, ...]] = ("spsa", "cobyla")
+DEFAULT_MAXITER: Final[dict[str, int]] = {"spsa": 300, "cobyla": 150}
+"""SPSA's iterations, COBYLA's evaluation budget: both reach chemical accuracy on H2
+with the exact estimator from any seed tried, in well under a second."""
+_WARMUP_SEED: Final = 7
+
+
+@dataclass(frozen=True, slots=True)
+class VqeConfig:
+    """One VQE session: the problem, the optimizer, the estimator and the warm-up."""
+
+    molecule: Literal["h2"] = "h2"
+    optimizer: OptimizerName = "spsa"
+    shots: int | None = None
+    """Shots per measurement basis per energy; None is the exact estimator."""
+    seed: int = 0
+    """Seeds the start point, SPSA's perturbations and the per-call shot seeds."""
+    maxiter: int | None = None
+    """SPSA iterations or COBYLA evaluations; None: :data:`DEFAULT_MAXITER`."""
+    service: str = DEFAULT_QPU_SERVICE
+    timeout_s: float = 5.0
+    """Bound on each call to the service."""
+    warmup_calls: int = 20
+    """Untimed energy calls on each side before its run."""
+
+    def __post_init__(self) -> None:
+        if self.molecule not in MOLECULES:
+            raise ValueError(f"molecule must be one of {MOLECULES}, got {self.molecule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.shots is not None and self.shots < 2:
+            raise ValueError(f"shots must be >= 2 (or None: exact), got {self.shots}")
+        if self.maxiter is not None and self.maxiter < 1:
+            raise ValueError(f"maxiter must be >= 1, got {self.maxiter}")
+        if self.warmup_calls < 0 or self.timeout_s <= 0:
+            raise ValueError("need warmup_calls >= 0 and timeout_s > 0")
+
+    @property
+    def budget(self) -> int:
+        """The ``maxiter`` the optimizer gets."""
+        return self.maxiter if self.maxiter is not None else DEFAULT_MAXITER[self.optimizer]
+
+
+@dataclass(frozen=True, eq=False)
+class VqeComparison:
+    """The same VQE through the broker (``remote``) and in this process (``inproc``)."""
+
+    config: VqeConfig
+    circuit: CircuitInfo
+    remote: VqeResult
+    inproc: VqeResult
+    session_s: float
+    """Everything: registration, warm-ups and both runs."""
+
+    @property
+    def same_result(self) -> bool:
+        """Both runs returned the same point (they should: same seeds, same evaluator)."""
+        return bool(np.array_equal(self.remote.x, self.inproc.x))
+
+
+def loop_iterations_us(result: VqeResult) -> NDArray[np.float64]:
+    """The iteration times the loop statistics use: all but iteration 1 (the optimizer's
+    start-up), unless it is the only one."""
+    us = result.iteration_us
+    return us[1:] if len(us) > 1 else us
+
+
+def latency_of(us: NDArray[np.float64]) -> LatencySummary:
+    """:class:`LatencySummary` of latencies given in microseconds."""
+    return LatencySummary.of(np.rint(np.asarray(us) * 1e3).astype(np.int64))
+
+
+def warm_up(energy: EnergyFn, *, calls: int, batch: int) -> None:
+    """``calls`` untimed ``energy`` calls of ``batch`` points each, at fixed points."""
+    xs = np.random.default_rng(_WARMUP_SEED).uniform(-np.pi, np.pi, (batch, h2.NUM_PARAMETERS))
+    for _ in range(calls):
+        energy(xs)
+
+
+def remote_h2_energy(
+    qpu: QpuClient, config: VqeConfig, *, seed: int | None = None
+) -> tuple[EnergyFn, CircuitInfo]:
+    """Register H2 with the service (once: a second registration returns the same id) and
+    return its energy function and the registration; ``seed`` defaults to the config's."""
+    source, observables = h2_registration()
+    info = qpu.register_qasm3(source, observables)
+    if info.num_parameters != h2.NUM_PARAMETERS or info.num_observables < 1:
+        raise ControlSimError(
+            f"the {qpu.service!r} service registered H2 with {info.num_parameters} parameters "
+            f"and {info.num_observables} observables, expected {h2.NUM_PARAMETERS} and 1"
+        )
+    s = config.seed if seed is None else seed
+    return qpu.energy_fn(info.circuit, shots=config.shots, seed=s), info
+
+
+def require_service(client: Client, service: str) -> None:
+    """Fail clearly, instead of timing out per call, when no worker serves ``service``."""
+    if not client.service_available(service):
+        raise ControlSimError(
+            f"the broker at {client.endpoint} has no worker for service {service!r} "
+            "(start one: python -m control_sim qpu --connect EP)"
+        )
+
+
+def compare_h2_vqe(endpoint: str, config: VqeConfig) -> VqeComparison:
+    """Run H2 VQE through the ``qpu`` service at ``endpoint``, then in-process, alike."""
+    began = time.perf_counter_ns()
+    reference = in_process_energy()  # exact, for the error at the returned point
+    batch = 2 if config.optimizer == "spsa" else 1
+
+    def run(energy: EnergyFn) -> VqeResult:
+        warm_up(energy, calls=config.warmup_calls, batch=batch)
+        return run_h2_vqe(
+            energy,
+            optimizer=config.optimizer,
+            maxiter=config.budget,
+            seed=config.seed,
+            reference=reference,
+        )
+
+    with Client(endpoint, timeout=config.timeout_s) as client:
+        require_service(client, config.service)
+        qpu = QpuClient(client, config.service, timeout=config.timeout_s)
+        remote_energy, info = remote_h2_energy(qpu, config)
+        remote = run(remote_energy)
+    inproc = run(in_process_energy(shots=config.shots, seed=config.seed))
+    return VqeComparison(
+        config=config,
+        circuit=info,
+        remote=remote,
+        inproc=inproc,
+        session_s=(time.perf_counter_ns() - began) / 1e9,
+    )
+
+
+def summarize(cmp: VqeComparison) -> dict[str, Any]:
+    """The JSON summary of a comparison (energies in hartree, electronic; times in µs)."""
+    c, r, p = cmp.config, cmp.remote, cmp.inproc
+    loop, inproc_loop = latency_of(loop_iterations_us(r)), latency_of(loop_iterations_us(p))
+    ratio = loop.p50_us / inproc_loop.p50_us
+    return {
+        "molecule": c.molecule,
+        "optimizer": c.optimizer,
+        "shots": c.shots,
+        "seed": c.seed,
+        "maxiter": c.budget,
+        "service": c.service,
+        "circuit": cmp.circuit.circuit,
+        "num_qubits": cmp.circuit.num_qubits,
+        "num_parameters": cmp.circuit.num_parameters,
+        "energy": r.energy,
+        "energy_exact_at_x": r.energy_exact_at_x,
+        "exact_energy": r.exact_energy,
+        "error_mha": r.error_mha,
+        "chemically_accurate": r.chemically_accurate,
+        "nuclear_repulsion": h2.NUCLEAR_REPULSION_HA,
+        "x": r.x.tolist(),
+        "iterations": r.iterations,
+        "evaluations": r.evaluations,
+        "calls": r.calls,
+        "loop_us": loop.brief(),
+        "call_us": latency_of(r.call_us).brief(),
+        "first_iteration_us": float(r.iteration_us[0]) if len(r.iteration_us) else None,
+        "inproc_energy": p.energy,
+        "inproc_error_mha": p.error_mha,
+        "inproc_loop_us": inproc_loop.brief(),
+        "inproc_call_us": latency_of(p.call_us).brief(),
+        "same_result": cmp.same_result,
+        "loop_p50_vs_inproc": ratio,
+        "overhead_pct": (ratio - 1.0) * 100.0,
+        "wall_s": r.total_us / 1e6,
+        "inproc_wall_s": p.total_us / 1e6,
+        "session_s": cmp.session_s,
+        "warmup_calls": c.warmup_calls,
+    }
+
+
+def run_vqe_session(endpoint: str, config: VqeConfig) -> dict[str, Any]:
+    """:func:`compare_h2_vqe` at ``endpoint``, as the JSON summary (see :func:`summarize`)."""
+    return summarize(compare_h2_vqe(endpoint, config))
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The readable summary ``control_sim vqe`` prints without ``--json``."""
+    how = "exact estimator" if s["shots"] is None else f"{s['shots']} shots per basis"
+    lines = [
+        f"VQE {s['molecule'].upper()} (STO-3G, 0.735 Å; {s['num_qubits']} qubits, "
+        f"{s['num_parameters']} parameters): {s['optimizer']}, {how}, seed {s['seed']}, "
+        f"service {s['service']!r}",
+    ]
+    exact = s["exact_energy"]
+    if s["shots"] is None:
+        lines.append(f"  energy   {s['energy']:.6f} Ha electronic (exact {exact:.6f} Ha)")
+    else:
+        lines.append(
+            f"  energy   {s['energy']:.6f} Ha estimated from shots; exact at that point "
+            f"{s['energy_exact_at_x']:.6f} Ha (ground state {exact:.6f} Ha)"
+        )
+    accurate = "chemically accurate" if s["chemically_accurate"] else "NOT chemically accurate"
+    lines.append(f"  error    {s['error_mha']:.4f} mHa vs exact diagonalization ({accurate})")
+    lines.append(
+        f"  work     {s['iterations']} iterations, {s['evaluations']} evaluations in "
+        f"{s['calls']} calls"
+    )
+    lo, li, rt = s["loop_us"], s["inproc_loop_us"], s["call_us"]
+    lines += [
+        f"  loop     through broker p50 {lo['p50']:.0f} us  p99 {lo['p99']:.0f} us | "
+        f"in-process p50 {li['p50']:.0f} us  p99 {li['p99']:.0f} us | "
+        f"{s['loop_p50_vs_inproc']:.2f}x ({s['overhead_pct']:+.0f}%)",
+        f"  call     round trip through broker p50 {rt['p50']:.0f} us  p99 {rt['p99']:.0f} us",
+        f"  wall     {s['wall_s']:.3f} s through broker, {s['inproc_wall_s']:.3f} s in-process "
+        f"({s['session_s']:.2f} s session); same result in-process: "
+        f"{'yes' if s['same_result'] else 'no'} ({s['inproc_error_mha']:.4f} mHa)",
+    ]
+    return "\n".join(lines)
