@@ -23,11 +23,11 @@ from control_sim.qec.aer_repetition import (
 from control_sim.qec.codes import CodeSpec, build_circuit, detector_error_model
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.pauli_frame import LogicalFrame
+from control_sim.qec.samplers import open_source
 from control_sim.qec.source import (
     SyndromeSampler,
     SyndromeSource,
     iter_blocks,
-    open_source,
 )
 
 NS_PER_US = 1_000

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from client.arguments import int_at_least
+from control_sim.qec.samplers import SAMPLER_NAMES
 from decoders.names import DECODER_NAMES
 
 _positive = int_at_least(1)
@@ -43,7 +44,7 @@ def add_qec_arguments(p: argparse.ArgumentParser) -> None:
         "--worker-arg", action="append", default=[], metavar="ARG",
         help="pass ARG to each local decoder worker, e.g. --worker-arg=--max-wait-us=100",
     )  # fmt: skip
-    p.add_argument("--backend", choices=("stim", "aer"), default="stim", help="the sampler")
+    p.add_argument("--backend", choices=SAMPLER_NAMES, default="stim", help="the syndrome sampler")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--json", type=Path, metavar="OUT", help="write the summary here")
 

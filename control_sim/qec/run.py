@@ -26,7 +26,8 @@ from control_sim.errors import ControlSimError
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.pauli_frame import LogicalFrame
-from control_sim.qec.source import Backend, SyndromeSource, open_source
+from control_sim.qec.samplers import SamplerName, open_source
+from control_sim.qec.source import SyndromeSource
 
 DRAIN_TIMEOUT_S: Final = 60.0
 MAX_PRESAMPLED_BYTES: Final = 1 << 30
@@ -49,7 +50,7 @@ class QecConfig:
     warmup_blocks: int = 16
     """Sent and drained before the run on a stream of their own, so that every worker
     has compiled the model (dispatch is round-robin) before the clock starts."""
-    backend: Backend = "stim"
+    backend: SamplerName = "stim"
     block_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -9,7 +9,8 @@ decodes its blocks whichever simulator made them:
 - ``obs_packed``: ``uint8``, shape ``(shots, ceil(num_observables / 8))``, the same way.
 
 :class:`SyndromeSampler` samples the stim circuit directly; ``AerRepetitionSampler`` (in
-``control_sim.qec.aer_repetition``) runs the repetition code on qiskit-aer instead.
+``control_sim.qec.aer_repetition``) runs the repetition code on qiskit-aer instead;
+:func:`control_sim.qec.samplers.open_source` picks one by name.
 :func:`iter_blocks` paces any source with a :class:`~control_sim.qec.pacing.PacingClock`.
 
 >>> source = SyndromeSampler(CodeSpec("repetition", distance=3, rounds=2, p=0.0), seed=7)
@@ -24,7 +25,7 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -35,16 +36,13 @@ from control_sim.qec.integers import check_int
 from control_sim.qec.pacing import PacingClock
 
 __all__ = [
-    "Backend",
     "PackedBits",
     "SourceBlock",
     "SyndromeSampler",
     "SyndromeSource",
     "iter_blocks",
-    "open_source",
 ]
 
-Backend = Literal["stim", "aer"]
 PackedBits = npt.NDArray[np.uint8]
 
 # stim takes 64-bit unsigned seeds.
@@ -141,21 +139,6 @@ class SyndromeSampler(SyndromeSource):
     def _sample(self, shots: int) -> tuple[PackedBits, PackedBits]:
         dets, obs = self._sampler.sample(shots, separate_observables=True, bit_packed=True)
         return dets, obs
-
-
-def open_source(spec: CodeSpec, *, backend: Backend = "stim", seed: int) -> SyndromeSource:
-    """Build the source for ``spec`` on ``backend`` (``"stim"`` or ``"aer"``).
-
-    ``"aer"`` supports only the repetition code and imports qiskit, which takes a while,
-    so it is imported only when asked for.
-    """
-    if backend == "stim":
-        return SyndromeSampler(spec, seed=seed)
-    if backend == "aer":
-        from control_sim.qec.aer_repetition import AerRepetitionSampler
-
-        return AerRepetitionSampler(spec, seed=seed)
-    raise ValueError(f"backend must be 'stim' or 'aer', got {backend!r}")
 
 
 @dataclass(frozen=True)
