@@ -22,7 +22,8 @@ from qiskit_aer.primitives import EstimatorV2, SamplerV2
 from control_sim.qpu import circuits
 from control_sim.qpu.circuits import MAX_QUBITS, CircuitRegistry
 from control_sim.qpu.errors import ERROR_TYPES, QpuError
-from control_sim.qpu.evaluator import MAX_BATCH, MAX_SHOTS, QpuEvaluator
+from control_sim.qpu.evaluator import QpuEvaluator
+from control_sim.qpu.schema import MAX_BATCH, MAX_SHOTS
 from control_sim.vqe import h2
 from control_sim.vqe.driver import h2_registration, in_process_energy, run_h2_vqe
 from control_sim.vqe.optimizers import batched, cobyla, scalar, spsa

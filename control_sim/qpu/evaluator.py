@@ -39,7 +39,6 @@ An evaluator is not thread-safe: give each thread its own.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, overload
@@ -60,16 +59,17 @@ from control_sim.qpu.errors import (
     SimulationFailed,
     UnsupportedCircuit,
 )
-from control_sim.qpu.schema import SEED_BOUND
+from control_sim.qpu.schema import (
+    MAX_BATCH,
+    MAX_SAMPLE_BYTES,
+    SEED_BOUND,
+    bytes_per_shot,
+    check_seed,
+    check_shots,
+    to_ints,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH: Final = 4096
-"""Most parameter vectors in one call."""
-MAX_SHOTS: Final = 1_000_000
-"""Most shots per parameter vector (and per measurement basis in estimate mode)."""
-MAX_SAMPLE_BYTES: Final = 32 * 1024 * 1024
-"""Largest ``Samples.bits`` one call may return (batch x shots x bytes per shot)."""
 
 Mode = Literal["estimate", "sample"]
 Engine = Literal["direct", "backend"]
@@ -117,7 +117,7 @@ class Samples:
     shots: int
 
     def __post_init__(self) -> None:
-        n_bytes = max(1, math.ceil(self.num_bits / 8))
+        n_bytes = bytes_per_shot(self.num_bits)
         if self.bits.ndim != 3 or self.bits.shape[1:] != (self.shots, n_bytes):
             raise ValueError(
                 f"bits of shape {self.bits.shape} do not hold {self.shots} shots "
@@ -125,13 +125,9 @@ class Samples:
             )
 
     def to_ints(self) -> NDArray[np.uint64]:
-        """Outcomes as integers, ``(batch, shots)`` uint64; only for ``num_bits <= 64``."""
-        if self.num_bits > 64:
-            raise ValueError(f"{self.num_bits} bits do not fit in uint64")
-        n_bytes = self.bits.shape[2]
-        padded = np.zeros((*self.bits.shape[:2], 8), dtype=np.uint8)
-        padded[..., 8 - n_bytes :] = self.bits
-        return padded.view(">u8")[..., 0].astype(np.uint64)
+        """Outcomes as integers, ``(batch, shots)`` uint64; only for ``num_bits <= 64``
+        (:func:`control_sim.qpu.schema.to_ints`)."""
+        return to_ints(self.bits, self.num_bits)
 
     def bit_array(self, index: int) -> BitArray:
         """Parameter vector ``index``'s shots as a qiskit ``BitArray`` (``get_counts()``...)."""
@@ -267,7 +263,7 @@ class QpuEvaluator:
         """Expectation values of the registered observables; exact when ``shots`` is None."""
         c = self._get(circuit_id)
         x = _as_batch(params, c.reg)
-        _check_seed(seed)
+        check_seed(seed)
         if not c.reg.estimable:
             raise UnsupportedCircuit(
                 expected="a circuit without mid-circuit measurement (estimate mode)",
@@ -281,7 +277,7 @@ class QpuEvaluator:
         if shots is None:
             values = c.exact_program().run_exact(x)
             return Estimate(values, np.zeros_like(values), None)
-        n = _check_shots(shots, minimum=2)
+        n = check_shots(shots, minimum=2)
         return c.shots_program().run_estimate(x, n, self._seed(seed))
 
     def sample(
@@ -295,10 +291,10 @@ class QpuEvaluator:
         """``shots`` outcomes per parameter vector, bit-packed (see :class:`Samples`)."""
         c = self._get(circuit_id)
         x = _as_batch(params, c.reg)
-        _check_seed(seed)
-        n = _check_shots(shots, minimum=1)
+        check_seed(seed)
+        n = check_shots(shots, minimum=1)
         program = c.sample_program()
-        n_bytes = max(1, math.ceil(program.num_bits / 8))
+        n_bytes = bytes_per_shot(program.num_bits)
         size = x.shape[0] * n * n_bytes
         if size > MAX_SAMPLE_BYTES:
             raise BadShots(
@@ -349,20 +345,6 @@ def _as_batch(params: ArrayLike, reg: RegisteredCircuit) -> NDArray[np.float64]:
         where = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise BadParameters(expected="finite values", got=f"{arr[where]} at index {where}")
     return arr
-
-
-def _check_seed(seed: object) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-        raise BadRequest("seed", expected="an int or None", got=f"{seed!r:.40}")
-
-
-def _check_shots(shots: object, *, minimum: int) -> int:
-    if isinstance(shots, bool) or not isinstance(shots, int | np.integer):
-        got = "None" if shots is None else f"{shots!r:.40} ({type(shots).__name__})"
-        raise BadShots(expected=f"an int in [{minimum}, {MAX_SHOTS}]", got=got)
-    if not minimum <= shots <= MAX_SHOTS:
-        raise BadShots(expected=f"an int in [{minimum}, {MAX_SHOTS}]", got=str(int(shots)))
-    return int(shots)
 
 
 class _Program:
@@ -547,7 +529,7 @@ class _SampleProgram(_Program):
 
     def run_samples(self, x: NDArray[np.float64], shots: int, seed: int) -> Samples:
         data = self.run(x, shots=shots, seed=seed)
-        n_bytes = max(1, math.ceil(self.num_bits / 8))
+        n_bytes = bytes_per_shot(self.num_bits)
         bits = np.empty((x.shape[0], shots, n_bytes), dtype=np.uint8)
         for b, d in enumerate(data):
             bits[b] = _pack_memory(d.get("memory") or ["0x0"] * shots, n_bytes)
