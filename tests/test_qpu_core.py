@@ -28,7 +28,7 @@ from control_sim.qpu.errors import ERROR_TYPES, QpuError
 from control_sim.qpu.evaluator import QpuEvaluator
 from control_sim.qpu.schema import MAX_BATCH, MAX_SHOTS
 from control_sim.vqe import h2
-from control_sim.vqe.driver import h2_registration, in_process_energy, run_h2_vqe
+from control_sim.vqe.driver import h2_registration, in_process_energy, latency_of, run_h2_vqe
 from control_sim.vqe.optimizers import batched, cobyla, scalar, spsa
 
 # A 3-qubit circuit with parameter expressions, a global phase that depends on them, and
@@ -553,6 +553,13 @@ def test_vqe_reaches_chemical_accuracy_with_the_exact_estimator(optimizer: str) 
         assert result.evaluations == 2 * 16 + 2 * result.iterations + 1
     else:
         assert result.calls == result.evaluations
+    # The summary's latencies are LatencySummary's fields, in µs.
+    summary = result.summary()
+    for key, us in (("iteration", result.iteration_us), ("call", result.call_us)):
+        assert summary[key] == latency_of(us).to_dict()
+        assert summary[key]["n"] == len(us)
+        assert summary[key]["p50_us"] == pytest.approx(float(np.median(us)), abs=1e-3)
+        assert summary[key]["max_us"] == pytest.approx(float(us.max()), abs=1e-3)
 
 
 @pytest.mark.timeout(60)
