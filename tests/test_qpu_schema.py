@@ -256,6 +256,8 @@ MALFORMED: list[tuple[str, Callable[[], object]]] = [
     ("sample no bits", _sample(SAMPLE)),
     ("run without version", lambda: RunResult.from_message(message(EST, F8, F8), "estimate")),
     ("update reply", lambda: Updated.from_body({"version": "1", "batch": 0})),
+    ("run end reason", lambda: RunEnd.from_body({"batches": 1, "version": 0, "reason": "x"})),
+    ("close reply", lambda: schema.Closed.from_body({"closed": 1})),
 ]
 
 

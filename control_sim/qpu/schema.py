@@ -740,12 +740,14 @@ class RunResult(_Fields):
         )
 
 
+_SCALARS: Final[dict[str, type]] = {"int": int, "str": str, "bool": bool}
+
+
 class _BodyReply(_Fields):
-    """A reply with a body and no frames: ``to_body`` and ``from_body`` from its fields."""
+    """A reply with a body of scalar fields and no frames: ``to_body`` and ``from_body``
+    from its fields and their annotations (``int``, ``str`` or ``bool``)."""
 
     __slots__ = ()
-
-    _KINDS: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
     def to_body(self) -> dict[str, Any]:
         """The reply body."""
@@ -756,26 +758,31 @@ class _BodyReply(_Fields):
         """Read the reply body; raises ProtocolError if malformed."""
         what = cls.__name__
         b = _reply_map(body, what)
-        values = {name: _typed(b, name, cls._KINDS[name], what) for name in cls.body_fields()}
-        return cls(**values)
+        kinds = {f.name: _SCALARS[str(f.type)] for f in fields(cls)}  # type: ignore[arg-type]
+        try:
+            return cls(**{name: _typed(b, name, kind, what) for name, kind in kinds.items()})
+        except ValueError as exc:
+            raise ProtocolError(f"malformed qpu {what} reply: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class RunEnd(_BodyReply):
     """The FINAL of a ``run``: how many batches it sent, its last version, and why it
-    ended (:data:`RUN_END_REASONS`)."""
+    ended (one of :data:`RUN_END_REASONS`)."""
 
-    _KINDS: ClassVar = {"batches": int, "version": int, "reason": str}
     batches: int
     version: int
     reason: str
+
+    def __post_init__(self) -> None:
+        if self.reason not in RUN_END_REASONS:
+            raise ValueError(f"reason {self.reason!r}, expected one of {RUN_END_REASONS}")
 
 
 @dataclass(frozen=True, slots=True)
 class Updated(_BodyReply):
     """The ``update`` reply: version ``version`` is used from batch ``batch`` on."""
 
-    _KINDS: ClassVar = {"version": int, "batch": int}
     version: int
     batch: int
 
@@ -784,7 +791,6 @@ class Updated(_BodyReply):
 class Acked(_BodyReply):
     """The ``ack`` reply: the highest batch acknowledged so far."""
 
-    _KINDS: ClassVar = {"batch": int}
     batch: int
 
 
@@ -792,7 +798,6 @@ class Acked(_BodyReply):
 class Stopped(_BodyReply):
     """The ``stop`` reply: the run's batches and last version."""
 
-    _KINDS: ClassVar = {"batches": int, "version": int}
     batches: int
     version: int
 
@@ -801,7 +806,6 @@ class Stopped(_BodyReply):
 class Closed(_BodyReply):
     """The ``close`` reply."""
 
-    _KINDS: ClassVar = {"closed": bool}
     closed: bool = True
 
 
