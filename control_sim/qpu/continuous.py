@@ -34,7 +34,6 @@ from client.worker import DeferredReply
 from control_sim.qpu.errors import BadParameters, BadRequest
 from control_sim.qpu.schema import (
     SEED_BOUND,
-    SESSION_OPS,
     Ack,
     Acked,
     Close,
@@ -49,6 +48,7 @@ from control_sim.qpu.schema import (
     Update,
     Updated,
     read_params,
+    session_op,
 )
 from control_sim.qpu.service import QpuService
 
@@ -111,8 +111,8 @@ class ContinuousRuns:
     def handle(self, message: Message) -> Any:
         """The Worker handler: session ops here, everything else to the service."""
         body = message.body
-        op = body.get("op") if isinstance(body, Mapping) else None
-        if not isinstance(op, str) or op not in SESSION_OPS:
+        op = session_op(body)
+        if op is None:
             return self.service.handle(message)
         sid = message.header.session
         if sid is None:

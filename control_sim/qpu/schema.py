@@ -882,3 +882,10 @@ def request_op(body: object) -> tuple[str, Mapping[str, Any]]:
         got = "no 'op' key" if op is None else describe_value(op)
         raise BadRequest("op", expected=f"one of {_SERVICE_OPS_TEXT}", got=got)
     return op, body
+
+
+def session_op(body: object) -> str | None:
+    """The session op (:data:`SESSION_OPS`) a request body names, or None for any other
+    body, which is the service's to read (:func:`request_op`)."""
+    op = body.get("op") if isinstance(body, Mapping) else None
+    return op if isinstance(op, str) and op in SESSION_OPS else None
