@@ -1,10 +1,10 @@
 """The optimizer's side of continuous mode: :class:`QpuSession`, and its running loop.
 
-A :class:`QpuSession` is a :class:`client.Session` on the ``qpu`` service (one broker
-conversation pinned to one worker) with the session ops of
-:mod:`control_sim.qpu.continuous`: :meth:`QpuSession.run` starts a shot loop on that
-worker and returns its :class:`ContinuousRun`, whose results stream back as PARTIAL
-replies. Requests are built and replies read with the types of
+A :class:`QpuSession` is one session on the ``qpu`` service: it opens a
+:class:`client.Session` (the broker pins it to one worker), speaks the session ops of
+:mod:`control_sim.qpu.continuous` through it, and closes it. :meth:`QpuSession.run`
+starts a shot loop on that worker and returns its :class:`ContinuousRun`, whose results
+stream back as PARTIAL replies. Requests are built and replies read with the types of
 :mod:`control_sim.qpu.schema`; like :mod:`control_sim.qpu.client`, this module needs
 neither qiskit nor aer.
 
