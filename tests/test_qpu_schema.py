@@ -341,9 +341,7 @@ def fake_qpu(stack: Stack) -> Iterator[Callable[[Handler], str]]:
     broker = stack.broker("ipc")
 
     def start(handler: Handler) -> str:
-        worker = Worker(
-            broker.endpoint, schema.DEFAULT_SERVICE, lambda m: handler(worker, m), heartbeat_ms=100
-        )
+        worker = Worker(broker.endpoint, schema.DEFAULT_SERVICE, lambda m: handler(worker, m))
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         started.append((worker, thread))
