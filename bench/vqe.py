@@ -51,7 +51,8 @@ from bench.rtt import chunk_sizes, rotated
 from bench.rtt_report import REWARM_PER_CHUNK
 from bench.stats import LatencySummary, ratio
 from client import Client, NearloopError
-from control_sim.qpu.client import CircuitInfo, QpuClient
+from control_sim.qpu.client import QpuClient
+from control_sim.qpu.schema import CircuitInfo
 from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.stack.processes import interrupts_raise
 from control_sim.vqe.comparison import (

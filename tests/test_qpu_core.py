@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -17,14 +19,16 @@ from qiskit import QuantumCircuit, qasm3, qpy  # type: ignore[import-untyped, un
 from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-ignore]
 from qiskit.quantum_info import SparsePauliOp, Statevector  # type: ignore[import-untyped, unused-ignore]
 from qiskit_aer import AerSimulator
+from qiskit_aer.backends import aer_compiler
 from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
-from control_sim.qpu import circuits
+from control_sim.qpu import aer_direct, circuits
 from control_sim.qpu.circuits import MAX_QUBITS, CircuitRegistry
 from control_sim.qpu.errors import ERROR_TYPES, QpuError
-from control_sim.qpu.evaluator import MAX_BATCH, MAX_SHOTS, QpuEvaluator
+from control_sim.qpu.evaluator import QpuEvaluator
+from control_sim.qpu.schema import MAX_BATCH, MAX_SHOTS
 from control_sim.vqe import h2
-from control_sim.vqe.driver import h2_registration, in_process_energy, run_h2_vqe
+from control_sim.vqe.driver import h2_registration, in_process_energy, latency_of, run_h2_vqe
 from control_sim.vqe.optimizers import batched, cobyla, scalar, spsa
 
 # A 3-qubit circuit with parameter expressions, a global phase that depends on them, and
@@ -257,22 +261,143 @@ def test_circuits_without_parameters_give_independent_rows(evaluator: QpuEvaluat
     assert evaluator.sample(uid, np.zeros((3, 1)), shots=8, seed=1).bits.shape == (3, 8, 1)
 
 
-@pytest.mark.timeout(30)
-def test_direct_and_backend_engines_agree_without_falling_back(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.WARNING, logger="control_sim.qpu.evaluator")
-    direct = QpuEvaluator(seed=1, engine="direct")
-    backend = QpuEvaluator(seed=1, engine="backend")
-    ids = [ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES) for ev in (direct, backend)]
-    xs = np.random.default_rng(8).uniform(-np.pi, np.pi, (4, 3))
-    for mode, shots in (("estimate", None), ("estimate", 256), ("sample", 32)):
-        a = direct.evaluate(ids[0], xs, mode=mode, shots=shots, seed=5)
-        b = backend.evaluate(ids[1], xs, mode=mode, shots=shots, seed=5)
+MODES: list[tuple[str, int | None]] = [("estimate", None), ("estimate", 256), ("sample", 32)]
+
+
+def _all_modes(ev: QpuEvaluator, cid: str, xs: np.ndarray) -> list[Any]:
+    return [ev.evaluate(cid, xs, mode=mode, shots=shots, seed=5) for mode, shots in MODES]
+
+
+def _assert_same_results(got: list[Any], want: list[Any]) -> None:
+    for a, b in zip(got, want, strict=True):
         for field in ("values", "std_errors", "bits"):
             if hasattr(a, field):
                 np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-12)
+
+
+@pytest.fixture
+def public_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the public ``AerSimulator.run``."""
+    calls: list[int] = []
+    public = AerSimulator.run
+
+    def run(self: AerSimulator, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return public(self, *args, **kwargs)
+
+    monkeypatch.setattr(AerSimulator, "run", run)
+    return calls
+
+
+def _backend_results(xs: np.ndarray) -> list[Any]:
+    """The reference: every mode through the public path alone."""
+    ev = QpuEvaluator(seed=1, engine="backend")
+    return _all_modes(ev, ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES), xs)
+
+
+XS = np.random.default_rng(8).uniform(-np.pi, np.pi, (4, 3))
+
+
+@pytest.mark.timeout(30)
+def test_direct_and_backend_engines_agree_without_falling_back(
+    caplog: pytest.LogCaptureFixture, public_runs: list[int]
+) -> None:
+    caplog.set_level(logging.WARNING, logger="control_sim.qpu.evaluator")
+    want = _backend_results(XS)
+    assert public_runs, "the backend engine runs AerSimulator.run"
+    direct = QpuEvaluator(seed=1, engine="direct")
+    cid = direct.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES)
+    direct.prepare(cid)  # compiles, and checks each program against the public path once
+    public_runs.clear()
+    _assert_same_results(_all_modes(direct, cid, XS), want)
+    assert not public_runs, "the direct engine ran through AerSimulator.run"
     assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+def _break_assembly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(aer_compiler, "assemble_circuits")
+
+
+def _break_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release whose private config builder takes other arguments (the public path
+    keeps its own reference to it, as aerbackend imports the name)."""
+
+    def changed(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("generate_aer_config() got an unexpected keyword argument 'memory'")
+
+    monkeypatch.setattr(aer_compiler, "generate_aer_config", changed)
+
+
+def _break_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller call raises when the direct path makes it, not when the public
+    path (which calls the same private method) does."""
+    execute = AerSimulator._execute_circuits
+
+    def execute_unless_direct(self: AerSimulator, *args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_filename == aer_direct.__file__:
+            raise TypeError("_execute_circuits() takes 3 positional arguments but 4 were given")
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(AerSimulator, "_execute_circuits", execute_unless_direct)
+
+
+def _skew_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = aer_direct.DirectRun.run
+
+    def skewed(self: aer_direct.DirectRun, *args: Any, **kwargs: Any) -> Any:
+        data = run(self, *args, **kwargs)
+        return [{**d, "skew": 1} for d in data]
+
+    monkeypatch.setattr(aer_direct.DirectRun, "run", skewed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("breakage", "warning"),
+    [
+        (_break_assembly, "aer internals unavailable"),
+        (_break_config, "aer internals unavailable"),
+        (_break_execution, "aer direct path failed"),
+        (_skew_results, "disagrees with AerSimulator.run"),
+    ],
+    ids=["internals missing", "compiling raises", "running raises", "results disagree"],
+)
+def test_the_public_path_takes_over_when_aer_internals_break(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    public_runs: list[int],
+    breakage: Callable[[pytest.MonkeyPatch], None],
+    warning: str,
+) -> None:
+    want = _backend_results(XS)
+    breakage(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="control_sim.qpu.evaluator")
+    ev = QpuEvaluator(seed=1)  # engine="direct", the default
+    cid = ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES)
+    ev.prepare(cid)
+    assert any(warning in r.getMessage() for r in caplog.records), caplog.text
+    public_runs.clear()
+    _assert_same_results(_all_modes(ev, cid, XS), want)
+    assert len(public_runs) == len(MODES), "each evaluation ran through AerSimulator.run"
+
+
+@pytest.mark.timeout(30)
+def test_internals_that_break_after_the_check_fall_back_on_the_next_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, public_runs: list[int]
+) -> None:
+    want = _backend_results(XS)
+    ev = QpuEvaluator(seed=1)
+    cid = ev.registry.register_qasm3(WIDE_QASM, WIDE_OBSERVABLES)
+    ev.prepare(cid)
+    _break_execution(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="control_sim.qpu.evaluator")
+    public_runs.clear()
+    _assert_same_results(_all_modes(ev, cid, XS), want)
+    assert len(public_runs) == len(MODES)
+    assert sum("aer direct path failed" in r.getMessage() for r in caplog.records) == len(MODES)
+    public_runs.clear()
+    _assert_same_results(_all_modes(ev, cid, XS), want)  # once fallen back, no more warnings
+    assert len(public_runs) == len(MODES) and len(caplog.records) == len(MODES)
 
 
 @pytest.mark.timeout(30)
@@ -428,6 +553,13 @@ def test_vqe_reaches_chemical_accuracy_with_the_exact_estimator(optimizer: str) 
         assert result.evaluations == 2 * 16 + 2 * result.iterations + 1
     else:
         assert result.calls == result.evaluations
+    # The summary's latencies are LatencySummary's fields, in µs.
+    summary = result.summary()
+    for key, us in (("iteration", result.iteration_us), ("call", result.call_us)):
+        assert summary[key] == latency_of(us).to_dict()
+        assert summary[key]["n"] == len(us)
+        assert summary[key]["p50_us"] == pytest.approx(float(np.median(us)), abs=1e-3)
+        assert summary[key]["max_us"] == pytest.approx(float(us.max()), abs=1e-3)
 
 
 @pytest.mark.timeout(60)

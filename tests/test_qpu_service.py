@@ -25,9 +25,12 @@ from qiskit import qasm3, qpy  # type: ignore[import-untyped, unused-ignore]
 from client import Client, RemoteError
 from client.messages import Message
 from client.wire import arrays_to_frames, encode_header, frames_to_arrays, parse_header
-from control_sim.qpu.errors import QpuError
+from control_sim.qpu.circuits import DEFAULT_MAX_CIRCUITS as MAX_CIRCUITS
+from control_sim.qpu.client import QpuClient
+from control_sim.qpu.errors import QpuError, TooManyCircuits
 from control_sim.qpu.evaluator import QpuEvaluator
-from control_sim.qpu.service import BIT_ORDER, QpuService
+from control_sim.qpu.schema import BIT_ORDER, Estimate, Sample
+from control_sim.qpu.service import QpuService
 from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.vqe import h2
 from control_sim.vqe.driver import h2_registration
@@ -35,6 +38,7 @@ from tests.conftest import ROOT, START_TIMEOUT_S, Stack, spawn, stop_process, wa
 
 SERVICE = "qpu"
 P = h2.NUM_PARAMETERS
+RY = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit q; ry(a) q;'
 
 # Ten qubits (two bytes per shot) and one parameter: x on qubits 0, 8 and 9, ry(a) on 1.
 BITS_QASM = """OPENQASM 3.0;
@@ -166,7 +170,7 @@ BAD: list[Bad] = [
         "unknown circuit (sample)",
         lambda ids: ({"op": "sample", "circuit": 12, "shots": 4}, (ZEROS,)),
         "unknown_circuit",
-        ("'12'",),
+        ("a str", "int 12"),
     ),
     Bad(
         "parameters too long",
@@ -247,6 +251,12 @@ BAD: list[Bad] = [
         lambda ids: ({"op": "estimate", "circuit": ids.bare}, (np.zeros(1),)),
         "bad_observable",
         ("at least one observable", "none"),
+    ),
+    Bad(
+        "register a circuit too wide",
+        lambda ids: ({"op": "register", "qasm3": "OPENQASM 3.0; qubit[25] q;"}, ()),
+        "unsupported_circuit",
+        ("at most 24 qubits", "got 25"),
     ),
     Bad(
         "invalid qasm",
@@ -414,15 +424,12 @@ def test_big_endian_parameters_are_float64_too(service: QpuService, ids: Ids) ->
     np.testing.assert_allclose(reply.arrays[0], in_process_exact(x), rtol=0, atol=1e-9)
 
 
-def test_evaluate_takes_a_parsed_body(service: QpuService, ids: Ids) -> None:
+def test_evaluate_takes_a_request_read_already(service: QpuService, ids: Ids) -> None:
     x = seeded_point(106, batch=3)
-    values, _ = service.evaluate({"op": "estimate", "circuit": ids.h2}, x).arrays
-    np.testing.assert_allclose(values, in_process_exact(x), rtol=0, atol=1e-9)
-    out = service.evaluate({"op": "sample", "circuit": ids.h2, "shots": 8, "seed": 1}, x)
-    assert out.arrays[0].shape == (3, 8, 1) and out.body["num_bits"] == 2
-    with pytest.raises(QpuError) as info:
-        service.evaluate({"op": "register"}, x)
-    assert info.value.type == "bad_request"
+    estimate = service.evaluate(Estimate(ids.h2), x)
+    np.testing.assert_allclose(estimate.values, in_process_exact(x), rtol=0, atol=1e-9)
+    sample = service.evaluate(Sample(ids.h2, shots=8, seed=1), x)
+    assert sample.bits.shape == (3, 8, 1) and sample.num_bits == 2
 
 
 def test_a_registration_that_fails_is_not_kept(service: QpuService) -> None:
@@ -509,6 +516,9 @@ def test_bad_request_through_the_broker(remote: tuple[Client, Ids], bad: Bad) ->
         client.request(SERVICE, body, *arrays)
     err = info.value
     assert err.type == bad.type, err.message
+    # typed: the class of control_sim.qpu.errors for its type, which this process imported
+    assert isinstance(err, QpuError) and type(err).type == bad.type, type(err)
+    assert err.service == SERVICE
     assert err.traceback is None, "an expected refusal carries no traceback"
     assert err.message.startswith(f"{SERVICE}: ")
     for needle in bad.needles:
@@ -525,6 +535,22 @@ def test_the_worker_still_serves_after_every_bad_request(remote: tuple[Client, I
     x = seeded_point(203, batch=2)
     values, _ = client.request(SERVICE, {"op": "estimate", "circuit": ids.h2}, x).arrays
     np.testing.assert_allclose(values, in_process_exact(x), rtol=0, atol=1e-9)
+
+
+@pytest.mark.timeout(120)
+def test_a_full_worker_refuses_one_more_circuit_typed() -> None:
+    with (
+        LocalStack(StackSpec(qpu_workers=1)) as stack,
+        Client(stack.endpoint, timeout=30) as client,
+    ):
+        qpu = QpuClient(client, timeout=30)
+        for k in range(MAX_CIRCUITS):
+            qpu.register_qasm3(f"{RY} rz({k}) q;")
+        with pytest.raises(TooManyCircuits) as info:
+            qpu.register_qasm3(f"{RY} rz({MAX_CIRCUITS}) q;")
+        assert info.value.type == "too_many_circuits" and info.value.service == SERVICE
+        assert f"at most {MAX_CIRCUITS}" in info.value.message
+        assert qpu.register_qasm3(f"{RY} rz(0) q;").num_parameters == 1  # known: still answers
 
 
 def test_the_cli_module_imports_no_qiskit() -> None:

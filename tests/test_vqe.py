@@ -21,7 +21,9 @@ from qiskit import QuantumCircuit, qpy  # type: ignore[import-untyped, unused-ig
 from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-ignore]
 
 from client import Client, RemoteError
+from client.errors import remote_error
 from control_sim.qpu.client import CircuitInfo, QpuClient
+from control_sim.qpu.errors import QpuError
 from control_sim.qpu.evaluator import QpuEvaluator
 from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.vqe import h2
@@ -139,6 +141,8 @@ def test_service_errors_arrive_with_their_type(qpu: QpuClient) -> None:
         with pytest.raises(RemoteError) as caught:
             call()
         assert caught.value.type == kind, (kind, caught.value)
+        assert type(caught.value) is type(remote_error("qpu", kind, "")), "typed by QpuClient"
+        assert isinstance(caught.value, QpuError) and caught.value.service == "qpu"
     assert qpu.estimate(info.circuit, np.zeros(4))[0].shape == (1, 1)  # still serving
 
 

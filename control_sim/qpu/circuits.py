@@ -179,7 +179,7 @@ class CircuitRegistry:
         try:
             return self._circuits[circuit_id]
         except (KeyError, TypeError):
-            raise UnknownCircuit(str(circuit_id), registered=len(self._circuits)) from None
+            raise UnknownCircuit(circuit_id, registered=len(self._circuits)) from None
 
     def unregister(self, circuit_id: str) -> None:
         """Forget a circuit; raises :class:`UnknownCircuit` if it is not registered."""
@@ -193,7 +193,7 @@ class CircuitRegistry:
         :class:`BadObservable`, :class:`UnsupportedCircuit` or :class:`TooManyCircuits`.
         """
         if not isinstance(source, str):
-            raise InvalidQasm(f"got {type(source).__name__}, not str")
+            raise InvalidQasm.not_text(source)
         encoded = source.encode("utf-8", errors="surrogatepass")
         if len(encoded) > MAX_SOURCE_BYTES:
             raise InvalidQasm(f"got {len(encoded)} bytes, more than {MAX_SOURCE_BYTES}")

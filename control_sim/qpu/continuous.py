@@ -11,19 +11,11 @@ reply carries the new one. ``stop`` ends the run with its FINAL.
 Batches run from the worker's idle callback, between requests, so updates are read as
 soon as a batch ends. Flow control: at most ``window`` batches may be unacknowledged
 (``ack``, or ``update`` with ``ack``), so a slow client holds the loop back instead of
-filling the broker's queues. Session ops (module docstring of
-:mod:`control_sim.qpu.service` for the rest):
+filling the broker's queues.
 
-- ``run``: body ``mode`` ("estimate" or "sample"), ``circuit``, ``shots``, ``seed``,
-  ``window`` (8), ``period_us`` (0), ``max_batches`` (none), and one float64 frame,
-  (P,) or (B, P). Replies: a PARTIAL per batch (the estimate or sample reply's body and
-  arrays, plus ``version`` and ``batch``), then a FINAL ``{"batches", "version",
-  "reason"}``.
-- ``update``: ``ack`` (optional) and one float64 frame of the run's shape. Reply
-  ``{"version", "batch"}``: the new version, first used by that batch.
-- ``ack``: ``batch``, the highest batch the client has consumed. Reply ``{"batch"}``.
-- ``stop``: reply ``{"batches", "version"}``, after the run's FINAL.
-- ``close``: ends the run and forgets the session's state. Reply ``{"closed": true}``.
+The session ops (``run``, ``update``, ``ack``, ``stop``, ``close``), their bodies and
+replies are the types of :mod:`control_sim.qpu.schema`, read and built through it;
+docs/QPU_SERVICE.md describes them.
 """
 
 from __future__ import annotations
@@ -37,14 +29,29 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from client.messages import Message, Payload
+from client.messages import Message
 from client.worker import DeferredReply
 from control_sim.qpu.errors import BadParameters, BadRequest
-from control_sim.qpu.schema import SEED_BOUND
+from control_sim.qpu.schema import (
+    SEED_BOUND,
+    Ack,
+    Acked,
+    Close,
+    Closed,
+    EvaluationReply,
+    Run,
+    RunEnd,
+    RunEndReason,
+    RunResult,
+    Stop,
+    Stopped,
+    Update,
+    Updated,
+    read_params,
+    session_op,
+)
 from control_sim.qpu.service import QpuService
 
-SESSION_OPS: Final = ("run", "update", "ack", "stop", "close")
-MAX_WINDOW: Final = 1024
 MAX_SESSION_STATES: Final = 1024
 """Session states one worker keeps; past it, the least recently used idle one goes."""
 
@@ -52,12 +59,11 @@ MAX_SESSION_STATES: Final = 1024
 @dataclass(slots=True)
 class _Run:
     reply: DeferredReply
-    body: dict[str, Any]
+    request: Run
     params: NDArray[np.float64]
     window: int
     period_ns: int
     max_batches: int | None
-    seed: int | None
     version: int = 0
     batches: int = 0
     acked: int = -1
@@ -105,8 +111,8 @@ class ContinuousRuns:
     def handle(self, message: Message) -> Any:
         """The Worker handler: session ops here, everything else to the service."""
         body = message.body
-        op = body.get("op") if isinstance(body, Mapping) else None
-        if not isinstance(op, str) or op not in SESSION_OPS:
+        op = session_op(body)
+        if op is None:
             return self.service.handle(message)
         sid = message.header.session
         if sid is None:
@@ -155,32 +161,18 @@ class ContinuousRuns:
                 "credit - 1: a run holds a credit slot until it stops)",
                 got=f"{len(self._runs())}; stop one, or open a session on another worker",
             )
-        mode = body.get("mode", "estimate")
-        if mode not in ("estimate", "sample"):
-            raise BadRequest("mode", expected="'estimate' or 'sample'", got=f"{mode!r:.64}")
-        window = _int_in(body, "window", 8, 1, MAX_WINDOW)
-        period_us = _int_in(body, "period_us", 0, 0, 60_000_000)
-        max_batches = body.get("max_batches")
-        if max_batches is not None:
-            max_batches = _int_in(body, "max_batches", 1, 1, 2**62)
-        seed = body.get("seed")
-        eval_body = {
-            "op": mode,
-            "circuit": body.get("circuit"),
-            "shots": body.get("shots"),
-            "seed": seed,
-        }
-        params = self.service.parameters(m)
-        first = self.service.evaluate(eval_body, params)  # bad input fails the run here
+        request = Run.from_body(body)
+        params = read_params(m.arrays)
+        # bad input fails the run here, before anything streams
+        first = self.service.evaluate(request.evaluation(request.seed), params)
         reply = self.defer()
         run = _Run(
             reply=reply,
-            body=eval_body,
+            request=request,
             params=params.copy(),
-            window=window,
-            period_ns=period_us * 1000,
-            max_batches=max_batches,
-            seed=seed if isinstance(seed, int) else None,
+            window=request.window,
+            period_ns=request.period_us * 1000,
+            max_batches=request.max_batches,
         )
         state.run = run
         self._send(run, first)
@@ -188,65 +180,64 @@ class ContinuousRuns:
 
     def _update(self, sid: int, state: _SessionState, body: Mapping[str, Any], m: Message) -> Any:
         run = self._live_run(state, "update")
-        params = self.service.parameters(m)
+        request = Update.from_body(body)
+        params = read_params(m.arrays)
         if params.shape != run.params.shape:
             raise BadParameters(
                 expected=f"the run's shape {run.params.shape}", got=f"shape {params.shape}"
             )
-        self._take_ack(run, body)
+        self._take_ack(run, request.ack, "ack")
         run.params = params.copy()
         run.version += 1
-        return {"version": run.version, "batch": run.batches}
+        return Updated(version=run.version, batch=run.batches).to_body()
 
     def _ack(self, sid: int, state: _SessionState, body: Mapping[str, Any], m: Message) -> Any:
         run = self._live_run(state, "ack")
-        if "batch" not in body:
-            raise BadRequest("batch", expected="the highest batch consumed (int)", got="none")
-        self._take_ack(run, body, key="batch")
-        return {"batch": run.acked}
+        self._take_ack(run, Ack.from_body(body).batch, "batch")
+        return Acked(batch=run.acked).to_body()
 
     def _stop(self, sid: int, state: _SessionState, body: Mapping[str, Any], m: Message) -> Any:
         run = self._live_run(state, "stop")
+        Stop.from_body(body)
         self._end(run, "stopped")
-        return {"batches": run.batches, "version": run.version}
+        return Stopped(batches=run.batches, version=run.version).to_body()
 
     def _close(self, sid: int, state: _SessionState, body: Mapping[str, Any], m: Message) -> Any:
+        Close.from_body(body)
         if state.run is not None and state.run.reply.open:
             self._end(state.run, "closed")
         self.sessions.pop(sid, None)
-        return {"closed": True}
+        return Closed().to_body()
 
     # --- helpers ---------------------------------------------------------------------
 
     def _batch(self, run: _Run) -> None:
-        body = run.body
-        if run.seed is not None:
-            body = {**body, "seed": (run.seed + run.batches) % SEED_BOUND}
+        seed = run.request.seed
+        if seed is not None:
+            seed = (seed + run.batches) % SEED_BOUND
         try:
-            result = self.service.evaluate(body, run.params)
+            result = self.service.evaluate(run.request.evaluation(seed), run.params)
         except Exception as exc:  # a run that worked at batch 0 should not fail; if it does, say so
             run.reply.fail(exc)
             return
         self._send(run, result)
 
-    def _send(self, run: _Run, result: Payload) -> None:
-        body = {**result.body, "version": run.version, "batch": run.batches}
-        run.reply.partial(Payload(body=body, arrays=result.arrays))
+    def _send(self, run: _Run, result: EvaluationReply) -> None:
+        run.reply.partial(RunResult(run.version, run.batches, result).to_payload())
         run.batches += 1
         run.next_due_ns = time.monotonic_ns() + run.period_ns
         if run.max_batches is not None and run.batches >= run.max_batches:
             self._end(run, "max_batches")
 
     @staticmethod
-    def _end(run: _Run, reason: str) -> None:
-        run.reply.finish({"batches": run.batches, "version": run.version, "reason": reason})
+    def _end(run: _Run, reason: RunEndReason) -> None:
+        run.reply.finish(RunEnd(batches=run.batches, version=run.version, reason=reason).to_body())
 
     @staticmethod
-    def _take_ack(run: _Run, body: Mapping[str, Any], key: str = "ack") -> None:
-        ack = body.get(key)
+    def _take_ack(run: _Run, ack: int | None, key: str) -> None:
         if ack is None:
             return
-        if type(ack) is not int or not -1 <= ack < run.batches:
+        if not -1 <= ack < run.batches:
             raise BadRequest(
                 key,
                 expected=f"an int in [-1, {run.batches - 1}] (a batch sent)",
@@ -278,12 +269,3 @@ class ContinuousRuns:
 
     def _runs(self) -> list[_Run]:
         return [s.run for s in self.sessions.values() if s.run is not None and s.run.reply.open]
-
-
-def _int_in(body: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = body.get(key, default)
-    if value is None:
-        value = default
-    if type(value) is not int or not low <= value <= high:
-        raise BadRequest(key, expected=f"an int in [{low}, {high}]", got=f"{value!r:.64}")
-    return value

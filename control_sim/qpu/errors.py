@@ -21,6 +21,17 @@ from client.errors import RemoteError
 from control_sim.errors import ControlSimError
 
 
+def describe_value(value: object) -> str:
+    """A bounded description of a wire value for an error message: its type and repr.
+
+    >>> describe_value(None), describe_value([1, 2])
+    ('nothing (nil)', 'list [1, 2]')
+    """
+    if value is None:
+        return "nothing (nil)"
+    return f"{type(value).__name__} {value!r:.60}"
+
+
 class QpuError(ControlSimError, RemoteError):
     """Base of every error the QPU core raises; ``type`` says which, ``message`` says why."""
 
@@ -38,14 +49,19 @@ class _ExpectedGot(QpuError):
 
 
 class UnknownCircuit(QpuError):
-    """No circuit is registered under this id (never registered, or unregistered)."""
+    """No circuit is registered under this id (never registered, or unregistered), or
+    the id is not a str. ``registered`` is how many are, where the registry said."""
 
     type = "unknown_circuit"
 
-    def __init__(self, circuit_id: str, *, registered: int) -> None:
-        super().__init__(
-            f"expected the id of a registered circuit ({registered} registered), got {circuit_id!r}"
-        )
+    def __init__(self, circuit_id: object, *, registered: int | None = None) -> None:
+        count = "" if registered is None else f" ({registered} registered)"
+        if isinstance(circuit_id, str):
+            got = f"{circuit_id!r:.80}"
+        else:
+            count += ", a str"
+            got = describe_value(circuit_id)
+        super().__init__(f"expected the id of a registered circuit{count}, got {got}")
         self.circuit_id = circuit_id
         self.registered = registered
 
@@ -79,6 +95,11 @@ class InvalidQasm(QpuError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"expected an OpenQASM 3 program: {detail}")
         self.detail = detail
+
+    @classmethod
+    def not_text(cls, source: object) -> InvalidQasm:
+        """For a ``qasm3`` that is not a str."""
+        return cls(f"got {type(source).__name__}, not str")
 
 
 class InvalidQpy(QpuError):

@@ -22,16 +22,15 @@ Shapes: ``params`` is ``(n_params,)`` or ``(batch, n_params)``, in the registry'
 order; results always have the batch axis first (``batch`` is 1 for a 1-D input).
 
 Speed. Each registered circuit is compiled once for aer (transpiled by the registry; here
-turned into aer's native circuit objects with the save instructions or basis changes in
-place), so a call only binds parameters and runs the C++ simulator. By default
-(``engine="direct"``) that run bypasses ``AerSimulator.run``'s per-call assembly and job
-thread by calling aer's own internals (``_compile``, ``assemble_circuits``,
-``generate_aer_config``, ``_execute_circuits``, and the parameter table that
-``_convert_binds`` builds, planned once per circuit); every program is
-checked against the public ``AerSimulator.run`` once when it is compiled and falls back to
-it (with a warning logged) if the two disagree or the internals are missing.
-``engine="backend"`` always uses ``AerSimulator.run``. A 2-qubit exact estimate costs about
-0.1 ms direct, 0.35 ms through ``AerSimulator.run`` and 1.2 ms through ``EstimatorV2``.
+turned into aer programs with the save instructions or basis changes in place), so a call
+only binds parameters and runs the C++ simulator. By default (``engine="direct"``) that
+run bypasses ``AerSimulator.run``'s per-call assembly and job thread through aer's
+private internals, all of which live in :mod:`control_sim.qpu.aer_direct`. Every program
+is checked against the public ``AerSimulator.run`` once when it is compiled, and uses the
+public path from then on (with a warning logged) if the internals are missing, raise, or
+disagree with it. ``engine="backend"`` always uses ``AerSimulator.run``. A 2-qubit exact
+estimate costs about 0.1 ms direct, 0.35 ms through ``AerSimulator.run`` and 1.2 ms
+through ``EstimatorV2``.
 
 An evaluator is not thread-safe: give each thread its own.
 """
@@ -39,18 +38,18 @@ An evaluator is not thread-safe: give each thread its own.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from qiskit.circuit import ClassicalRegister, Parameter, ParameterExpression, QuantumCircuit  # type: ignore[import-untyped, unused-ignore]
+from qiskit.circuit import ClassicalRegister, Parameter, QuantumCircuit  # type: ignore[import-untyped, unused-ignore]
 from qiskit.primitives import BitArray  # type: ignore[import-untyped, unused-ignore]
 from qiskit.quantum_info import PauliList, Statevector  # type: ignore[import-untyped, unused-ignore]
 from qiskit_aer import AerSimulator
 
+from control_sim.qpu.aer_direct import DirectRun, same_data
 from control_sim.qpu.circuits import CircuitRegistry, RegisteredCircuit
 from control_sim.qpu.errors import (
     BadObservable,
@@ -60,16 +59,17 @@ from control_sim.qpu.errors import (
     SimulationFailed,
     UnsupportedCircuit,
 )
-from control_sim.qpu.schema import SEED_BOUND
+from control_sim.qpu.schema import (
+    MAX_BATCH,
+    MAX_SAMPLE_BYTES,
+    SEED_BOUND,
+    bytes_per_shot,
+    check_seed,
+    check_shots,
+    to_ints,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH: Final = 4096
-"""Most parameter vectors in one call."""
-MAX_SHOTS: Final = 1_000_000
-"""Most shots per parameter vector (and per measurement basis in estimate mode)."""
-MAX_SAMPLE_BYTES: Final = 32 * 1024 * 1024
-"""Largest ``Samples.bits`` one call may return (batch x shots x bytes per shot)."""
 
 Mode = Literal["estimate", "sample"]
 Engine = Literal["direct", "backend"]
@@ -117,7 +117,7 @@ class Samples:
     shots: int
 
     def __post_init__(self) -> None:
-        n_bytes = max(1, math.ceil(self.num_bits / 8))
+        n_bytes = bytes_per_shot(self.num_bits)
         if self.bits.ndim != 3 or self.bits.shape[1:] != (self.shots, n_bytes):
             raise ValueError(
                 f"bits of shape {self.bits.shape} do not hold {self.shots} shots "
@@ -125,13 +125,9 @@ class Samples:
             )
 
     def to_ints(self) -> NDArray[np.uint64]:
-        """Outcomes as integers, ``(batch, shots)`` uint64; only for ``num_bits <= 64``."""
-        if self.num_bits > 64:
-            raise ValueError(f"{self.num_bits} bits do not fit in uint64")
-        n_bytes = self.bits.shape[2]
-        padded = np.zeros((*self.bits.shape[:2], 8), dtype=np.uint8)
-        padded[..., 8 - n_bytes :] = self.bits
-        return padded.view(">u8")[..., 0].astype(np.uint64)
+        """Outcomes as integers, ``(batch, shots)`` uint64; only for ``num_bits <= 64``
+        (:func:`control_sim.qpu.schema.to_ints`)."""
+        return to_ints(self.bits, self.num_bits)
 
     def bit_array(self, index: int) -> BitArray:
         """Parameter vector ``index``'s shots as a qiskit ``BitArray`` (``get_counts()``...)."""
@@ -267,7 +263,7 @@ class QpuEvaluator:
         """Expectation values of the registered observables; exact when ``shots`` is None."""
         c = self._get(circuit_id)
         x = _as_batch(params, c.reg)
-        _check_seed(seed)
+        check_seed(seed)
         if not c.reg.estimable:
             raise UnsupportedCircuit(
                 expected="a circuit without mid-circuit measurement (estimate mode)",
@@ -281,7 +277,7 @@ class QpuEvaluator:
         if shots is None:
             values = c.exact_program().run_exact(x)
             return Estimate(values, np.zeros_like(values), None)
-        n = _check_shots(shots, minimum=2)
+        n = check_shots(shots, minimum=2)
         return c.shots_program().run_estimate(x, n, self._seed(seed))
 
     def sample(
@@ -295,10 +291,10 @@ class QpuEvaluator:
         """``shots`` outcomes per parameter vector, bit-packed (see :class:`Samples`)."""
         c = self._get(circuit_id)
         x = _as_batch(params, c.reg)
-        _check_seed(seed)
-        n = _check_shots(shots, minimum=1)
+        check_seed(seed)
+        n = check_shots(shots, minimum=1)
         program = c.sample_program()
-        n_bytes = max(1, math.ceil(program.num_bits / 8))
+        n_bytes = bytes_per_shot(program.num_bits)
         size = x.shape[0] * n * n_bytes
         if size > MAX_SAMPLE_BYTES:
             raise BadShots(
@@ -351,20 +347,6 @@ def _as_batch(params: ArrayLike, reg: RegisteredCircuit) -> NDArray[np.float64]:
     return arr
 
 
-def _check_seed(seed: object) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-        raise BadRequest("seed", expected="an int or None", got=f"{seed!r:.40}")
-
-
-def _check_shots(shots: object, *, minimum: int) -> int:
-    if isinstance(shots, bool) or not isinstance(shots, int | np.integer):
-        got = "None" if shots is None else f"{shots!r:.40} ({type(shots).__name__})"
-        raise BadShots(expected=f"an int in [{minimum}, {MAX_SHOTS}]", got=got)
-    if not minimum <= shots <= MAX_SHOTS:
-        raise BadShots(expected=f"an int in [{minimum}, {MAX_SHOTS}]", got=str(int(shots)))
-    return int(shots)
-
-
 class _Program:
     """Circuits compiled once for aer; a run binds a parameter batch and returns aer's data.
 
@@ -392,16 +374,17 @@ class _Program:
             inst.operation.is_parameterized() for c in circuits for inst in c.data
         )
         self.num_bits = circuits[0].num_clbits
-        self._native: _NativeRun | None = None
+        self._direct: DirectRun | None = None
         if direct:
             try:
-                self._native = _NativeRun(sim, circuits, parameters, shots=shots, memory=memory)
+                self._direct = DirectRun(sim, circuits, parameters, shots=shots, memory=memory)
             except Exception:  # aer internals moved: the public path still works
                 log.warning("aer internals unavailable; using AerSimulator.run", exc_info=True)
 
     @property
     def direct(self) -> bool:
-        return self._native is not None
+        """Whether runs take the direct path (:mod:`control_sim.qpu.aer_direct`)."""
+        return self._direct is not None
 
     def run(self, x: NDArray[np.float64], *, shots: int, seed: int) -> list[dict[str, Any]]:
         if not self._binds_rows and x.shape[0] > 1:
@@ -411,8 +394,14 @@ class _Program:
             ]
             per_circuit = [[r[i] for r in rows] for i in range(len(self._circuits))]
             return [d for circuit_rows in per_circuit for d in circuit_rows]
-        if self._native is not None:
-            return self._native.run(x, shots=shots, seed=seed)
+        if self._direct is not None:
+            try:
+                return self._direct.run(x, shots=shots, seed=seed)
+            except SimulationFailed:
+                raise  # aer ran, and said why it failed: the public path would too
+            except Exception:  # the internals broke after verify: the public path still works
+                log.warning("aer direct path failed; using AerSimulator.run", exc_info=True)
+                self._direct = None
         return self._run_public(x, shots=shots, seed=seed)
 
     def _run_public(self, x: NDArray[np.float64], *, shots: int, seed: int) -> list[dict[str, Any]]:
@@ -430,19 +419,20 @@ class _Program:
 
     def verify(self, x: NDArray[np.float64], *, shots: int, seed: int) -> None:
         """Compare the direct path with ``AerSimulator.run`` once; fall back if they differ."""
-        if self._native is None:
+        if self._direct is None:
             return
         try:
-            ok = _same_data(
-                self._native.run(x, shots=shots, seed=seed),
+            ok = same_data(
+                self._direct.run(x, shots=shots, seed=seed),
                 self._run_public(x, shots=shots, seed=seed),
             )
         except Exception:
             log.warning("aer direct path failed; using AerSimulator.run", exc_info=True)
-            ok = False
+            self._direct = None
+            return
         if not ok:
             log.warning("aer direct path disagrees with AerSimulator.run; using the latter")
-            self._native = None
+            self._direct = None
 
 
 class _ExactProgram(_Program):
@@ -547,7 +537,7 @@ class _SampleProgram(_Program):
 
     def run_samples(self, x: NDArray[np.float64], shots: int, seed: int) -> Samples:
         data = self.run(x, shots=shots, seed=seed)
-        n_bytes = max(1, math.ceil(self.num_bits / 8))
+        n_bytes = bytes_per_shot(self.num_bits)
         bits = np.empty((x.shape[0], shots, n_bytes), dtype=np.uint8)
         for b, d in enumerate(data):
             bits[b] = _pack_memory(d.get("memory") or ["0x0"] * shots, n_bytes)
@@ -651,114 +641,3 @@ class _Compiled:
             self._sample = _SampleProgram(self.reg, self._sim, direct=self._direct)
             self._sample.verify(self._probe, shots=16, seed=1)
         return self._sample
-
-
-class _NativeRun:
-    """The part of ``AerBackend._execute_circuits_job`` that does not depend on the call.
-
-    Everything here is aer-internal (checked against the public path by ``_Program.verify``):
-    compile and assemble the circuits, build the config, and work out which instruction
-    parameter each column of ``x`` feeds (what aer's ``_convert_binds`` redoes per call by
-    walking every instruction), once; per call, fill aer's parameter table from ``x``, set
-    shots and seed, and run the C++ controller on this thread.
-    """
-
-    def __init__(
-        self,
-        sim: AerSimulator,
-        circuits: list[QuantumCircuit],
-        parameters: Sequence[Parameter],
-        *,
-        shots: int,
-        memory: bool,
-    ) -> None:
-        from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
-        from qiskit_aer.backends.controller_wrappers import AerConfig
-
-        self._sim = sim
-        compiled, self._noise = sim._compile(circuits)
-        if sim._target is not None:
-            native, idx_maps = assemble_circuits(compiled, sim.configuration().basis_gates)
-        else:
-            native, idx_maps = assemble_circuits(compiled)
-        for i, circuit in enumerate(native):
-            circuit.circ_id = i
-        self._native = native
-        self._config = generate_aer_config(compiled, sim.options, shots=shots, memory=memory)
-        column = {p: j for j, p in enumerate(parameters)}
-        self._plans = [
-            _binding_plan(c, idx_map, column, AerConfig.GLOBAL_PHASE_POS)
-            for c, idx_map in zip(compiled, idx_maps, strict=True)
-        ]
-        self._has_parameters = any(plan.direct or plan.derived for plan in self._plans)
-
-    def run(self, x: NDArray[np.float64], *, shots: int, seed: int) -> list[dict[str, Any]]:
-        config = self._config
-        if self._has_parameters:
-            columns = x.T
-            config.parameterizations = [plan.table(columns, x) for plan in self._plans]
-        config.shots = shots
-        config.seed_simulator = seed
-        output = self._sim._execute_circuits(self._native, self._noise, config)
-        if not isinstance(output, dict) or not output.get("success", False):
-            status = output.get("status", output) if isinstance(output, dict) else output
-            raise SimulationFailed(str(status)[:1000])
-        return [r["data"] for r in output["results"]]
-
-
-@dataclass(frozen=True)
-class _BindingPlan:
-    """Where each parameter value goes in one aer circuit: ``(op index, param index)`` slots.
-
-    ``direct`` slots take a column of ``x`` as is; ``derived`` slots hold an expression of
-    parameters (``2*a + b``, a global phase), evaluated per row.
-    """
-
-    direct: list[tuple[tuple[int, int], int]]
-    derived: list[tuple[tuple[int, int], Any, dict[Parameter, int]]]
-
-    def table(self, columns: NDArray[np.float64], x: NDArray[np.float64]) -> list[list[Any]]:
-        table: list[list[Any]] = [[slot, columns[j]] for slot, j in self.direct]
-        for slot, expr, used in self.derived:
-            values = [float(expr.bind({p: row[j] for p, j in used.items()})) for row in x]
-            table.append([slot, values])
-        return table
-
-
-def _binding_plan(
-    circuit: QuantumCircuit,
-    idx_map: list[int] | None,
-    column: dict[Parameter, int],
-    global_phase_pos: int,
-) -> _BindingPlan:
-    """aer's ``_convert_circuit_binds`` walk, done once and remembered."""
-    plan = _BindingPlan([], [])
-
-    def add(slot: tuple[int, int], param: Any) -> None:
-        if param in column:
-            plan.direct.append((slot, column[param]))
-        elif isinstance(param, ParameterExpression) and param.parameters:
-            plan.derived.append((slot, param, {p: column[p] for p in param.parameters}))
-
-    add((global_phase_pos, -1), circuit.global_phase)
-    for index, instruction in enumerate(circuit.data):
-        if instruction.operation.is_parameterized():
-            for position, param in enumerate(instruction.operation.params):
-                add((idx_map[index] if idx_map else index, position), param)
-    return plan
-
-
-def _same_data(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    if len(a) != len(b):
-        return False
-    for da, db in zip(a, b, strict=True):
-        if da.keys() != db.keys():
-            return False
-        for key, va in da.items():
-            vb = db[key]
-            if isinstance(va, float | complex | np.floating):
-                if not np.isclose(va, vb, rtol=1e-9, atol=1e-12):
-                    return False
-            elif va != vb:
-                return False
-    return True

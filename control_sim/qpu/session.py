@@ -1,4 +1,12 @@
-"""The client side of the QPU service's continuous mode: a session and its running loop.
+"""The optimizer's side of continuous mode: :class:`QpuSession`, and its running loop.
+
+A :class:`QpuSession` is one session on the ``qpu`` service: it opens a
+:class:`client.Session` (the broker pins it to one worker), speaks the session ops of
+:mod:`control_sim.qpu.continuous` through it, and closes it. :meth:`QpuSession.run`
+starts a shot loop on that worker and returns its :class:`ContinuousRun`, whose results
+stream back as PARTIAL replies. Requests are built and replies read with the types of
+:mod:`control_sim.qpu.schema`; like :mod:`control_sim.qpu.client`, this module needs
+neither qiskit nor aer.
 
 >>> with QpuSession(client) as session:                               # doctest: +SKIP
 ...     run = session.run(circuit_id, theta, shots=1000, window=4)
@@ -10,31 +18,31 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
 from client import Client, Message, PendingReply, RequestTimeout, Session
-from control_sim.stack.local_stack import DEFAULT_QPU_SERVICE
+from control_sim.qpu.schema import (
+    DEFAULT_SERVICE,
+    DEFAULT_WINDOW,
+    Ack,
+    Acked,
+    Close,
+    Closed,
+    Mode,
+    Run,
+    RunEnd,
+    RunResult,
+    Stop,
+    Stopped,
+    Update,
+    Updated,
+    params_frame,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """One batch of a continuous run, as the worker streamed it."""
-
-    version: int
-    """The parameter version that produced it (0: the parameters ``run`` carried)."""
-    batch: int
-    """Its index in the run, from 0."""
-    body: dict[str, Any]
-    arrays: tuple[NDArray[Any], ...]
-
-    @property
-    def values(self) -> NDArray[np.float64]:
-        """Estimate mode: expectation values, float64 (B, K)."""
-        return self.arrays[0]
+__all__ = ["ContinuousRun", "QpuSession", "RunResult"]
 
 
 class ContinuousRun:
@@ -44,10 +52,13 @@ class ContinuousRun:
     so the worker keeps up to ``window`` batches ahead of the consumer and no further.
     """
 
-    def __init__(self, session: Session, pending: PendingReply, window: int, timeout: float):
+    def __init__(
+        self, session: Session, pending: PendingReply, request: Run, timeout: float
+    ) -> None:
         self.session = session
         self.pending = pending
-        self.window = window
+        self.mode: Mode = request.mode
+        self.window = request.window
         self.timeout = timeout
         self.version = 0
         self.consumed = -1
@@ -65,27 +76,26 @@ class ContinuousRun:
 
         Raises the run's error (``SessionLost`` if the worker died, for example) or
         ``RequestTimeout``; raises ``StopIteration`` when the run has ended and every
-        result was consumed.
+        result was consumed; ``ProtocolError`` for a malformed result.
         """
         client = self.session.client
         wait_s = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait_s
+        deadline_ns = time.monotonic_ns() + int(wait_s * 1e9)
         while self._next_index >= len(self.pending.partials):
             if self.pending.done:
                 self.pending.result()  # raises the run's error, if it ended with one
                 raise StopIteration("the run has ended")
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left_ns = deadline_ns - time.monotonic_ns()
+            if left_ns <= 0:
                 raise RequestTimeout(self.session.service, self.pending.id, wait_s)
-            client.receive(left)
+            client.receive(left_ns / 1e9)
         partials = self.pending.partials
         m: Message = partials[self._next_index]
         self._next_index += 1
         if self._next_index >= 256:  # drop consumed results now and then, not one by one
             del partials[: self._next_index]
             self._next_index = 0
-        body = dict(m.body)
-        result = RunResult(int(body["version"]), int(body["batch"]), body, m.arrays)
+        result = RunResult.from_message(m, self.mode)
         self.consumed = result.batch
         if self.consumed - self._acked >= max(1, self.window // 2):
             self._ack()
@@ -94,35 +104,35 @@ class ContinuousRun:
     def update(self, params: ArrayLike, *, timeout: float | None = None) -> int:
         """Send new parameters; returns their version. Every result the worker sends after
         it has answered carries this version or a later one."""
-        x = np.ascontiguousarray(params, dtype=np.float64)
-        body = {"op": "update", "ack": self.consumed}
-        reply = self.session.request(body, x, timeout=timeout or self.timeout)
+        body = Update(ack=self.consumed).to_body()
+        reply = self.session.request(body, params_frame(params), timeout=timeout or self.timeout)
         self._acked = max(self._acked, self.consumed)
-        self.version = int(reply.body["version"])
+        self.version = Updated.from_body(reply.body).version
         self._reap()
         return self.version
 
     def stop(self, *, timeout: float | None = None) -> dict[str, Any]:
-        """End the run; returns its FINAL body ``{"batches", "version", "reason"}``."""
+        """End the run; returns its FINAL body ``{"batches", "version", "reason"}``
+        (:class:`~control_sim.qpu.schema.RunEnd`)."""
         if not self.pending.done:
-            self.session.request({"op": "stop"}, timeout=timeout or self.timeout)
-        final = self.pending.result()
+            reply = self.session.request(Stop().to_body(), timeout=timeout or self.timeout)
+            Stopped.from_body(reply.body)
+        final = RunEnd.from_body(self.pending.result().body)
         for ack in self._acks:
-            ack.result()
+            Acked.from_body(ack.result().body)
         self._acks.clear()
-        return dict(final.body)
+        return final.to_body()
 
     def _ack(self) -> None:
-        self._acks.append(
-            self.session.submit({"op": "ack", "batch": self.consumed}, timeout=self.timeout)
-        )
+        body = Ack(batch=self.consumed).to_body()
+        self._acks.append(self.session.submit(body, timeout=self.timeout))
         self._acked = self.consumed
         self._reap()
 
     def _reap(self) -> None:
         done = [a for a in self._acks if a.done]
         for a in done:
-            a.result()
+            Acked.from_body(a.result().body)
             self._acks.remove(a)
 
     def __repr__(self) -> str:
@@ -133,10 +143,14 @@ class ContinuousRun:
 
 
 class QpuSession:
-    """A session on the ``qpu`` service, pinned to one worker, for continuous runs."""
+    """A session on the ``qpu`` service, pinned to one worker, for continuous runs.
+
+    It opens its :class:`client.Session` (``session``) at once; :meth:`close` (or the
+    ``with`` block's end) forgets the session's state on the worker, then in the broker.
+    """
 
     def __init__(
-        self, client: Client, service: str = DEFAULT_QPU_SERVICE, *, timeout: float = 10.0
+        self, client: Client, service: str = DEFAULT_SERVICE, *, timeout: float = 10.0
     ) -> None:
         self.client = client
         self.timeout = timeout
@@ -147,36 +161,34 @@ class QpuSession:
         circuit_id: str,
         params: ArrayLike,
         *,
-        mode: str = "estimate",
+        mode: Mode = "estimate",
         shots: int | None = None,
         seed: int | None = None,
-        window: int = 8,
+        window: int = DEFAULT_WINDOW,
         period_us: int = 0,
         max_batches: int | None = None,
     ) -> ContinuousRun:
         """Start a continuous run at ``params`` (version 0); results stream at once."""
-        body: dict[str, Any] = {
-            "op": "run",
-            "mode": mode,
-            "circuit": circuit_id,
-            "shots": shots,
-            "seed": seed,
-            "window": window,
-            "period_us": period_us,
-            "max_batches": max_batches,
-        }
-        x = np.ascontiguousarray(params, dtype=np.float64)
+        request = Run(
+            circuit=circuit_id,
+            mode=mode,
+            shots=shots,
+            seed=seed,
+            window=window,
+            period_us=period_us,
+            max_batches=max_batches,
+        )
         # The run's own request stays open while it streams: its timeout only bounds
         # each wait in ContinuousRun.next, not the run.
-        pending = self.session.submit(body, x, timeout=10**9)
-        return ContinuousRun(self.session, pending, window, self.timeout)
+        pending = self.session.submit(request.to_body(), params_frame(params), timeout=10**9)
+        return ContinuousRun(self.session, pending, request, self.timeout)
 
     def close(self) -> None:
         """Forget the session's state on the worker, then in the broker."""
         if self.session.closed:
             return
         try:
-            self.session.request({"op": "close"}, timeout=self.timeout)
+            Closed.from_body(self.session.request(Close().to_body(), timeout=self.timeout).body)
         finally:
             self.session.close(timeout=self.timeout)
 

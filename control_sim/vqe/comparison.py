@@ -1,6 +1,7 @@
-"""``python -m control_sim vqe``: H2 through the ``qpu`` service, beside the same loop in-process.
+"""The driver through the ``qpu`` service, beside the same driver in-process: ``control_sim vqe``.
 
-:func:`compare_h2_vqe` registers the H2 ansatz and Hamiltonian with the ``qpu`` service
+:func:`compare_h2_vqe` runs the transport-agnostic loop of :mod:`control_sim.vqe.driver`
+on H2 twice. It registers the H2 ansatz and Hamiltonian with the ``qpu`` service
 once, runs VQE on it through the broker (only the circuit id and the parameters cross
 the wire per call), then runs the same optimizer from the same seed in this process
 with no middleware (:func:`control_sim.vqe.driver.in_process_energy`). Both sides warm up
@@ -25,10 +26,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from client import Client
-from client.latency import LatencySummary
 from control_sim.errors import ControlSimError
-from control_sim.qpu.client import CircuitInfo, QpuClient
-from control_sim.stack.local_stack import DEFAULT_QPU_SERVICE
+from control_sim.qpu.client import QpuClient
+from control_sim.qpu.schema import DEFAULT_SERVICE, CircuitInfo
 from control_sim.vqe import h2
 from control_sim.vqe.driver import (
     EnergyFn,
@@ -36,6 +36,7 @@ from control_sim.vqe.driver import (
     VqeResult,
     h2_registration,
     in_process_energy,
+    latency_of,
     run_h2_vqe,
 )
 
@@ -59,7 +60,7 @@ class VqeConfig:
     """Seeds the start point, SPSA's perturbations and the per-call shot seeds."""
     maxiter: int | None = None
     """SPSA iterations or COBYLA evaluations; None: :data:`DEFAULT_MAXITER`."""
-    service: str = DEFAULT_QPU_SERVICE
+    service: str = DEFAULT_SERVICE
     timeout_s: float = 5.0
     """Bound on each call to the service."""
     warmup_calls: int = 20
@@ -105,11 +106,6 @@ def loop_iterations_us(result: VqeResult) -> NDArray[np.float64]:
     start-up), unless it is the only one."""
     us = result.iteration_us
     return us[1:] if len(us) > 1 else us
-
-
-def latency_of(us: NDArray[np.float64]) -> LatencySummary:
-    """:class:`LatencySummary` of latencies given in microseconds."""
-    return LatencySummary.of(np.rint(np.asarray(us) * 1e3).astype(np.int64))
 
 
 def warm_up(energy: EnergyFn, *, calls: int, batch: int) -> None:

@@ -19,18 +19,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from client.latency import LatencySummary
 from control_sim.qpu.evaluator import QpuEvaluator
 from control_sim.vqe import h2
 from control_sim.vqe.optimizers import OptimizeResult, cobyla, scalar, spsa
 
-EnergyFn = Callable[[NDArray[np.float64]], NDArray[np.float64]]
-"""``energy(X) -> energies``: ``X`` float64 ``(m, n)``, ``energies`` float64 ``(m,)``."""
+EnergyFn: TypeAlias = Callable[[NDArray[np.float64]], NDArray[np.float64]]
+"""``energy(X) -> energies``: ``X`` float64 ``(m, n)``, ``energies`` float64 ``(m,)``.
+
+What :func:`run_vqe` minimizes, wherever it is evaluated: :func:`in_process_energy`, or
+:meth:`control_sim.qpu.client.QpuClient.energy_fn` through the ``qpu`` service."""
 OptimizerName = Literal["spsa", "cobyla"]
+
+
+def latency_of(us: NDArray[np.float64]) -> LatencySummary:
+    """:class:`~client.latency.LatencySummary` of latencies given in microseconds, as
+    :class:`VqeResult` holds them."""
+    return LatencySummary.of(np.rint(np.asarray(us) * 1e3).astype(np.int64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,13 +82,11 @@ class VqeResult:
         return abs(self.error_mha) < h2.CHEMICAL_ACCURACY_HA * 1e3
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able figures: accuracy, counts, and p50/p99/max of both latencies (µs)."""
+        """JSON-able figures: accuracy, counts, and both latencies' percentiles (µs; the
+        fields of :class:`~client.latency.LatencySummary`, empty without samples)."""
 
-        def stats(us: NDArray[np.float64]) -> dict[str, float]:
-            if not len(us):
-                return {}
-            p50, p99 = np.percentile(us, [50, 99])
-            return {"p50_us": float(p50), "p99_us": float(p99), "max_us": float(us.max())}
+        def stats(us: NDArray[np.float64]) -> dict[str, Any]:
+            return latency_of(us).to_dict() if len(us) else {}
 
         return {
             "optimizer": self.optimizer,
