@@ -553,6 +553,9 @@ class Broker:
         w.waiting = True
         svc.waiting.append(w)
         self.stats["workers_registered"] += 1
+        # An immediate HEARTBEAT tells the worker that a broker took its READY (a ZeroMQ
+        # send succeeds with no peer at all); RFC 18 allows one at any time.
+        self._send([ident, *encode_worker_heartbeat(msg.version)])
         self.timers.push(now + hb_ns, HEARTBEAT, w)
         self.timers.push(now + ttl_ns, EXPIRE_WORKER, w)
         log.info("worker registered: %r", w)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,17 @@ import numpy as np
 import pytest
 import zmq
 
-from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable, WorkerError
+from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable, Worker, WorkerError
 from client.wire import MAX_MESSAGE_BYTES, encode_header
-from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
+from tests.conftest import (
+    ROOT,
+    START_TIMEOUT_S,
+    Stack,
+    broker_stats,
+    wait_for_line,
+    wait_for_workers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,6 +193,61 @@ def test_worker_reconnects_after_a_broker_restart(stack: Stack) -> None:
     wait_for_workers(broker.endpoint, "echo", 1, timeout=15)
     with Client(broker.endpoint) as c:
         assert c.request("echo", "back").body["echo"] == "back"
+
+
+def test_a_worker_prints_ready_only_once_a_broker_answers(stack: Stack) -> None:
+    """A READY sent with no broker listening goes nowhere, yet the send succeeds: the
+    worker says READY only once a broker has answered it, once per registration, and
+    meanwhile warns once that nobody answers."""
+    endpoint = stack.endpoint("ipc")
+    err_path = stack.tmp / "worker.err"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.peers.nl_worker", endpoint, "echo"],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    stack.procs.append(proc)
+
+    def warnings() -> list[str]:
+        return [ln for ln in err_path.read_text().splitlines() if "no broker answered" in ln]
+
+    wait_until(warnings, START_TIMEOUT_S, "the worker's warning that no broker answers")
+    (warning,) = warnings()
+    expected = rf"echo: no broker answered at {re.escape(endpoint)} after \d+ ms; still trying"
+    assert re.fullmatch(expected, warning), warning
+    # It goes on trying (every 200 ms at most) and says nothing more, READY least of all.
+    with pytest.raises(TimeoutError):
+        wait_for_line(proc, "READY", 2)
+    assert len(warnings()) == 1
+
+    broker = stack.broker("ipc")
+    wait_for_line(proc, "READY", START_TIMEOUT_S)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL
+    broker = stack.broker("ipc")
+    wait_for_line(proc, "READY", START_TIMEOUT_S)  # registered again: READY again
+    with Client(broker.endpoint) as c:
+        assert c.request("echo", "back").body["echo"] == "back"
+        assert c.broker_stats()["workers_registered"] == 1
+
+
+def test_a_worker_whose_ready_is_refused_never_reports_ready(stack: Stack) -> None:
+    """The broker refuses READY for its own ``nl.`` names with DISCONNECT: an answer, but
+    no registration."""
+    broker = stack.broker("ipc")
+    ready: list[int] = []
+    worker = Worker(broker.endpoint, "nl.mine", lambda m: None, reconnect_max_ms=50)
+    thread = threading.Thread(target=worker.run, args=(lambda: ready.append(1),), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: worker.connects >= 3, START_TIMEOUT_S, "three READYs refused")
+        assert ready == [] and worker.registrations == 0
+        assert broker_stats(broker.endpoint)["workers_registered"] == 0
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_no_worker_error_is_an_error_not_a_hang(stack: Stack) -> None:
