@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,13 @@ import pytest
 import zmq
 
 from client import BrokerShutdown, Client, QueueFull, ServiceUnavailable, Worker, WorkerError
-from client.wire import MAX_MESSAGE_BYTES, encode_header
+from client.wire import (
+    MAX_MESSAGE_BYTES,
+    encode_client_request,
+    encode_header,
+    parse_broker_reply,
+    parse_header,
+)
 from tests.conftest import (
     ROOT,
     START_TIMEOUT_S,
@@ -177,9 +182,7 @@ def test_clean_shutdown_answers_waiting_clients(stack: Stack, sig: int) -> None:
     with Client(broker.endpoint, timeout=20) as c:
         waiting = c.submit("nobody", 1)
         assert c.service_available("nobody") is False  # the request is queued by now
-        t0 = time.monotonic()
-        assert broker.stop(sig) == 0
-        assert time.monotonic() - t0 < 5
+        assert broker.stop(sig) == 0  # it exited by itself (a hung one is killed: -9)
         with pytest.raises(BrokerShutdown):
             waiting.result()
 
@@ -251,9 +254,11 @@ def test_a_worker_whose_ready_is_refused_never_reports_ready(stack: Stack) -> No
 
 
 def test_no_worker_error_is_an_error_not_a_hang(stack: Stack) -> None:
+    """The request's ttl_ms is 90 % of the client's timeout: the broker's ``no_worker``
+    comes 0.5 s before the client would give up, time enough on a busy machine."""
     broker = stack.broker("ipc")
     with Client(broker.endpoint) as c, pytest.raises(ServiceUnavailable):
-        c.request("ghost", 1, timeout=0.3)
+        c.request("ghost", 1, timeout=5)
 
 
 def test_headers_that_break_parsing_do_not_stop_the_broker(
@@ -290,14 +295,26 @@ def test_a_huge_exception_message_still_gets_a_bounded_error_reply(stack: Stack)
         assert c.request("echo", 1).body["echo"] == 1  # the same worker goes on
 
 
-def test_unused_service_names_do_not_pile_up(stack: Stack) -> None:
+def test_unused_service_names_do_not_pile_up(stack: Stack, zctx: zmq.Context[Any]) -> None:
+    """40 names nobody serves, one after another, against a limit of 8: each request
+    waits out its own short ``ttl_ms`` in the broker's queue and gets ``no_worker``, and its
+    name is forgotten, so the limit is never reached. The client waits seconds for each
+    reply, so a busy machine cannot turn the broker's answer into a client timeout."""
     broker = stack.broker("ipc", "--max-services", "8")
-    with Client(broker.endpoint) as c:
-        for i in range(40):
-            with pytest.raises(ServiceUnavailable):
-                c.request(f"typo-{i}", None, timeout=0.05)
-        stats = c.broker_stats()
+    s = zctx.socket(zmq.DEALER)
+    s.connect(broker.endpoint)
+    for i in range(40):
+        name = f"typo-{i}".encode()
+        header = encode_header(id=i + 1, kind="request", ttl_ms=10)
+        s.send_multipart(encode_client_request(2, name, [header]))
+        assert s.poll(10_000), f"no reply for {name!r}"
+        reply = parse_broker_reply(s.recv_multipart())
+        error = parse_header(reply.body[0])
+        assert (reply.final, reply.service, error.id) == (True, name, i + 1)
+        assert error.error is not None and error.error.type == "no_worker"
+    stats = broker_stats(broker.endpoint)
     assert stats["services"] == {} and stats["services_refused"] == 0
+    assert stats["expired"] == 40
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to drop a connection")
