@@ -89,6 +89,13 @@ _RCVMORE: Final = zmq.RCVMORE
 _MS: Final = 1_000_000
 _LOG_EVERY: Final = 1000
 
+TOKEN_FORMAT: Final = b"%016x"
+"""The client address a worker's REQUEST carries: the broker's dispatch counter as 16
+lowercase hex digits, fresh for every dispatch (PROTOCOL.md §2.5). It is printable, has no
+NUL byte and is 16 bytes long (a 17th digit would take 2**64 dispatches), so peers that
+keep the address as a C string, or that rewrite 17-byte frames starting with NUL and
+33-byte frames starting with ``@`` (the zguide's C++ ``zmsg``), echo it intact."""
+
 
 class Broker:
     """A Majordomo MDP/0.1 + MDP/0.2 broker on one ROUTER socket.
@@ -302,7 +309,7 @@ class Broker:
 
     def _send_request(self, w: WorkerEntry, req: Request, now: int) -> None:
         """Hand ``req`` to ``w``, whose credit the caller has already taken."""
-        token = b"%016x" % next(self._tokens)  # printable, no NUL: PROTOCOL.md §2.5
+        token = TOKEN_FORMAT % next(self._tokens)
         w.inflight[token] = req
         req.state = IN_FLIGHT
         req.attempts += 1
@@ -553,6 +560,9 @@ class Broker:
         w.waiting = True
         svc.waiting.append(w)
         self.stats["workers_registered"] += 1
+        # An immediate HEARTBEAT tells the worker that a broker took its READY (a ZeroMQ
+        # send succeeds with no peer at all); RFC 18 allows one at any time.
+        self._send([ident, *encode_worker_heartbeat(msg.version)])
         self.timers.push(now + hb_ns, HEARTBEAT, w)
         self.timers.push(now + ttl_ns, EXPIRE_WORKER, w)
         log.info("worker registered: %r", w)

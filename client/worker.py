@@ -326,6 +326,10 @@ class Worker:
         self.reconnect_min_ms = reconnect_min_ms
         self.reconnect_max_ms = reconnect_max_ms
         self.connects = 0
+        """READYs sent, one per connection."""
+        self.registrations = 0
+        """READYs the broker took (it answered them), each reported to ``on_ready``."""
+        self._answered = False  # the broker has said anything on this connection
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._on_ready: Callable[[], None] | None = None
@@ -345,21 +349,37 @@ class Worker:
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until :meth:`stop`, reconnecting with bounded exponential backoff.
 
-        ``on_ready`` is called after each READY is sent.
+        ``on_ready`` is called once per registration, when the broker first answers a
+        READY (the broker sends a HEARTBEAT at once; any message but DISCONNECT counts),
+        not when the READY is sent: a ZeroMQ send succeeds with no broker at all. While no
+        broker answers, one warning says so and the worker keeps trying.
         """
         self._on_ready = on_ready
         beats = threading.Thread(target=self._heartbeat_while_busy, daemon=True)
         beats.start()
         backoff_ms = self.reconnect_min_ms
+        warned = False  # that no broker answers (said once, until one does)
         try:
             while not self._stop.is_set():
                 served_before = self.state.served + self.state.failed
+                started_ns = time.monotonic_ns()
                 reason = self._serve_connection()
                 if self._stop.is_set():
                     break
                 if self.state.served + self.state.failed > served_before:
                     backoff_ms = self.reconnect_min_ms
-                log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
+                if self._answered:
+                    warned = False
+                    log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
+                elif not warned:
+                    warned = True
+                    waited_ms = (time.monotonic_ns() - started_ns) // _MS
+                    log.warning(
+                        "%s: no broker answered at %s after %d ms; still trying",
+                        self.service, self.endpoint, waited_ms,
+                    )  # fmt: skip
+                else:
+                    log.debug("%s: still no broker at %s", self.service, self.endpoint)
                 if self._stop.wait(backoff_ms / 1000):
                     break
                 backoff_ms = min(self.reconnect_max_ms, backoff_ms * 2)
@@ -376,11 +396,10 @@ class Worker:
         self._io_lock.acquire()
         self.state.connection += 1  # replies deferred on an earlier connection go nowhere
         self.state.outbox.clear()
+        self._answered = False
         try:
             send_frames(sock, encode_worker_ready(version, self.service.encode(), self.options))
             self.connects += 1
-            if self._on_ready is not None:
-                self._on_ready()
             return self._serve(sock, version)
         finally:
             self._sock = None
@@ -404,6 +423,7 @@ class Worker:
         items = poll_items(sock)
         idle = self.idle
         idle_due_ns: int | None = None
+        registered = False
         while not self._stop.is_set():
             now = time.monotonic_ns()
             if now >= self._next_hb_ns:
@@ -428,11 +448,15 @@ class Worker:
                 continue
             frames = recv_frames(sock, 0, 5)
             broker_deadline = time.monotonic_ns() + ttl_ns
+            self._answered = True
             try:
                 msg = parse_broker_to_worker(frames, version)
             except ProtocolError as exc:
                 self._dropped(exc)
                 continue
+            if not registered and type(msg) is not BrokerDisconnect:  # DISCONNECT: refused
+                registered = True
+                self._registered()
             if type(msg) is BrokerRequest:
                 if state.batch_handler is not None:
                     if self._serve_batch(sock, version, msg):
@@ -518,6 +542,12 @@ class Worker:
         self._flush(sock)
         return None if again_us is None else time.monotonic_ns() + max(0, again_us) * 1000
 
+    def _registered(self) -> None:
+        """The broker answered this connection's READY: report the registration."""
+        self.registrations += 1
+        if self._on_ready is not None:
+            self._on_ready()
+
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         outbox = self.state.outbox
         for frames in outbox:
@@ -563,7 +593,8 @@ def run_worker(endpoint: str, service: str, handler: Handler | None, **options: 
 
 
 def serve(worker: Worker) -> Worker:
-    """Run ``worker`` until SIGINT or SIGTERM; print ``READY`` each time it registers."""
+    """Run ``worker`` until SIGINT or SIGTERM; print ``READY`` each time the broker takes
+    its READY (see :meth:`Worker.run`)."""
     import signal
 
     def stop(signum: int, frame: object) -> None:

@@ -12,6 +12,7 @@ import zmq
 import client
 from client import AsyncClient, Client, Message
 from tests.conftest import BrokerProc, Stack, broker_stats, wait_for_workers
+from tests.peers.cstring_worker import CStringWorker
 from tests.peers.mdp_rfc import PlainWorker, V1Client, V2Client, echo
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,6 +54,23 @@ def test_plain_client_and_worker_of_either_version(
             assert V1Client(zctx, broker.endpoint).request(b"echo", body) == body
         else:
             assert V2Client(zctx, broker.endpoint).request(b"echo", body) == ([], body)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_worker_that_keeps_the_address_as_a_c_string_answers_every_request(
+    broker: BrokerProc, zctx: zmq.Context[Any], workers: list[PlainWorker], version: int
+) -> None:
+    """The zguide's C++ worker keeps the client address as a C string (PROTOCOL.md §2.5);
+    an address with a NUL byte in it would come back cut short, and go unanswered."""
+    w = start(workers, CStringWorker(zctx, broker.endpoint, b"cstr", echo, version=version))
+    wait_for_workers(broker.endpoint, "cstr", 1)
+    v1, v2 = V1Client(zctx, broker.endpoint), V2Client(zctx, broker.endpoint)
+    for i in range(100):
+        body = [b"request %d" % i, b"\x00binary\x00"]
+        assert v1.request(b"cstr", body) == body
+        assert v2.request(b"cstr", body) == ([], body)
+    assert w.served == 200
+    assert broker_stats(broker.endpoint)["stale_replies"] == 0
 
 
 def test_v2_partials_reach_a_v2_client_and_v1_client_gets_only_the_final(

@@ -105,6 +105,11 @@ class PlainWorker(threading.Thread):
         self.disconnects = 0
         self.heartbeats_sent = 0
 
+    def keep_address(self, address: bytes) -> bytes:
+        """What this worker keeps of a REQUEST's client address and echoes in its replies:
+        the frame as it is, as RFC 7 and RFC 18 ask."""
+        return address
+
     def _cmd(self, name: str, *rest: bytes) -> list[bytes]:
         if self.version == 1:
             return [b"", MDPW01, V1[name], *rest]
@@ -126,6 +131,7 @@ class PlainWorker(threading.Thread):
                     if cmd == cmds["REQUEST"]:
                         address, empty, body = msg[at + 1], msg[at + 2], msg[at + 3 :]
                         assert empty == b""
+                        address = self.keep_address(address)
                         replies = self.handler(body)
                         for i, r in enumerate(replies):
                             last = i == len(replies) - 1
