@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,6 +45,7 @@ MIN_DISTANCE: Final = 3
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TRANSPORTS: Final = ("tcp", "ipc", "inproc")
 """The ZeroMQ transports a nearloop endpoint may name."""
+MAX_PORT: Final = 65_535
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -175,8 +175,13 @@ def endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an endpoint: write tcp://HOST:PORT, ipc:///PATH or inproc://NAME"
         )
-    if scheme == "tcp" and not re.fullmatch(r".+:(\d+|\*)", rest):
-        raise argparse.ArgumentTypeError(f"{text!r} needs a port: tcp://HOST:PORT")
+    host, _, port = rest.rpartition(":")
+    if scheme == "tcp" and not (
+        host and (port == "*" or (port.isdigit() and int(port) <= MAX_PORT))
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs a host and a port: tcp://HOST:PORT, PORT up to {MAX_PORT} or *"
+        )
     return text
 
 

@@ -164,13 +164,16 @@ def test_the_shared_flags_are_spelled_one_way() -> None:
           "pymatching"], "names no transport"),
         (["control_sim", "qpu", "--connect", "localhost:5555"], "names no transport"),
         (["decoders", "--connect", "tcp://127.0.0.1", "--service", "decode", "--decoder",
-          "pymatching"], "needs a port"),
+          "pymatching"], "needs a host and a port"),
+        # ZeroMQ itself would bind port 99999 - 65536 = 34463 without a word.
+        (["broker", "--bind", "tcp://127.0.0.1:99999"], "PORT up to 65535"),
         (["decoders", "--connect", "ipc:///tmp/nl-x.sock", "--service", "decode", "--decoder",
           "pymatching", "--device", "cuda"], "--device is an option of bp-gpu"),
         (["bench", "decoders", "--distance", "4"], "the distance must be odd and >= 3, got 4"),
         (["bench", "stream", "--distances", "5,8"], "the distance must be odd and >= 3, got 8"),
     ],
-    ids=["broker", "decoders", "qpu", "tcp-port", "device", "bench-decoders", "bench-stream"],
+    ids=["broker", "decoders", "qpu", "tcp-port", "port-range", "device", "bench-decoders",
+         "bench-stream"],
 )  # fmt: skip
 def test_a_bad_endpoint_or_option_is_one_line(args: list[str], says: str) -> None:
     assert says in one_line_error(run_module(*args, timeout=50))

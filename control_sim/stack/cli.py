@@ -13,13 +13,15 @@ from client.arguments import (
     int_at_least,
     write_json,
 )
+from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE, DEFAULT_QPU_SERVICE
 
 _positive = int_at_least(1)
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     """The ``demo`` subcommand's options; every one has a default."""
-    add_connect(p, help="use the broker at EP, which must have 'decode' and 'qpu' workers "
+    services = f"{DEFAULT_DECODER_SERVICE!r} and {DEFAULT_QPU_SERVICE!r}"
+    add_connect(p, help=f"use the broker at EP, which must have {services} workers "
                 "(default: start a local stack)")  # fmt: skip
     p.add_argument(
         "--optimizer", choices=("spsa", "cobyla"), default="spsa", help="the VQE's optimizer"
