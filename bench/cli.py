@@ -1,8 +1,10 @@
-"""``python -m bench``: the benchmark command line.
+"""``python -m bench`` (and ``nearloop bench``): the benchmark command line.
 
 Each subcommand's module is imported only when that subcommand runs, so ``--help`` is
-fast. To add a command (``stream``, ``vqe``), add its ``add_*_arguments`` and a branch in
-:func:`_dispatch`.
+fast. To add a command, add its ``add_*_arguments`` and a branch in :func:`_dispatch`.
+``--json`` and ``--plot`` create the folder they write in; the README's commands write
+under ``bench-out/`` (ignored by git), so that a run never overwrites ``docs/bench/``
+unless asked to.
 """
 
 from __future__ import annotations
@@ -23,62 +25,83 @@ from bench.rtt_config import (
     RttConfig,
     parse_peers,
 )
+from client.arguments import (
+    RUN_FAILED,
+    CommandParser,
+    add_command,
+    add_json,
+    add_maxiter,
+    add_p,
+    add_seed,
+    check_distance,
+    distance,
+    fail,
+)
 from decoders.names import DECODER_NAMES
+
+PROG = "python -m bench"
+
+
+def add_plot(p: argparse.ArgumentParser, what: str) -> None:
+    """``--plot FILE.png``: write ``what`` there."""
+    p.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help=f"write {what} to FILE.png, creating its folder (default: none written)",
+    )  # fmt: skip
 
 
 def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
     """The ``rtt`` subcommand's options."""
+    p.add_argument("--n", type=int, default=DEFAULT_N, help="timed round trips per peer")
     p.add_argument(
-        "--n", type=int, default=DEFAULT_N,
-        help="timed round trips per peer (default %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--warmup", type=int, default=DEFAULT_WARMUP,
-        help="untimed round trips per peer first (default %(default)s)",
-    )  # fmt: skip
+        "--warmup", type=int, default=DEFAULT_WARMUP, help="untimed round trips per peer first"
+    )
     p.add_argument(
         "--rounds", type=int, default=DEFAULT_ROUNDS,
         help="split each peer's round trips into this many chunks, taken round-robin "
-        "across peers (default %(default)s)",
+        "across peers",
     )  # fmt: skip
-    p.add_argument(
-        "--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES,
-        help="request size (default %(default)s)",
-    )  # fmt: skip
+    p.add_argument("--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES, help="request size")
     p.add_argument(
         "--transport", choices=("ipc", "tcp"), default="ipc",
-        help="ipc:// in a temp dir, or tcp:// on 127.0.0.1 (default %(default)s)",
+        help="ipc:// in a temp dir, or tcp:// on 127.0.0.1",
     )  # fmt: skip
     p.add_argument(
         "--peers", default=",".join(PEERS),
         help=f"comma list from {', '.join(PEERS)} (default: all; ratios need {BASELINE})",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the payload bytes")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+    add_seed(p, default=DEFAULT_SEED, help="seeds the payload bytes")
+    add_json(p, what="the results and metadata")
+    add_plot(p, "a latency plot")
 
 
 def add_decoders_arguments(p: argparse.ArgumentParser) -> None:
     """The ``decoders`` subcommand's options (defaults live in ``DecodersBenchConfig``)."""
     p.add_argument(
         "--device", choices=("cpu", "cuda", "both"),
-        help="bp-gpu on numpy, on CuPy, or both side by side (default both)",
+        help="bp-gpu on numpy, on CuPy, or both side by side (default: both)",
     )  # fmt: skip
-    p.add_argument("--distance", type=int, help="surface-code distance, odd (default 5)")
-    p.add_argument("--noise", type=float, help="circuit-level noise p (default 0.001)")
+    p.add_argument(
+        "--distance", type=distance, metavar="D",
+        help="surface-code distance, odd and >= 3 (default: 5)",
+    )  # fmt: skip
+    add_p(p)
     p.add_argument(
         "--batch-shots", metavar="N,N,...",
-        help="batch sizes to measure, comma-separated (default 100,1000,10000)",
+        help="batch sizes to measure, comma-separated (default: 100,1000,10000)",
     )  # fmt: skip
-    p.add_argument("--batches", type=int, help="timed batches per peer and size (default 5)")
+    p.add_argument("--batches", type=int, help="timed batches per peer and size (default: 5)")
     p.add_argument(
         "--budget-s", type=float,
-        help="seconds allowed per peer and size; fewer batches if over (default 30)",
+        help="seconds allowed per peer and size; fewer batches if over (default: 30)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, help="stim sampling seed")
-    p.add_argument("--float-dtype", choices=("float64", "float32"), help="bp-gpu's float type")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a throughput plot here")
+    add_seed(p, help="seeds stim's sampling")
+    p.add_argument(
+        "--float-dtype", choices=("float64", "float32"),
+        help="bp-gpu's float type (default: float64)",
+    )  # fmt: skip
+    add_json(p, what="the results and metadata")
+    add_plot(p, "a throughput plot")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -91,72 +114,94 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _distances(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(check_distance(d) for d in _int_list(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     """The ``stream`` subcommand's options."""
-    p.add_argument("--distances", type=_int_list, default=(5, 9), help="default 5,9")
-    p.add_argument("--p", type=float, default=0.001, help="noise strength (default %(default)s)")
-    p.add_argument("--decoder", choices=DECODER_NAMES, default="pymatching")
-    p.add_argument("--shots", type=int, default=200_000, help="per throughput run")
-    p.add_argument("--block-shots", type=int, default=1000, help="throughput runs' blocks")
+    p.add_argument(
+        "--distances", type=_distances, default=(5, 9), metavar="D,D,...",
+        help="surface-code distances, each odd and >= 3 (default: 5,9)",
+    )  # fmt: skip
+    add_p(p)
+    p.add_argument(
+        "--decoder", choices=DECODER_NAMES, default="pymatching", help="the workers' decoder"
+    )
+    p.add_argument("--shots", type=int, default=200_000, help="shots per throughput run")
+    p.add_argument(
+        "--block-shots", type=int, default=1000, help="shots per block in throughput runs"
+    )
     p.add_argument(
         "--periods-us", type=_int_list, default=(2000, 1000, 500, 300, 200, 100),
-        help="the paced sweep (default 2000,1000,500,300,200,100)",
+        metavar="T,T,...", help="the paced sweep's periods (default: 2000,1000,500,300,200,100)",
     )  # fmt: skip
-    p.add_argument("--paced-block-shots", type=int, default=100)
+    p.add_argument(
+        "--paced-block-shots", type=int, default=100, help="shots per block in paced runs"
+    )
     p.add_argument("--paced-blocks", type=int, default=1000, help="blocks per paced run, at least")
     p.add_argument(
-        "--paced-seconds",
-        type=float,
-        default=1.0,
+        "--paced-seconds", type=float, default=1.0,
         help="each paced run lasts at least this long: short periods send more blocks",
-    )
-    p.add_argument("--workers", type=_int_list, default=(1, 2), help="default 1,2")
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--json", type=Path, metavar="FILE")
-    p.add_argument("--plot", type=Path, metavar="FILE.png")
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=_int_list, default=(1, 2), metavar="N,N,...",
+        help="decoder worker counts to run (default: 1,2)",
+    )  # fmt: skip
+    add_seed(p, help="seeds the syndrome samples")
+    add_json(p, what="the results and metadata")
+    add_plot(p, "the throughput and paced plots")
 
 
 def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
     """The ``vqe`` subcommand's options (defaults live in ``VqeBenchConfig``)."""
-    p.add_argument("--optimizer", choices=("spsa", "cobyla"), help="default spsa")
-    p.add_argument("--iterations", type=int, help="timed iterations per peer (default 2000)")
+    p.add_argument("--optimizer", choices=("spsa", "cobyla"), help="the optimizer (default: spsa)")
+    add_maxiter(p, help="timed optimizer iterations per peer, over as many VQE runs as it "
+                "takes (default: 2000)")  # fmt: skip
     p.add_argument(
         "--rounds", type=int,
-        help="chunks of iterations, taken round-robin across the peers (default 5)",
+        help="chunks of iterations, taken round-robin across the peers (default: 5)",
     )  # fmt: skip
-    p.add_argument("--warmup", type=int, help="untimed energy calls per peer first (default 200)")
-    p.add_argument("--seed", type=int, help="seed of the VQE runs (default 2026)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write results and metadata here")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a latency plot here")
+    p.add_argument("--warmup", type=int, help="untimed energy calls per peer first (default: 200)")
+    add_seed(p, help="seeds the VQE runs")
+    add_json(p, what="the results and metadata")
+    add_plot(p, "a latency plot")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> CommandParser:
     """The ``python -m bench`` parser, one subparser per benchmark."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
+    parser = CommandParser(
+        prog=prog,
         description="nearloop benchmarks: peers side by side in one run, with ratios.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    rtt = commands.add_parser(
+    rtt = add_command(
+        commands,
         "rtt",
         help="request round trip: pyzmq, zmq.proxy, nearloop (sync and uvloop), rpcq",
         description="Round trip of one request at a time through each peer, interleaved.",
     )
     add_rtt_arguments(rtt)
-    decoders = commands.add_parser(
+    decoders = add_command(
+        commands,
         "decoders",
         help="bp-gpu throughput on numpy vs CuPy, with pymatching as the CPU reference",
         description="Decode the same stim batches with each peer at each batch size.",
     )
     add_decoders_arguments(decoders)
-    stream = commands.add_parser(
+    stream = add_command(
+        commands,
         "stream",
         help="syndrome stream vs the offline pipeline: throughput, reaction, paced sweep",
         description="Surface codes streamed through the broker to decoder workers, beside "
         "the offline single-process pipeline on the same parameters.",
     )
     add_stream_arguments(stream)
-    vqe = commands.add_parser(
+    vqe = add_command(
+        commands,
         "vqe",
         help="H2 VQE loop iteration through the broker vs in-process, side by side",
         description="The same H2 VQE (exact estimator) through a local broker and qpu worker, "
@@ -192,7 +237,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         given = {
             "device": args.device,
             "distance": args.distance,
-            "noise": args.noise,
+            "noise": args.p,
             "batches": args.batches,
             "budget_s": args.budget_s,
             "seed": args.seed,
@@ -234,7 +279,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         vgiven = {
             "optimizer": args.optimizer,
-            "iterations": args.iterations,
+            "iterations": args.maxiter,
             "rounds": args.rounds,
             "warmup": args.warmup,
             "seed": args.seed,
@@ -249,18 +294,18 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     from bench.errors import BenchError
+    from client.errors import NearloopError
     from control_sim.errors import ControlSimError
 
     try:
-        return _dispatch(parser, args)
-    except (BenchError, ControlSimError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _dispatch(args.command_parser, args)
+    except (BenchError, ControlSimError, NearloopError) as exc:
+        return fail(exc, RUN_FAILED)
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         return 130

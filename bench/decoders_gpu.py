@@ -13,7 +13,6 @@ PyMatching.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,11 +25,12 @@ import numpy.typing as npt
 from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
 from bench.stats import LatencySummary, ratio
+from client.arguments import DEFAULT_P, DEFAULT_SEED, check_distance, write_json
 
 DEVICES: Final = ("cpu", "cuda", "both")
 DEFAULT_BATCH_SHOTS: Final = (100, 1000, 10000)
 DEFAULT_DISTANCE: Final = 5
-DEFAULT_NOISE: Final = 0.001
+DEFAULT_NOISE: Final = DEFAULT_P
 DEFAULT_BATCHES: Final = 5
 DEFAULT_BUDGET_S: Final = 30.0
 LIBRARIES: Final = ("stim", "pymatching", "ldpc", "array-api-compat", "cupy-cuda12x")
@@ -65,7 +65,7 @@ class DecodersBenchConfig:
     batch_shots: tuple[int, ...] = DEFAULT_BATCH_SHOTS
     batches: int = DEFAULT_BATCHES
     budget_s: float = DEFAULT_BUDGET_S
-    seed: int = 2026
+    seed: int = DEFAULT_SEED
     float_dtype: str = "float64"
     json_path: Path | None = None
     plot_path: Path | None = None
@@ -73,10 +73,9 @@ class DecodersBenchConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {DEVICES}, got {self.device!r}")
-        if self.distance < 3 or self.distance % 2 == 0:
-            raise ValueError(f"--distance must be odd and >= 3, got {self.distance}")
+        check_distance(self.distance)
         if not 0 < self.noise < 0.5:
-            raise ValueError(f"--noise must lie in (0, 0.5), got {self.noise}")
+            raise ValueError(f"--p must lie in (0, 0.5), got {self.noise}")
         if not self.batch_shots or min(self.batch_shots) < 1:
             raise ValueError(f"--batch-shots must be positive sizes, got {self.batch_shots}")
         if self.batches < 1 or self.budget_s <= 0:
@@ -440,8 +439,7 @@ def main(config: DecodersBenchConfig) -> int:
     result = run(config)
     print(format_table(result))
     if config.json_path is not None:
-        config.json_path.parent.mkdir(parents=True, exist_ok=True)
-        config.json_path.write_text(json.dumps(to_json_doc(result), indent=1) + "\n")
+        write_json(config.json_path, to_json_doc(result))
     if config.plot_path is not None:
         save_figure(config.plot_path, result)
     return 0

@@ -79,4 +79,5 @@ def save_rtt_figure(
     plot_cdf(cdf_ax, samples_ns, summaries, quantity=quantity)
     plot_tail(tail_ax, samples_ns, quantity=quantity)
     fig.suptitle(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

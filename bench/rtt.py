@@ -41,8 +41,9 @@ from bench.machine import describe_machine, library_versions
 from bench.rtt_clients import PeerClient, open_peer_client
 from bench.rtt_config import RttConfig
 from bench.rtt_peers import PEER_INFO, start_stack
-from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, write_json
+from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, to_json_doc
 from bench.stats import LatencySummary
+from client.arguments import write_json
 from control_sim.stack.processes import ServerGroup, interrupts_raise
 
 
@@ -146,7 +147,7 @@ def main(config: RttConfig) -> int:
         result = measure(config)
     print(format_table(result), flush=True)
     if config.json_path is not None:
-        write_json(config.json_path, result)
+        write_json(config.json_path, to_json_doc(result))
         _progress(f"wrote {config.json_path}")
     if config.plot_path is not None:
         from bench.plot import save_rtt_figure

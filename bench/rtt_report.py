@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -130,8 +128,3 @@ def to_json_doc(result: RttResult) -> dict[str, Any]:
         "peers": peers,
         "skipped": result.skipped,
     }
-
-
-def write_json(path: Path, result: RttResult) -> None:
-    """Write :func:`to_json_doc` to ``path``."""
-    path.write_text(json.dumps(to_json_doc(result), indent=2) + "\n")

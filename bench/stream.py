@@ -21,7 +21,6 @@ Throughput is decoded shots per second of wall time, and MB/s of detection event
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -31,16 +30,16 @@ from typing import Any, Final
 import numpy as np
 
 from bench.machine import describe_machine, library_versions
+from client.arguments import DEFAULT_P, DEFAULT_SEED, write_json
 from client.latency import LatencySummary
 from control_sim.qec.codes import CodeSpec
-from control_sim.qec.run import QecConfig, run_qec
+from control_sim.qec.run import QecConfig, qec_ok, run_qec
 from control_sim.qec.source import SyndromeSampler
-from control_sim.stack.local_stack import LocalStack, StackSpec
+from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE, LocalStack, StackSpec
 from decoders.registry import make_decoder
 
 DEFAULT_DISTANCES: Final = (5, 9)
 DEFAULT_PERIODS_US: Final = (2000, 1000, 500, 300, 200, 100)
-SERVICE: Final = "decode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class StreamBenchConfig:
     """One ``bench stream`` run."""
 
     distances: tuple[int, ...] = DEFAULT_DISTANCES
-    p: float = 0.001
+    p: float = DEFAULT_P
     decoder: str = "pymatching"
     block_shots: int = 1000
     shots: int = 200_000
@@ -57,7 +56,7 @@ class StreamBenchConfig:
     paced_seconds: float = 1.0
     periods_us: tuple[int, ...] = DEFAULT_PERIODS_US
     workers: tuple[int, ...] = (1, 2)
-    seed: int = 2026
+    seed: int = DEFAULT_SEED
     json_path: Path | None = None
     plot_path: Path | None = None
 
@@ -100,20 +99,24 @@ def streamed(
         shots, block_shots = blocks * config.paced_block_shots, config.paced_block_shots
     qec = QecConfig(
         spec=spec,
-        decoder_service=SERVICE,
+        decoder_service=DEFAULT_DECODER_SERVICE,
         shots=shots,
         block_shots=block_shots,
         seed=config.seed,
         period_us=period_us,
     )
-    stack = StackSpec(decoder_workers=workers, decoder=config.decoder, decoder_service=SERVICE)
+    stack = StackSpec(
+        decoder_workers=workers,
+        decoder=config.decoder,
+        decoder_service=DEFAULT_DECODER_SERVICE,
+    )
     with LocalStack(stack) as local:
         s = run_qec(qec, local.endpoint)
     s["mode"] = "streamed" if period_us is None else "paced"
     s["workers"] = workers
     s.pop("errors", None)
     if period_us is not None:
-        s["backlog_free"] = bool(s["lost"] == 0 and s["backlog_max"] < qec.window)
+        s["backlog_free"] = bool(qec_ok(s) and s["backlog_max"] < qec.window)
         s["kept_up"] = bool(
             s["backlog_free"]
             and s["reaction_us"] is not None
@@ -229,6 +232,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     plot_paced(ax2, doc)
     fig.suptitle(f"bench stream, {doc['date']}, {doc['machine'].get('cpu_model', '')}", fontsize=9)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -287,7 +291,7 @@ def main(config: StreamBenchConfig) -> int:
     doc = run(config)
     print(format_report(doc))
     if config.json_path is not None:
-        config.json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(config.json_path, doc)
     if config.plot_path is not None:
         plot(doc, config.plot_path)
     return 0

@@ -34,7 +34,6 @@ than the round trip, i.e. several milliseconds (wider circuits, or shots:
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import textwrap
 import time
@@ -51,6 +50,7 @@ from bench.rtt import chunk_sizes, rotated
 from bench.rtt_report import REWARM_PER_CHUNK
 from bench.stats import LatencySummary, ratio
 from client import Client, NearloopError
+from client.arguments import write_json
 from control_sim.qpu.client import QpuClient
 from control_sim.qpu.schema import CircuitInfo
 from control_sim.stack.local_stack import LocalStack, StackSpec
@@ -310,7 +310,7 @@ def main(config: VqeBenchConfig) -> int:
     doc = result.doc
     print(format_report(doc), flush=True)
     if config.json_path is not None:
-        config.json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(config.json_path, doc)
         _progress(f"wrote {config.json_path}")
     if config.plot_path is not None:
         from bench.plot import save_rtt_figure

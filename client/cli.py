@@ -1,8 +1,10 @@
 """``python -m client``: talk to a broker from the shell.
 
-python -m client stats ENDPOINT                 # the broker's counters (mmi.stats)
-python -m client ping ENDPOINT SERVICE          # does SERVICE have workers? (mmi.service)
-python -m client call ENDPOINT SERVICE [JSON]   # one request; the body is JSON
+python -m client stats --connect EP                  # the broker's counters (mmi.stats)
+python -m client ping --connect EP SERVICE           # does SERVICE have workers? (mmi.service)
+python -m client call --connect EP SERVICE [JSON]    # one request; the body is JSON
+
+``nearloop stats|ping|call`` are the same commands. Each takes ``--timeout-s``.
 """
 
 from __future__ import annotations
@@ -12,32 +14,58 @@ import json
 import sys
 from collections.abc import Sequence
 
+from client.arguments import CommandParser, add_command, add_connect, add_timeout_s, fail
 
-def build_parser() -> argparse.ArgumentParser:
+PROG = "python -m client"
+DEFAULT_TIMEOUT_S = 2.0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_connect(p, required=True, help="the broker's endpoint")
+    add_timeout_s(p, default=DEFAULT_TIMEOUT_S, help="how long to wait for the reply")
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds (default %(default)s)")
-    sub = p.add_subparsers(dest="command", required=True)
-    stats = sub.add_parser("stats", help="print the broker's counters as JSON")
-    stats.add_argument("endpoint")
-    ping = sub.add_parser("ping", help="exit 0 if SERVICE has workers, 1 if not")
-    ping.add_argument("endpoint")
-    ping.add_argument("service")
-    call = sub.add_parser("call", help="send one request and print the reply body as JSON")
-    call.add_argument("endpoint")
-    call.add_argument("service")
-    call.add_argument("body", nargs="?", default="null", help="JSON (default null)")
+    p = CommandParser(prog=prog, description="Talk to a nearloop broker from the shell.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stats = add_command(
+        sub, "stats", help="print the broker's counters as JSON",
+        description="Print the broker's counters (mmi.stats) as JSON.",
+    )  # fmt: skip
+    _common(stats)
+    ping = add_command(
+        sub, "ping", help="exit 0 if SERVICE has workers, 1 if not",
+        description="Ask the broker whether SERVICE has workers (mmi.service): exit 0 if "
+        "it has, 1 if not.",
+    )  # fmt: skip
+    _common(ping)
+    ping.add_argument("service", metavar="SERVICE", help="the service to ask about")
+    call = add_command(
+        sub, "call", help="send one request and print the reply body as JSON",
+        description="Send one request with a JSON body; print the reply body as JSON, and "
+        "each reply array's dtype and shape on stderr.",
+    )  # fmt: skip
+    _common(call)
+    call.add_argument("service", metavar="SERVICE", help="the service to call")
+    call.add_argument(
+        "body", nargs="?", default="null", metavar="JSON", help="the request body as JSON"
+    )
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
+    try:
+        body = json.loads(args.body) if args.command == "call" else None
+    except json.JSONDecodeError as exc:
+        args.command_parser.error(f"the request body is not JSON: {exc}")
     from client.errors import NearloopError
     from client.sync_client import Client
 
     try:
-        with Client(args.endpoint, timeout=args.timeout) as c:
+        with Client(args.connect, timeout=args.timeout_s) as c:
             if args.command == "stats":
                 print(json.dumps(c.broker_stats(), indent=2, sort_keys=True))
                 return 0
@@ -45,11 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ok = c.service_available(args.service)
                 print(f"{args.service}: {'available' if ok else 'no workers'}")
                 return 0 if ok else 1
-            reply = c.request(args.service, json.loads(args.body))
+            reply = c.request(args.service, body)
             print(json.dumps(reply.body, default=repr))
             for a in reply.arrays:
                 print(f"array {a.dtype}{list(a.shape)}", file=sys.stderr)
             return 0
-    except (NearloopError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except NearloopError as exc:
+        return fail(exc)

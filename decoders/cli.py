@@ -1,4 +1,4 @@
-"""``python -m decoders``: one decoder worker process.
+"""``python -m decoders`` (and ``nearloop decoders``): one decoder worker process.
 
     python -m decoders --connect EP --service NAME --decoder pymatching|bposd|bp-gpu
         [--device auto|cpu|cuda] [--max-batch-shots N] [--max-wait-us N] [--credit N]
@@ -6,7 +6,11 @@
 It registers with the broker, granting ``--credit`` blocks in flight, prints ``READY``,
 and batches dynamically: it gathers blocks until ``--max-batch-shots`` shots, ``--credit``
 blocks, or ``--max-wait-us`` after the first, decodes them in one call, and replies per
-block. SIGINT/SIGTERM make it say DISCONNECT and exit 0.
+block. SIGINT/SIGTERM make it say DISCONNECT and exit 0. A decoder that cannot be built
+here (``bp-gpu --device cuda`` without CuPy or a GPU) is a one-line error, exit 2.
+
+Only the standard library, :mod:`client.arguments`, the limits and the decoder names are
+imported until the worker starts, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,47 +21,52 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from client.arguments import int_at_least
+from client.arguments import CommandParser, add_connect, add_log_level, fail, int_at_least
 from client.wire import DEFAULT_HEARTBEAT_MS, MAX_CREDIT
 from decoders.names import DECODER_NAMES
 
+PROG = "python -m decoders"
 DEFAULT_MAX_BATCH_SHOTS = 10_000
 DEFAULT_MAX_WAIT_US = 50
 DEFAULT_CREDIT = 16
-
+MODEL_FETCH_TIMEOUT_S = 10.0
+"""Bound on fetching a noise model from the broker's store."""
 
 _positive = int_at_least(1)
 _non_negative = int_at_least(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(
-        prog="python -m decoders",
-        description="A decoder worker: decodes syndrome-stream blocks, batched dynamically.",
+    p = CommandParser(
+        prog=prog,
+        description="A decoder worker: decodes syndrome-stream blocks, batched dynamically. "
+        "It prints one line starting with READY once registered.",
     )
-    p.add_argument("--connect", required=True, metavar="EP", help="the broker's endpoint")
+    add_connect(p, required=True, help="the broker's endpoint")
     p.add_argument("--service", required=True, help="the decoder service to serve")
-    p.add_argument("--decoder", required=True, choices=DECODER_NAMES)
+    p.add_argument("--decoder", required=True, choices=DECODER_NAMES, help="the decoder")
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto",
-        help="where bp-gpu runs: CuPy on a CUDA GPU, or numpy (default %(default)s)",
+        help="bp-gpu only: CuPy on a CUDA GPU (cuda), numpy (cpu), or CuPy if usable (auto)",
     )  # fmt: skip
     p.add_argument(
         "--max-batch-shots", type=_positive, default=DEFAULT_MAX_BATCH_SHOTS,
-        help="decode once this many shots are gathered (default %(default)s)",
+        help="decode once this many shots are gathered",
     )  # fmt: skip
     p.add_argument(
         "--max-wait-us", type=_non_negative, default=DEFAULT_MAX_WAIT_US,
-        help="or once this long has passed since the batch's first block (default %(default)s)",
+        help="or once this long has passed since the batch's first block",
     )  # fmt: skip
     p.add_argument(
-        "--credit", type=_positive, default=DEFAULT_CREDIT,
-        help=f"blocks the broker may have in flight here, at most {MAX_CREDIT} "
-        "(default %(default)s)",
+        "--credit", type=int_at_least(1), default=DEFAULT_CREDIT,
+        help=f"blocks the broker may have in flight here, at most {MAX_CREDIT}",
     )  # fmt: skip
-    p.add_argument("--heartbeat-ms", type=_positive, default=DEFAULT_HEARTBEAT_MS)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--heartbeat-ms", type=_positive, default=DEFAULT_HEARTBEAT_MS,
+        help="heartbeat interval",
+    )  # fmt: skip
+    add_log_level(p)
     return p
 
 
@@ -66,24 +75,30 @@ def cli_options(name: str, device: str) -> dict[str, Any]:
     return {"device": device} if name == "bp-gpu" else {}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.credit > MAX_CREDIT:
-        parser.error(f"--credit is at most {MAX_CREDIT}")
+        parser.error(f"--credit is at most {MAX_CREDIT}, got {args.credit}")
+    if args.device != "auto" and args.decoder != "bp-gpu":
+        parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     from client.sync_client import Client
     from client.worker import run_worker
+    from decoders.errors import DecoderError
     from decoders.registry import make_decoder
     from decoders.service import DecoderService, block_shots
 
-    decoder = make_decoder(args.decoder, **cli_options(args.decoder, args.device))
-    with Client(args.connect, timeout=10.0) as models:
+    try:
+        decoder = make_decoder(args.decoder, **cli_options(args.decoder, args.device))
+    except DecoderError as exc:
+        return fail(exc)
+    with Client(args.connect, timeout=MODEL_FETCH_TIMEOUT_S) as models:
         service = DecoderService(decoder, models.fetch_model)
         run_worker(
             args.connect,

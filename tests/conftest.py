@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -18,28 +17,9 @@ import pytest
 import zmq
 
 from client import Client
+from control_sim.stack.processes import START_TIMEOUT_S, wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT_S = 20.0
-
-
-def wait_for_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    """Read the process's stdout until a line starts with ``prefix``; bounded by ``timeout``."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {prefix!r} line from pid {proc.pid} in {timeout} s")
-            if not sel.select(left):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"pid {proc.pid} exited ({proc.poll()}) before {prefix!r}")
-            if line.startswith(prefix):
-                return line.strip()
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
@@ -84,6 +64,15 @@ def run_module(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[
     )
 
 
+def one_line_error(done: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    """Check that a command failed as a user error should: exit ``status`` (2 unless
+    told), and exactly one line on stderr, ``error: ...``, with no traceback. Returns it."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
 @dataclass
 class BrokerProc:
     """A running ``python -m broker`` and the endpoints it reported."""
@@ -122,9 +111,13 @@ class Stack:
         return BrokerProc(proc, line.split()[1:])
 
     def worker(self, endpoint: str, service: str = "echo", *extra: str) -> subprocess.Popen[str]:
-        proc = spawn(["-m", "tests.peers.nl_worker", endpoint, service, *extra])
+        return self.server("-m", "tests.peers.nl_worker", endpoint, service, *extra)
+
+    def server(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``python ARGS`` (a worker, say) and wait for its READY line."""
+        proc = spawn(list(args))
         self.procs.append(proc)
-        wait_for_line(proc, "READY", START_TIMEOUT_S)
+        wait_for_line(proc, "READY", START_TIMEOUT_S, name=" ".join(args[:2]))
         return proc
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ def _expected_peers() -> set[str]:
 
 @pytest.mark.timeout(180)
 def test_rtt_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
-    out_json, out_png = tmp_path / "rtt.json", tmp_path / "rtt.png"
+    out_json, out_png = tmp_path / "out" / "rtt.json", tmp_path / "plots" / "rtt.png"
     proc = run_module(
         "bench", "rtt", "--n", "300", "--warmup", "100",
         "--json", str(out_json), "--plot", str(out_png), timeout=170,
@@ -137,7 +137,7 @@ def test_summary_uses_numpy_percentiles() -> None:
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
     code = (
         "import sys\nfrom bench.cli import build_parser\nbuild_parser()\n"
-        "print(sorted({'numpy', 'zmq', 'matplotlib', 'client'} & set(sys.modules)))"
+        "print(sorted({'numpy', 'zmq', 'matplotlib', 'client.sync_client'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from control_sim.stack.local_stack import LocalStack, StackSpec
-from tests.conftest import run_module
+from tests.conftest import Stack, one_line_error, run_module
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,5 +43,30 @@ def test_the_demo_uses_an_existing_broker_with_connect(tmp_path: Path) -> None:
         proc, s = _demo(tmp_path, "--connect", stack.endpoint, "--optimizer", "cobyla")
     assert not s["local_stack"] and s["endpoint"] == stack.endpoint
     assert s["vqe"]["optimizer"] == "cobyla" and s["vqe"]["chemically_accurate"]
-    assert s["qec"]["lost"] == 0
+    assert s["qec"]["lost"] == 0 and s["qec"]["blocks_failed"] == 0
+    assert s["qec"]["decoder"] == "pymatching"  # what the workers said, not a label
     assert f"broker at {stack.endpoint}" in proc.stdout
+
+
+def test_a_failed_block_fails_the_demo(stack: Stack, tmp_path: Path) -> None:
+    broker = stack.broker("ipc")
+    ep = broker.endpoint
+    stack.server("-m", "control_sim", "qpu", "--connect", ep)
+    # It lets the 16 warm-up blocks through, then fails every fifth block.
+    stack.server("-m", "tests.peers.failing_decoder", ep, "decode", "--after", "16", "--every", "5")
+    out = tmp_path / "demo.json"
+    args = ["--connect", ep, "--optimizer", "cobyla", "--qec-shots", "10000", "--json", str(out)]
+    proc = run_module("control_sim", "demo", *args, timeout=100)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    s = json.loads(out.read_text())
+    assert s["vqe"]["chemically_accurate"]  # the VQE alone would pass
+    qec = s["qec"]
+    assert (qec["blocks_sent"], qec["blocks_failed"], qec["lost"]) == (20, 4, 0)
+    assert "demo FAILED" in proc.stdout and "demo OK" not in proc.stdout
+
+
+def test_the_demo_with_nothing_at_connect_is_one_line(stack: Stack) -> None:
+    broker = stack.broker("ipc")
+    line = one_line_error(run_module("control_sim", "demo", "--connect", broker.endpoint))
+    assert "no worker for 'decode', 'qpu'" in line
+    assert "nearloop decoders --connect" in line and "nearloop qpu --connect" in line

@@ -29,7 +29,7 @@ from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.vqe import h2
 from control_sim.vqe.comparison import VqeConfig, compare_h2_vqe, run_vqe_session
 from control_sim.vqe.driver import h2_registration
-from tests.conftest import run_module
+from tests.conftest import one_line_error, run_module
 from tests.test_qpu_core import BELL_QASM
 
 REQUIRED_FIELDS = {
@@ -226,10 +226,13 @@ def test_vqe_cli_prints_a_readable_summary(qpu_endpoint: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_vqe_cli_refuses_bad_input_clearly(qpu_endpoint: str) -> None:
-    done = run_module("control_sim", "vqe", "--shots", "1")
-    assert done.returncode == 2 and "must be >= 2" in done.stderr
+    line = one_line_error(run_module("control_sim", "vqe", "--shots", "1"))
+    assert "argument --shots: must be >= 2, got 1" in line
     done = run_module("control_sim", "vqe", "--connect", qpu_endpoint, "--service", "nosuch")
-    assert done.returncode == 1 and "no worker for service 'nosuch'" in done.stderr
+    line = one_line_error(done)
+    assert "no worker for 'nosuch'" in line and "nearloop qpu --connect" in line
+    line = one_line_error(run_module("control_sim", "vqe", "--connect", "localhost:5555"))
+    assert "'localhost:5555' names no transport" in line
 
 
 # --- the benchmark ------------------------------------------------------------------------
@@ -237,8 +240,8 @@ def test_vqe_cli_refuses_bad_input_clearly(qpu_endpoint: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_bench_vqe_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
-    out_json, out_png = tmp_path / "vqe.json", tmp_path / "vqe.png"
-    args = ["--iterations", "60", "--rounds", "2", "--warmup", "5"]
+    out_json, out_png = tmp_path / "out" / "vqe.json", tmp_path / "plots" / "vqe.png"
+    args = ["--maxiter", "60", "--rounds", "2", "--warmup", "5"]
     done = run_module("bench", "vqe", *args, "--json", str(out_json), "--plot", str(out_png))
     assert done.returncode == 0, done.stderr
     doc = json.loads(out_json.read_text())

@@ -1,32 +1,62 @@
 """``python -m control_sim qec``: its options, and the command that runs them.
 
-Only the standard library and :mod:`client.arguments` are imported here; stim, the
-stream and the local stack are imported when the command runs, so ``--help`` stays fast.
+Only the standard library, :mod:`client.arguments` and the names of the samplers and
+decoders are imported here; stim, the stream and the local stack are imported when the
+command runs, so ``--help`` stays fast.
+
+``--decoder``, ``--workers`` and ``--worker-arg`` configure the local stack's decoder
+workers. With ``--connect`` the decoders are whatever workers serve
+``--decoder-service`` at that broker, so those options are refused there; either way the
+summary names the decoder that the workers' replies say decoded the blocks.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from client.arguments import int_at_least
+from client.arguments import (
+    RUN_FAILED,
+    CommandParser,
+    add_connect,
+    add_distance,
+    add_json,
+    add_p,
+    add_seed,
+    add_timeout_s,
+    fail,
+    int_at_least,
+    write_json,
+)
 from control_sim.qec.samplers import SAMPLER_NAMES
+from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE
 from decoders.names import DECODER_NAMES
+
+DEFAULT_DECODER = "pymatching"
+DEFAULT_WORKERS = 2
+DEFAULT_BLOCK_TIMEOUT_S = 10.0
+LOCAL_STACK_ONLY = ("decoder", "workers", "worker_arg")
+"""The options that configure the local stack's workers, refused with ``--connect``."""
 
 _positive = int_at_least(1)
 
 
 def add_qec_arguments(p: argparse.ArgumentParser) -> None:
     """The ``qec`` subcommand's options."""
-    p.add_argument("--connect", metavar="EP", help="use this broker (default: a local stack)")
-    p.add_argument("--decoder-service", default="decode", help="default %(default)s")
-    p.add_argument("--decoder", choices=DECODER_NAMES, default="pymatching")
-    p.add_argument("--code", choices=("surface", "repetition"), default="surface")
-    p.add_argument("--distance", type=_positive, default=5)
-    p.add_argument("--rounds", type=_positive, default=5)
-    p.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength")
-    p.add_argument("--shots", type=_positive, default=100_000)
-    p.add_argument("--block-shots", type=_positive, default=1000)
+    add_connect(p, help="use the broker at EP, which must have decoder workers of "
+                "--decoder-service (default: start a local stack)")  # fmt: skip
+    p.add_argument(
+        "--decoder-service", default=DEFAULT_DECODER_SERVICE, metavar="NAME",
+        help="the decoder service blocks are sent to",
+    )  # fmt: skip
+    p.add_argument(
+        "--code", choices=("surface", "repetition"), default="surface",
+        help="the memory experiment's code",
+    )  # fmt: skip
+    add_distance(p, default=5)
+    p.add_argument("--rounds", type=_positive, default=5, help="syndrome rounds per shot")
+    add_p(p)
+    p.add_argument("--shots", type=_positive, default=100_000, help="shots in all")
+    p.add_argument("--block-shots", type=_positive, default=1000, help="shots per block")
     p.add_argument(
         "--period-us", type=_positive, default=None,
         help="emit one block every T us (default: as fast as the window allows)",
@@ -37,23 +67,51 @@ def add_qec_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--window", type=_positive, default=64, help="blocks in flight at most")
     p.add_argument(
-        "--workers", type=_positive, default=2,
-        help="decoder workers of the local stack (ignored with --connect)",
+        "--backend", choices=SAMPLER_NAMES, default="stim",
+        help="the syndrome sampler (aer: the repetition code only)",
     )  # fmt: skip
-    p.add_argument(
-        "--worker-arg", action="append", default=[], metavar="ARG",
-        help="pass ARG to each local decoder worker, e.g. --worker-arg=--max-wait-us=100",
+    add_seed(p, help="seeds the syndrome samples")
+    add_timeout_s(
+        p, default=DEFAULT_BLOCK_TIMEOUT_S,
+        help="how long a block may wait for its result, and a full window for room",
     )  # fmt: skip
-    p.add_argument("--backend", choices=SAMPLER_NAMES, default="stim", help="the syndrome sampler")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--json", type=Path, metavar="OUT", help="write the summary here")
+    local = p.add_argument_group(
+        "local stack", "the decoder workers started without --connect (refused with it)"
+    )
+    local.add_argument(
+        "--decoder", choices=DECODER_NAMES, default=None,
+        help=f"the workers' decoder (default: {DEFAULT_DECODER})",
+    )  # fmt: skip
+    local.add_argument(
+        "--workers", type=_positive, default=None,
+        help=f"how many decoder workers (default: {DEFAULT_WORKERS})",
+    )  # fmt: skip
+    local.add_argument(
+        "--worker-arg", action="append", default=None, metavar="ARG",
+        help="pass ARG to each decoder worker, e.g. --worker-arg=--max-wait-us=100; "
+        "repeatable (default: none)",
+    )  # fmt: skip
+    add_json(p)
 
 
-def run_qec_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run ``control_sim qec`` with parsed ``args``; returns the exit status."""
+def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
+    """Run ``control_sim qec`` with parsed ``args``; returns the exit status.
+
+    0 if every block was decoded, 1 if a block failed or was lost (the summary is printed
+    or written either way), 2 for a user error: bad options, or no broker or decoder
+    workers at ``--connect``. The sampler is built (and its options checked) before any
+    process starts.
+    """
+    given = [f"--{name.replace('_', '-')}" for name in LOCAL_STACK_ONLY if getattr(args, name)]
+    if args.connect and given:
+        parser.error(
+            f"{', '.join(given)}: only for a local stack's workers; with --connect the "
+            f"decoders are those serving --decoder-service at {args.connect}"
+        )
     from control_sim.qec.codes import CodeSpec
-    from control_sim.qec.run import QecConfig, format_summary, run_qec, write_json
-    from control_sim.stack.local_stack import LocalStack, StackSpec
+    from control_sim.qec.run import QecConfig, format_summary, qec_ok, run_qec
+    from control_sim.qec.samplers import open_source
+    from control_sim.stack.local_stack import LocalStack, StackSpec, require_services
 
     try:
         config = QecConfig(
@@ -66,24 +124,41 @@ def run_qec_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             deadline_us=args.deadline_us,
             window=args.window,
             backend=args.backend,
+            block_timeout_s=args.timeout_s,
         )
+        source = open_source(config.spec, backend=config.backend, seed=config.seed)
     except ValueError as exc:
         parser.error(str(exc))
     if args.connect:
-        summary = run_qec(config, args.connect)
+        service = args.decoder_service
+        start = decoders_hint(args.connect, service)
+        require_services(args.connect, {service: start})
+        summary = run_qec(config, args.connect, source=source)
+        workers = None
     else:
+        workers = args.workers or DEFAULT_WORKERS
         spec = StackSpec(
-            decoder_workers=args.workers,
-            decoder=args.decoder,
+            decoder_workers=workers,
+            decoder=args.decoder or DEFAULT_DECODER,
             decoder_service=args.decoder_service,
-            decoder_args=tuple(args.worker_arg),
+            decoder_args=tuple(args.worker_arg or ()),
         )
         with LocalStack(spec) as stack:
-            summary = run_qec(config, stack.endpoint)
-    summary["decoder"] = args.decoder
-    summary["workers"] = None if args.connect else args.workers
+            summary = run_qec(config, stack.endpoint, source=source)
+    summary["workers"] = workers
     if args.json:
-        write_json(summary, args.json)
+        write_json(args.json, summary)
     else:
-        print(format_summary(summary, decoder=args.decoder, workers=summary["workers"]))
-    return 1 if summary["lost"] else 0
+        print(format_summary(summary, workers=workers))
+    if not qec_ok(summary):
+        return fail(
+            f"{summary['blocks_failed']} blocks failed and {summary['lost']} were lost of "
+            f"{summary['blocks_sent']} sent",
+            RUN_FAILED,
+        )
+    return 0
+
+
+def decoders_hint(endpoint: str, service: str) -> str:
+    """How to start a decoder worker of ``service`` at ``endpoint``."""
+    return f"nearloop decoders --connect {endpoint} --service {service} --decoder {DEFAULT_DECODER}"

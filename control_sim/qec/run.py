@@ -10,11 +10,10 @@ it arrives.
 
 from __future__ import annotations
 
-import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -68,13 +67,15 @@ class QecConfig:
 
 
 class _Tally:
-    """Consumes results in order: Pauli frame, reaction times, failures."""
+    """Consumes results in order: Pauli frame, reaction times, failures, and which
+    decoder the workers say decoded each block."""
 
     def __init__(self, num_observables: int) -> None:
         self.frame = LogicalFrame(num_observables)
         self.truth: dict[int, npt.NDArray[np.uint8]] = {}
         self.reaction_ns: list[int] = []
         self.errors: list[str] = []
+        self.decoders: Counter[str] = Counter()
 
     def take(self, results: list[BlockResult]) -> None:
         for r in results:
@@ -82,6 +83,7 @@ class _Tally:
             if r.predictions is not None:
                 self.frame.apply(r.predictions, truth)
                 self.reaction_ns.append(r.reaction_ns)
+                self.decoders[str(r.info.get("decoder", "unknown"))] += 1
             elif len(self.errors) < 10:
                 self.errors.append(f"block {r.seq}: {r.error}")
 
@@ -201,6 +203,8 @@ def _summary(
     decoded_shots = frame.shots
     return {
         "shots": config.shots,
+        "decoder": "+".join(sorted(tally.decoders)) or None,
+        "decoders": dict(sorted(tally.decoders.items())),
         "blocks_sent": s.sent,
         "blocks_decoded": s.decoded,
         "blocks_failed": s.failed,
@@ -222,6 +226,7 @@ def _summary(
         "rounds": config.spec.rounds,
         "p": config.spec.p,
         "backend": config.backend,
+        "decoder_service": config.decoder_service,
         "num_detectors": src.num_detectors,
         "block_shots": config.block_shots,
         "period_us": config.period_us,
@@ -231,11 +236,27 @@ def _summary(
     }
 
 
-def format_summary(summary: dict[str, Any], *, decoder: str, workers: int | None) -> str:
-    """The readable summary ``control_sim qec`` prints without ``--json``."""
+def qec_ok(summary: dict[str, Any]) -> bool:
+    """True if every block sent was decoded: none failed and none was lost."""
+    s = summary
+    decoded_all = s["blocks_decoded"] == s["blocks_sent"]
+    return bool(decoded_all and s["lost"] == 0 and s["blocks_failed"] == 0)
+
+
+def format_summary(summary: dict[str, Any], *, workers: int | None) -> str:
+    """The readable summary ``control_sim qec`` prints without ``--json``; ``workers`` is
+    the local stack's count, None for a broker given with ``--connect``.
+
+    The decoder named is the one the workers' replies name (``decoder`` in the summary).
+    """
     s = summary
     r = s["reaction_us"]
-    where = f"{workers} local {decoder} workers" if workers else f"decoder service ({decoder})"
+    decoder = s["decoder"] or "no block decoded"
+    where = (
+        f"{workers} local decoder workers ({decoder})"
+        if workers
+        else f"decoder service {s['decoder_service']!r} ({decoder})"
+    )
     lines = [
         f"QEC stream: {s['code']} d={s['distance']} rounds={s['rounds']} p={s['p']} "
         f"({s['num_detectors']} detectors), {s['backend']} sampler, {where}",
@@ -262,8 +283,3 @@ def format_summary(summary: dict[str, Any], *, decoder: str, workers: int | None
         )
     lines += [f"  error    {e}" for e in s["errors"]]
     return "\n".join(lines)
-
-
-def write_json(summary: dict[str, Any], path: Path) -> None:
-    """Write the summary as indented JSON."""
-    path.write_text(json.dumps(summary, indent=2) + "\n")

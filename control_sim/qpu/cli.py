@@ -1,7 +1,7 @@
 """``python -m control_sim qpu``: one QPU worker process serving :class:`QpuService`.
 
     python -m control_sim qpu --connect EP [--service qpu] [--credit 4]
-        [--heartbeat-ms 250] [--seed 0] [--log-level WARNING]
+        [--heartbeat-ms 250] [--seed 2026] [--log-level WARNING]
 
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
 once its READY is sent, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
@@ -9,8 +9,8 @@ continuous runs in sessions included (:mod:`control_sim.qpu.continuous`; at most
 ``credit - 1`` at once, so that a slot always stays free for their updates).
 SIGINT/SIGTERM make it say DISCONNECT and exit 0.
 
-Only the standard library and :mod:`client.arguments` are imported here; qiskit and the
-worker are imported when the command runs, so ``--help`` is fast.
+Only the standard library, :mod:`client.arguments` and the service's schema are imported
+here; qiskit and the worker are imported when the command runs, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -20,34 +20,29 @@ import logging
 import sys
 from typing import Final
 
-from client.arguments import int_at_least
+from client.arguments import add_connect, add_log_level, add_seed, fail, int_at_least
+from control_sim.qpu.schema import DEFAULT_SERVICE
 
-DEFAULT_SERVICE: Final = "qpu"
 DEFAULT_CREDIT: Final = 4
 DEFAULT_HEARTBEAT_MS: Final = 250
-DEFAULT_SEED: Final = 0
 
 _positive = int_at_least(1)
 
 
 def add_qpu_arguments(p: argparse.ArgumentParser) -> None:
     """The ``qpu`` subcommand's options."""
-    p.add_argument("--connect", required=True, metavar="EP", help="the broker's endpoint")
-    p.add_argument("--service", default=DEFAULT_SERVICE, help="default %(default)s")
+    add_connect(p, required=True, help="the broker's endpoint")
+    p.add_argument("--service", default=DEFAULT_SERVICE, help="the service to serve")
     p.add_argument(
         "--credit", type=_positive, default=DEFAULT_CREDIT,
-        help="requests the broker may have in flight here (default %(default)s)",
+        help="requests the broker may have in flight here",
     )  # fmt: skip
     p.add_argument(
         "--heartbeat-ms", type=_positive, default=DEFAULT_HEARTBEAT_MS,
-        help="heartbeat interval (default %(default)s)",
+        help="heartbeat interval",
     )  # fmt: skip
-    p.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED,
-        help="seeds the simulator seed of shot-based requests that carry none "
-        "(default %(default)s)",
-    )  # fmt: skip
-    p.add_argument("--log-level", default="WARNING", help="default %(default)s")
+    add_seed(p, help="seeds the simulator seed of shot-based requests that carry none")
+    add_log_level(p)
 
 
 def run_qpu(args: argparse.Namespace) -> int:
@@ -57,7 +52,7 @@ def run_qpu(args: argparse.Namespace) -> int:
     refuses (``--credit`` over its limit, ``--heartbeat-ms`` out of range).
     """
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
@@ -68,8 +63,7 @@ def run_qpu(args: argparse.Namespace) -> int:
     try:
         WorkerOptions(credit=args.credit, heartbeat_ms=args.heartbeat_ms, declared=True)
     except ProtocolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     try:
         # Until run_worker installs its own handlers, a signal unwinds the slow start.
         with interrupts_raise():

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from client import Client
-from control_sim.errors import ServerStartError
+from control_sim.errors import ServerStartError, StackUnavailable
+from control_sim.qpu.schema import DEFAULT_SERVICE
 from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup
 
 DEFAULT_DECODER_SERVICE: Final = "decode"
-DEFAULT_QPU_SERVICE: Final = "qpu"
+DEFAULT_QPU_SERVICE: Final = DEFAULT_SERVICE
+"""The ``qpu`` service's name, from its one home, :mod:`control_sim.qpu.schema`."""
+BROKER_ANSWER_TIMEOUT_S: Final = 3.0
+"""How long a run given ``--connect`` waits for the broker to say which services it has."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class LocalStack:
 
     def _wait_registered(self) -> None:
         """READY is printed as the worker sends its READY: wait for the broker to count it."""
+        from client import Client
+
         want = {self.spec.decoder_service: self.spec.decoder_workers}
         want[self.spec.qpu_service] = self.spec.qpu_workers
         deadline = time.monotonic() + self.start_timeout_s
@@ -99,3 +105,34 @@ class LocalStack:
 
     def __repr__(self) -> str:
         return f"LocalStack({self.endpoint}, {self.servers!r})"
+
+
+def require_services(
+    endpoint: str, services: Mapping[str, str], *, timeout_s: float = BROKER_ANSWER_TIMEOUT_S
+) -> None:
+    """Check that a broker answers at ``endpoint`` and that each service has a worker.
+
+    A run given ``--connect`` calls this before it starts, so that a wrong endpoint or a
+    missing worker is one clear error, not a timeout halfway through. ``services`` maps
+    each service to the command that starts a worker for it, which the error quotes.
+
+    Raises:
+        StackUnavailable: no broker answered within ``timeout_s``, or a service has no
+            worker.
+    """
+    from client import Client, RequestTimeout
+
+    try:
+        with Client(endpoint, timeout=timeout_s) as c:
+            missing = [name for name in services if not c.service_available(name)]
+    except RequestTimeout:
+        raise StackUnavailable(
+            f"no broker answered at {endpoint} within {timeout_s:g} s; "
+            f"start one with: nearloop broker --bind {endpoint}"
+        ) from None
+    if missing:
+        starts = "; ".join(services[name] for name in missing)
+        names = ", ".join(repr(name) for name in missing)
+        raise StackUnavailable(
+            f"the broker at {endpoint} has no worker for {names}; start one with: {starts}"
+        )

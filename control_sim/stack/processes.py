@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -42,7 +43,7 @@ class ServerGroup:
 
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[str]]] = []
-        self._unready: list[tuple[str, subprocess.Popen[str]]] = []
+        self._unready: deque[tuple[str, subprocess.Popen[str]]] = deque()
 
     def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[str]:
         """Start ``python ARGS`` from the repository root; it must print a READY line."""
@@ -70,8 +71,9 @@ class ServerGroup:
         lines = {}
         while self._unready:
             name, proc = self._unready[0]
-            lines[name] = _wait_for_line(name, proc, "READY", deadline)
-            self._unready.pop(0)
+            left = max(deadline - time.monotonic(), 0.0)
+            lines[name] = wait_for_line(proc, "READY", left, name=name)
+            self._unready.popleft()
         return lines
 
     def process(self, name: str) -> subprocess.Popen[str]:
@@ -135,16 +137,27 @@ def interrupts_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _wait_for_line(name: str, proc: subprocess.Popen[str], prefix: str, deadline: float) -> str:
-    """Read ``proc``'s stdout until a line starts with ``prefix``, or fail at ``deadline``."""
+def wait_for_line(
+    proc: subprocess.Popen[str], prefix: str, timeout_s: float, *, name: str = "server"
+) -> str:
+    """Read ``proc``'s stdout (a text pipe) until a line starts with ``prefix``; returns
+    that line, stripped. The one READY-line wait: the local stacks, the benchmarks and
+    the tests all use it.
+
+    Raises:
+        ServerStartError: no such line within ``timeout_s`` seconds, or the process
+            exited (or closed its stdout) first. ``name`` says which server it was.
+    """
     if proc.stdout is None:
         raise ServerStartError(name, proc.pid, "has no stdout pipe")
+    deadline = time.monotonic() + timeout_s
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ServerStartError(name, proc.pid, f"printed no {prefix!r} line in time")
+                why = f"printed no {prefix!r} line within {timeout_s:g} s"
+                raise ServerStartError(name, proc.pid, why)
             if not sel.select(left):
                 continue
             line = proc.stdout.readline()

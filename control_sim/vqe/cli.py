@@ -1,52 +1,55 @@
 """``python -m control_sim vqe``: its options, and the command that runs them.
 
-Only the standard library and :mod:`client.arguments` are imported here; the VQE, qiskit
-and the local stack are imported when the command runs, so ``--help`` stays fast.
+Only the standard library, :mod:`client.arguments` and the service's schema are imported
+here; the VQE, qiskit and the local stack are imported when the command runs, so
+``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from client.arguments import int_at_least
+from client.arguments import (
+    CommandParser,
+    add_connect,
+    add_json,
+    add_maxiter,
+    add_seed,
+    add_timeout_s,
+    int_at_least,
+    write_json,
+)
+from control_sim.qpu.schema import DEFAULT_SERVICE
+
+DEFAULT_TIMEOUT_S = 5.0
 
 
 def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
     """The ``vqe`` subcommand's options."""
-    p.add_argument("--connect", metavar="EP", help="use this broker (default: a local stack)")
-    p.add_argument("--service", default="qpu", help="the QPU service (default %(default)s)")
-    p.add_argument("--molecule", choices=("h2",), default="h2", help="default %(default)s")
-    p.add_argument("--optimizer", choices=("spsa", "cobyla"), default="spsa")
+    add_connect(p, help="use the broker at EP, which must have a qpu worker "
+                "(default: start a local stack)")  # fmt: skip
+    p.add_argument("--service", default=DEFAULT_SERVICE, help="the QPU service")
+    p.add_argument("--molecule", choices=("h2",), default="h2", help="the molecule")
+    p.add_argument("--optimizer", choices=("spsa", "cobyla"), default="spsa", help="optimizer")
     p.add_argument(
         "--shots", type=int_at_least(2), default=None,
         help="shots per measurement basis per energy (default: the exact estimator)",
     )  # fmt: skip
-    p.add_argument(
-        "--seed", type=int, default=0,
-        help="start point, SPSA perturbations and shot seeds (default %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--maxiter", type=int_at_least(1), default=None,
-        help="SPSA iterations or COBYLA evaluations (default: 300 SPSA, 150 COBYLA)",
-    )  # fmt: skip
-    p.add_argument(
-        "--timeout-s", type=float, default=5.0,
-        help="bound on each call to the service (default %(default)s)",
-    )  # fmt: skip
-    p.add_argument("--json", type=Path, metavar="OUT", help="write the summary here")
+    add_seed(p, help="seeds the start point, SPSA's perturbations and the shot seeds")
+    add_maxiter(p, help="SPSA iterations or COBYLA evaluations (default: 300 SPSA, 150 COBYLA)")
+    add_timeout_s(p, default=DEFAULT_TIMEOUT_S, help="bound on each call to the service")
+    add_json(p)
 
 
-def run_vqe_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
     """Run ``control_sim vqe`` with parsed ``args``; returns the exit status.
 
-    Without ``--connect`` it starts a local stack (a broker and one ``qpu`` worker).
-    Errors of the service or the transport print one line and return 1.
+    Without ``--connect`` it starts a local stack (a broker and one ``qpu`` worker); with
+    it, the broker must answer and serve ``--service`` (else a one-line error, exit 2).
+    Errors of the service or the transport during the run reach :func:`control_sim.cli.main`,
+    which prints them as one line and exits 1.
     """
-    from client import NearloopError
-    from control_sim.qec.run import write_json
-    from control_sim.stack.local_stack import LocalStack, StackSpec
+    from control_sim.stack.local_stack import LocalStack, StackSpec, require_services
     from control_sim.vqe.comparison import VqeConfig, format_summary, run_vqe_session
 
     try:
@@ -61,18 +64,21 @@ def run_vqe_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         )
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        if args.connect:
-            summary = run_vqe_session(args.connect, config)
-        else:
-            with LocalStack(StackSpec(qpu_workers=1, qpu_service=args.service)) as stack:
-                summary = run_vqe_session(stack.endpoint, config)
-    except NearloopError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.connect:
+        require_services(args.connect, {args.service: qpu_hint(args.connect, args.service)})
+    if args.connect:
+        summary = run_vqe_session(args.connect, config)
+    else:
+        with LocalStack(StackSpec(qpu_workers=1, qpu_service=args.service)) as stack:
+            summary = run_vqe_session(stack.endpoint, config)
     summary["local_stack"] = not args.connect
     if args.json:
-        write_json(summary, args.json)
+        write_json(args.json, summary)
     else:
         print(format_summary(summary))
     return 0
+
+
+def qpu_hint(endpoint: str, service: str) -> str:
+    """How to start a worker of the QPU ``service`` at ``endpoint``."""
+    return f"nearloop qpu --connect {endpoint} --service {service}"

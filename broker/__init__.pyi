@@ -1,0 +1,2 @@
+from .broker import Broker as Broker
+from .config import BrokerConfig as BrokerConfig
