@@ -373,12 +373,23 @@ class Connection(Generic[CallT]):
 
 def service_status(reply: Message) -> bool:
     """What an ``mmi.service`` reply says: does the service have workers?"""
-    return bool(reply.body[0] == MMI_OK)
+    fields = reply.body
+    if not fields:
+        raise ProtocolError(f"{_MMI_SERVICE} replied without a status code")
+    return bool(fields[0] == MMI_OK)
 
 
 def broker_stats_of(reply: Message) -> dict[str, Any]:
     """The counters an ``mmi.stats`` reply carries."""
-    stats: dict[str, Any] = msgpack.unpackb(reply.body[1])
+    fields = reply.body
+    if len(fields) < 2 or fields[0] != MMI_OK:
+        raise ProtocolError(f"{_MMI_STATS} replied {fields[:1]!r} and {len(fields)} frames")
+    try:
+        stats = msgpack.unpackb(fields[1])
+    except (ValueError, TypeError) as exc:  # msgpack's errors are ValueErrors
+        raise ProtocolError(f"{_MMI_STATS} replied with bad msgpack: {exc}") from exc
+    if not isinstance(stats, dict):
+        raise ProtocolError(f"{_MMI_STATS} replied {type(stats).__name__}, not a map")
     return stats
 
 

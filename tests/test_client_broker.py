@@ -18,6 +18,7 @@ from client import (
     AsyncClient,
     BrokerUnreachable,
     ClientClosed,
+    Message,
     PayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
@@ -202,3 +203,35 @@ def test_closing_an_async_client_fails_its_waiting_callers(
             await asyncio.wait_for(asleep, 10)
 
     uvloop.run(main())
+
+
+def test_async_partials_reach_on_partial_and_a_failing_callback_fails_its_call(
+    stack: Stack, broker: BrokerProc
+) -> None:
+    stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    ticks = {"op": "ticks", "n": 3, "every_us": 2000}
+
+    async def main() -> tuple[list[int], int, int]:
+        async with AsyncClient(broker.endpoint, timeout=10) as c:
+            seen: list[Message] = []
+            final = await c.request("echo", ticks, on_partial=seen.append)
+            assert final.body["ticks"] == 3
+
+            def refuse(m: Message) -> None:
+                raise KeyError(f"tick {m.body['tick']} refused")
+
+            with pytest.raises(KeyError, match="tick 0 refused"):
+                await c.request("echo", ticks, on_partial=refuse)
+            # Its later PARTIALs and FINAL have no call any more: counted late, not lost.
+            deadline = time.monotonic() + 10
+            while c.late_replies < 3 and time.monotonic() < deadline:
+                await c.receive(0.1)
+            late = c.late_replies
+            assert (await c.request("echo", ticks)).body["ticks"] == 3
+            return [m.body["tick"] for m in seen], late, c.partials_ignored
+
+    ticked, late, ignored = uvloop.run(main())
+    assert ticked == [0, 1, 2]
+    assert late == 3  # ticks 1 and 2, and the final
+    assert ignored == 3  # the last call's, which had no on_partial
