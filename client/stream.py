@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -196,11 +197,6 @@ class StreamState:
             where += f" (its model has {self.num_detectors} detectors)"
         return BadBlock(f"{where}: {syndrome_block.bad_block_message(what, expected, got)}")
 
-    def _room_deadline_ns(self, timeout: float | None) -> tuple[int, float]:
-        """When a send pushed back by a full window gives up, and after how long (s)."""
-        wait_s = self.block_timeout if timeout is None else timeout
-        return clock_ns() + int(wait_s * 1e9), wait_s
-
     def _add(self, detections: npt.NDArray[np.uint8], emitted_ns: int | None) -> int:
         """Send a checked block now (the window has room); returns its sequence number."""
         seq = self._next_seq
@@ -242,6 +238,39 @@ class StreamState:
         out = list(self._ready)
         self._ready.clear()
         return out
+
+    # --- waiting, planned once: each plan yields how long to receive next (ns), and
+    # Stream and AsyncStream receive for that long, each its own way.
+
+    def _room_plan(self, timeout: float | None) -> Iterator[int]:
+        """Until the window has room; raises WindowFull after ``timeout`` s (default:
+        ``block_timeout``)."""
+        wait_s = self.block_timeout if timeout is None else timeout
+        end_ns = clock_ns() + int(wait_s * 1e9)
+        while self.backlog >= self.window:
+            left_ns = end_ns - clock_ns()
+            if left_ns <= 0:
+                raise WindowFull(self.id, self.window, wait_s)
+            yield left_ns
+
+    def _poll_plan(self, timeout: float) -> Iterator[int]:
+        """Until a result is ready in order, or ``timeout`` s; past it, one last look (a
+        receive takes every reply already here)."""
+        end_ns = clock_ns() + int(timeout * 1e9)
+        while not self._ready and self.backlog:
+            left_ns = end_ns - clock_ns()
+            yield max(0, left_ns)
+            if left_ns <= 0:
+                return
+
+    def _drain_plan(self, timeout: float) -> Iterator[int]:
+        """Until every block sent has its result, or ``timeout`` s."""
+        end_ns = clock_ns() + int(timeout * 1e9)
+        while self.backlog:
+            left_ns = end_ns - clock_ns()
+            if left_ns <= 0:
+                return
+            yield left_ns
 
     def _bounded_wait_ns(self, wait_ns: int) -> int:
         """``wait_ns``, cut short at the next block deadline."""
@@ -398,47 +427,35 @@ class Stream(StreamState):
         """
         detections = self._check(detections)
         if self.backlog >= self.window:
-            end_ns, wait_s = self._room_deadline_ns(timeout)
-            while self.backlog >= self.window:
-                left_ns = end_ns - clock_ns()
-                if left_ns <= 0:
-                    raise WindowFull(self.id, self.window, wait_s)
-                # Pushed back, the producer sleeps: a spin would take CPU from the
-                # decoders it is waiting for.
-                self._pump(left_ns, spin=False)
+            # Pushed back, the producer sleeps: a spin would take CPU from the decoders
+            # it is waiting for.
+            for wait_ns in self._room_plan(timeout):
+                self._pump(wait_ns, spin=False)
         return self._add(detections, emitted_ns)
 
     def poll(self, timeout: float = 0.0) -> list[BlockResult]:
         """The results ready in sequence order, waiting up to ``timeout`` seconds for at
         least one if none is ready."""
         if not self._ready and self.backlog:
-            end_ns = clock_ns() + int(timeout * 1e9)
-            while not self._ready and self.backlog:
-                left_ns = end_ns - clock_ns()
-                if not self._pump(max(0, left_ns)) and left_ns <= 0:
-                    break
+            for wait_ns in self._poll_plan(timeout):
+                self._pump(wait_ns)
         return self._take_ready()
 
     def drain(self, timeout: float) -> list[BlockResult]:
         """Wait until every block sent has its result, or ``timeout`` seconds; returns the
         results not yet taken, in order. Check ``stats.lost`` afterwards."""
-        end_ns = clock_ns() + int(timeout * 1e9)
-        while self.backlog:
-            left_ns = end_ns - clock_ns()
-            if left_ns <= 0:
-                break
-            self._pump(left_ns)
+        for wait_ns in self._drain_plan(timeout):
+            self._pump(wait_ns)
         return self._take_ready()
 
-    def _pump(self, wait_ns: int, *, spin: bool = True) -> bool:
-        """Receive replies for up to ``wait_ns`` (bounded by the next block deadline);
-        retry blocks past their deadline. True if a reply arrived."""
+    def _pump(self, wait_ns: int, *, spin: bool = True) -> None:
+        """Receive replies for up to ``wait_ns`` (cut short at the next block deadline),
+        then retry the blocks past their deadline."""
         receive = self.client.receive
-        got = receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin)
-        while got and receive(0):
-            pass  # take everything already here before looking at deadlines
+        if receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin):
+            while receive(0):
+                pass  # take everything already here before looking at deadlines
         self._expire(clock_ns())
-        return got
 
 
 class AsyncStream(StreamState):
@@ -517,40 +534,28 @@ class AsyncStream(StreamState):
             raise RuntimeError(f"stream {self.id} has no model: open it with AsyncStream.open")
         detections = self._check(detections)
         if self.backlog >= self.window:
-            end_ns, wait_s = self._room_deadline_ns(timeout)
-            while self.backlog >= self.window:
-                left_ns = end_ns - clock_ns()
-                if left_ns <= 0:
-                    raise WindowFull(self.id, self.window, wait_s)
-                await self._pump(left_ns, spin=False)  # pushed back: sleep, as Stream.send
+            for wait_ns in self._room_plan(timeout):
+                await self._pump(wait_ns, spin=False)  # pushed back: sleep, as Stream.send
         return self._add(detections, emitted_ns)
 
     async def poll(self, timeout: float = 0.0) -> list[BlockResult]:
         """The results ready in sequence order, waiting up to ``timeout`` seconds for at
         least one if none is ready."""
         if not self._ready and self.backlog:
-            end_ns = clock_ns() + int(timeout * 1e9)
-            while not self._ready and self.backlog:
-                left_ns = end_ns - clock_ns()
-                if not await self._pump(max(0, left_ns)) and left_ns <= 0:
-                    break
+            for wait_ns in self._poll_plan(timeout):
+                await self._pump(wait_ns)
         return self._take_ready()
 
     async def drain(self, timeout: float) -> list[BlockResult]:
         """Wait until every block sent has its result, or ``timeout`` seconds; returns the
         results not yet taken, in order. Check ``stats.lost`` afterwards."""
-        end_ns = clock_ns() + int(timeout * 1e9)
-        while self.backlog:
-            left_ns = end_ns - clock_ns()
-            if left_ns <= 0:
-                break
-            await self._pump(left_ns)
+        for wait_ns in self._drain_plan(timeout):
+            await self._pump(wait_ns)
         return self._take_ready()
 
-    async def _pump(self, wait_ns: int, *, spin: bool = True) -> bool:
-        """Receive replies for up to ``wait_ns`` (bounded by the next block deadline);
-        retry blocks past their deadline. True if a reply arrived. Every reply already
-        here is taken at once: the client's reader drains the socket."""
-        got = await self.client.receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin)
+    async def _pump(self, wait_ns: int, *, spin: bool = True) -> None:
+        """Receive replies for up to ``wait_ns`` (cut short at the next block deadline),
+        then retry the blocks past their deadline. A receive takes every reply already
+        here: the client's reader drains the socket."""
+        await self.client.receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin)
         self._expire(clock_ns())
-        return got
