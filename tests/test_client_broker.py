@@ -161,7 +161,6 @@ def test_a_call_the_broker_answers_says_when_no_broker_answered(
 ) -> None:
     endpoint = stack.endpoint("ipc", "nobody-here")
     with Caller(endpoint, client_kind, timeout=0.2) as c:
-        t0 = time.monotonic()
         with pytest.raises(BrokerUnreachable) as info:
             if call == "broker_stats":
                 c.broker_stats()
@@ -171,7 +170,6 @@ def test_a_call_the_broker_answers_says_when_no_broker_answered(
                 c.put_model(b"error(0.1) D0")
             else:
                 c.open_session("echo")
-        assert time.monotonic() - t0 < 10
         message = str(info.value)
         assert message == (
             f"no broker answered at {endpoint} within 0.2 s; "
