@@ -19,7 +19,7 @@ import zmq
 from bench.errors import EchoMismatch
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
-from client.request_core import DEFAULT_SPIN_US
+from client.connection import DEFAULT_SPIN_US
 from client.wire.transport import spin_recv
 
 _clock: Final = time.perf_counter_ns

@@ -1,8 +1,11 @@
 from .async_client import AsyncClient as AsyncClient
+from .async_client import AsyncPendingReply as AsyncPendingReply
+from .async_client import AsyncSession as AsyncSession
 from .async_client import run as run
 from .errors import BadBlock as BadBlock
 from .errors import BadModel as BadModel
 from .errors import BrokerShutdown as BrokerShutdown
+from .errors import BrokerUnreachable as BrokerUnreachable
 from .errors import ClientClosed as ClientClosed
 from .errors import MalformedRequest as MalformedRequest
 from .errors import NearloopError as NearloopError
@@ -21,12 +24,13 @@ from .errors import WorkerError as WorkerError
 from .errors import WorkerLost as WorkerLost
 from .messages import Message as Message
 from .messages import Payload as Payload
-from .session import Session as Session
+from .stream import AsyncStream as AsyncStream
 from .stream import BlockResult as BlockResult
 from .stream import Stream as Stream
 from .stream import StreamStats as StreamStats
 from .sync_client import Client as Client
 from .sync_client import PendingReply as PendingReply
+from .sync_client import Session as Session
 from .worker import BatchHandler as BatchHandler
 from .worker import DeferredReply as DeferredReply
 from .worker import Handler as Handler

@@ -1,4 +1,6 @@
-"""The asyncio :class:`AsyncClient`, and :func:`run`, which prefers uvloop."""
+"""The asyncio :class:`AsyncClient`, its :class:`AsyncPendingReply` and
+:class:`AsyncSession`: the :class:`~client.connection.Connection` core, waited on with
+asyncio; and :func:`run`, which prefers uvloop."""
 
 from __future__ import annotations
 
@@ -7,22 +9,27 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
-import msgpack
 import numpy.typing as npt
 import zmq
 
-from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
-from client.messages import Message
-from client.request_core import DEFAULT_SPIN_US, RequestCore
-from client.wire import MMI_OK, MMI_SERVICE, MMI_STATS, Frame
-from client.wire.transport import (
-    connect_dealer,
-    poll,
-    poll_items,
-    recv_frames,
-    send_frames,
-    yield_cpu,
+from client.connection import (
+    DEFAULT_SPIN_US,
+    Call,
+    Connection,
+    broker_stats_of,
+    model_text_of,
+    service_status,
 )
+from client.messages import Message
+from client.session import (
+    CLOSE_SERVICE,
+    OPEN_SERVICE,
+    SESSION_SERVICE,
+    SessionState,
+    open_body,
+    read_open_reply,
+)
+from client.wire.transport import poll, poll_items, recv_frames, yield_cpu
 
 T = TypeVar("T")
 
@@ -37,12 +44,56 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class AsyncPendingReply(Call):
+    """A request of an :class:`AsyncClient` in flight. ``await`` :meth:`result` for its
+    final reply.
+
+    ``partials`` holds the PARTIAL replies received so far, unless ``on_partial`` is set:
+    then each is passed to it instead, and if it raises, the call fails with that error.
+    ``on_done`` is called when the final reply arrives. Await a reply from one task.
+    """
+
+    __slots__ = ("_future", "on_partial")
+    _client: AsyncClient
+
+    def __init__(self, client: AsyncClient, rid: int, service: str, timeout: float) -> None:
+        super().__init__(client, rid, service, timeout)
+        self.on_partial: Callable[[Message], None] | None = None
+        self._future: asyncio.Future[None] | None = None  # made only if a wait must sleep
+
+    async def result(self) -> Message:
+        """The final reply. Raises RemoteError, or RequestTimeout at the request's deadline."""
+        if self._outcome is None:
+            await self._client._wait(self)
+        return self._take()
+
+    def _on_partial(self, message: Message) -> None:
+        if self.on_partial is None:
+            Call._on_partial(self, message)
+            return
+        try:
+            self.on_partial(message)
+        except Exception as exc:  # the caller's callback failed: its call fails
+            self._client._conn.forget(self)
+            self._on_final(exc)
+
+    def _on_final(self, outcome: Message | Exception) -> None:
+        Call._on_final(self, outcome)  # not super(): it would build an object per reply
+        if self._future is not None:
+            _wake(self._future)
+
+
 class AsyncClient:
-    """An asyncio nearloop client, sharing its core with :class:`~client.Client`.
+    """An asyncio nearloop client, on the same core as :class:`~client.Client`.
 
     It sends on the socket directly (a non-blocking send needs no event loop) and reads
     replies from a reader callback on the socket's file descriptor, so a reply costs one
-    loop wake-up and no task switch beyond resolving the caller's future.
+    loop wake-up and no task switch beyond waking its caller.
 
     A caller waiting on a reply first polls for it for up to ``spin_us`` microseconds, as
     :class:`~client.Client` does, but cooperatively: between polls it yields to the event
@@ -64,23 +115,33 @@ class AsyncClient:
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self._core = RequestCore(timeout, spin_us)
-        self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock = connect_dealer(self._context, endpoint, stable_identity=True)
-        self._sock: zmq.Socket[bytes] | None = sock
+        self._conn = Connection(
+            endpoint, AsyncPendingReply, timeout=timeout, spin_us=spin_us, context=context
+        )
+        sock = self._conn.socket()
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._items = poll_items(sock)
-        self._futures: dict[
-            int, tuple[asyncio.Future[Message], Callable[[Message], None] | None]
-        ] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.malformed_replies = 0
+        self._received = 0  # messages taken off the socket, for receive()
+        self._receivers: list[asyncio.Future[None]] = []
         self.partials_ignored = 0
+        """PARTIAL replies to :meth:`request` calls made without ``on_partial``."""
+        self._ignore_partial = self._count_ignored_partial  # bound once, not per request
+
+    @property
+    def spin_us(self) -> int:
+        """How long a wait for a reply polls before it sleeps, in microseconds."""
+        return self._conn.spin_ns // 1000
 
     @property
     def late_replies(self) -> int:
         """Replies that arrived after their caller had timed out, and were dropped."""
-        return self._core.late_replies
+        return self._conn.late_replies
+
+    @property
+    def malformed_replies(self) -> int:
+        """Replies that could not be decoded, and were dropped."""
+        return self._conn.malformed_replies
 
     async def request(
         self,
@@ -95,54 +156,142 @@ class AsyncClient:
         ``on_partial`` is called with each PARTIAL reply (MDP/0.2) that comes first; without
         it they are counted in ``partials_ignored``.
         """
-        t = self._core.timeout_of(timeout)
-        rid, frames = self._core.build(service, body, arrays, t)
-        return await self._call(service, rid, frames, t, on_partial)
+        call = self._conn.submit(self, service, body, arrays, timeout)
+        call.on_partial = self._ignore_partial if on_partial is None else on_partial
+        if call._outcome is None:
+            await self._wait(call)
+        return call._take()
+
+    def _count_ignored_partial(self, _message: Message) -> None:
+        self.partials_ignored += 1
+
+    def submit(
+        self,
+        service: str,
+        body: Any = None,
+        *arrays: npt.NDArray[Any],
+        timeout: float | None = None,
+    ) -> AsyncPendingReply:
+        """Send a request without waiting; ``await`` its :meth:`~AsyncPendingReply.result`.
+
+        As :meth:`Client.submit <client.Client.submit>`: large arrays go without a copy,
+        and every request submitted is retired by its result or by ``abandon()``.
+        """
+        return self._submit(service, body, arrays, timeout)
+
+    def _submit(
+        self,
+        service: str,
+        body: Any,
+        arrays: tuple[npt.NDArray[Any], ...],
+        timeout: float | None,
+        session: int | None = None,
+    ) -> AsyncPendingReply:
+        call = self._conn.submit(self, service, body, arrays, timeout, session)
+        # ZMQ_FD is edge-triggered, and a send can consume the read edge of a reply that is
+        # already here. The caller may not wait here, so if one is, have the loop read it.
+        loop = self._loop
+        if loop is not None and poll(self._items, 0):
+            loop.call_soon(self._on_readable)
+        return call
+
+    async def open_session(self, service: str, *, timeout: float | None = None) -> AsyncSession:
+        """Open an :class:`AsyncSession`: the broker pins it to one worker of ``service``,
+        and every request sent through it goes to that worker."""
+        return await AsyncSession.open(self, service, timeout=timeout)
 
     async def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """``mmi.service`` (RFC 8): does ``service`` have workers?"""
-        rid, frames = self._core.build_mmi(MMI_SERVICE.decode(), service.encode())
-        reply = await self._call(MMI_SERVICE.decode(), rid, frames, self._core.timeout_of(timeout))
-        return bool(reply.body[0] == MMI_OK)
+        call = self._conn.submit_service_query(self, service, timeout)
+        return service_status(await call.result())
 
     async def broker_stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The broker's counters (``mmi.stats``)."""
-        rid, frames = self._core.build_mmi(MMI_STATS.decode(), b"")
-        reply = await self._call(MMI_STATS.decode(), rid, frames, self._core.timeout_of(timeout))
-        stats: dict[str, Any] = msgpack.unpackb(reply.body[1])
-        return stats
+        return broker_stats_of(await self._conn.submit_stats_query(self, timeout).result())
 
-    async def _call(
-        self,
-        service: str,
-        rid: int,
-        frames: list[Frame],
-        timeout: float,
-        on_partial: Callable[[Message], None] | None = None,
-    ) -> Message:
-        sock = self._socket()
-        loop = self._loop
-        if loop is None:
-            loop = self._attach()
-        fut: asyncio.Future[Message] = loop.create_future()
-        self._futures[rid] = (fut, on_partial)
-        timer = loop.call_later(timeout, self._expire, rid, service, timeout)
+    async def put_model(self, text: bytes, *, timeout: float | None = None) -> str:
+        """Store a noise model in the broker (``nl.model.put``); returns its content hash."""
+        h, call = self._conn.submit_model_put(self, text, timeout)
+        await call.result()
+        return h
+
+    async def fetch_model(self, h: str, *, timeout: float | None = None) -> bytes:
+        """The model text the broker holds under hash ``h`` (``nl.model.get``).
+
+        Raises :class:`~client.errors.UnknownModel` if it holds none.
+        """
+        return model_text_of(await self._conn.submit_model_get(self, h, timeout).result())
+
+    async def receive(self, timeout: float, *, spin: bool = True) -> bool:
+        """Wait up to ``timeout`` seconds (0: do not wait) for the next reply to any
+        request, and hand it to its :class:`AsyncPendingReply`. True if a reply arrived.
+        With ``spin``, the first ``spin_us`` of the wait polls cooperatively, as
+        :meth:`request` does; without, the task sleeps at once. Other tasks' waits
+        receive too: replies reach their calls whoever reads them."""
+        until_ns = time.monotonic_ns() + int(timeout * 1e9)
+        self._conn.socket()
+        loop = self._loop or self._attach()
+        seen = self._received
+        self._on_readable()
+        if self._received != seen:
+            return True
+        if spin and self._conn.spin_ns:
+            await self._spin(None, min(until_ns, time.monotonic_ns() + self._conn.spin_ns))
+            if self._received != seen:
+                return True
+            self._conn.socket()  # closed while spinning: ClientClosed
+        left_ns = until_ns - time.monotonic_ns()
+        if left_ns <= 0:
+            return False
+        fut: asyncio.Future[None] = loop.create_future()
+        self._receivers.append(fut)
+        timer = loop.call_later(left_ns / 1e9, _wake, fut)
         try:
-            send_frames(sock, frames)
-            if self._core.spin_ns:
-                await self._spin(fut, time.monotonic_ns() + self._core.spin_ns)
-            # ZMQ_FD is edge-triggered: a send or a poll can consume the read edge, so look
-            # once now.
-            if not fut.done() and poll(self._items, 0):
-                loop.call_soon(self._on_readable)
-            return await fut
+            await fut
         finally:
             timer.cancel()
-            self._futures.pop(rid, None)
+            self._receivers.remove(fut)
+        self._conn.socket()  # raises ClientClosed if the client was closed meanwhile
+        return self._received != seen
 
-    async def _spin(self, fut: asyncio.Future[Message], until_ns: int) -> None:
+    async def _wait(self, call: AsyncPendingReply) -> None:
+        """Receive until ``call`` is done; raise RequestTimeout at its deadline."""
+        conn = self._conn
+        conn.socket()
+        loop = self._loop or self._attach()
+        if conn.spin_ns:
+            until_ns = min(call.deadline_ns, time.monotonic_ns() + conn.spin_ns)
+            await self._spin(call, until_ns)
+            if call._outcome is not None:
+                return
+        # ZMQ_FD is edge-triggered: a send or a poll can consume the read edge, so look
+        # once more before sleeping on it.
+        self._on_readable()
+        if call._outcome is not None:
+            return
+        conn.socket()  # closed while spinning: ClientClosed
+        left_ns = call.deadline_ns - time.monotonic_ns()
+        if left_ns > 0:
+            fut = call._future = loop.create_future()
+            timer = loop.call_later(left_ns / 1e9, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                call._future = None
+            if call._outcome is not None:
+                return
+        conn.socket()  # raises ClientClosed if the client was closed meanwhile
+        raise conn.timed_out(call)
+
+    async def _spin(self, call: AsyncPendingReply | None, until_ns: int) -> None:
+        """Poll for replies, yielding to the loop and then the CPU between polls, until
+        ``call`` is done (without a call: until any reply arrives) or ``until_ns``."""
         items = self._items
-        while not fut.done():
+        seen = self._received
+        while (self._received == seen) if call is None else (call._outcome is None):
+            if self._conn.sock is None:
+                return  # closed meanwhile
             if poll(items, 0):
                 self._on_readable()
                 continue
@@ -157,55 +306,34 @@ class AsyncClient:
         self._loop = loop
         return loop
 
-    def _expire(self, rid: int, service: str, timeout: float) -> None:
-        entry = self._futures.get(rid)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(RequestTimeout(service, rid, timeout))
-
     def _on_readable(self) -> None:
-        sock = self._sock
+        conn = self._conn
+        sock = conn.sock
         if sock is None:
             return
-        while poll(self._items, 0):
-            frames = recv_frames(sock, 0, 4)
-            try:
-                rid, outcome = self._core.decode(frames)
-            except ProtocolError:
-                self.malformed_replies += 1
-                continue
-            entry = self._futures.get(rid)
-            if entry is None or entry[0].done():
-                self._core.late_replies += 1
-            elif isinstance(outcome, RemoteError):
-                entry[0].set_exception(outcome)
-            elif outcome.partial:
-                if entry[1] is None:
-                    self.partials_ignored += 1
-                    continue
-                try:
-                    entry[1](outcome)
-                except Exception as exc:  # the caller's callback failed: its call fails
-                    entry[0].set_exception(exc)
-            else:
-                entry[0].set_result(outcome)
-
-    def _socket(self) -> zmq.Socket[bytes]:
-        if self._sock is None:
-            raise ClientClosed(f"client for {self.endpoint} is closed")
-        return self._sock
+        items = self._items
+        n = 0
+        while poll(items, 0):
+            conn.deliver(recv_frames(sock, 0, 4))
+            n += 1
+        if n:
+            self._received += n
+            for fut in self._receivers:
+                _wake(fut)
 
     async def close(self) -> None:
         """Close the socket; callers still waiting get ClientClosed."""
-        sock = self._sock
-        if sock is None:
+        conn = self._conn
+        if conn.sock is None:
             return
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
-        for fut, _ in self._futures.values():
-            if not fut.done():
-                fut.set_exception(ClientClosed(f"client for {self.endpoint} closed"))
-        self._sock = None
-        sock.close(linger=0)
+        conn.close()
+        for call in conn.calls.values():
+            if call._future is not None:
+                _wake(call._future)
+        for fut in self._receivers:
+            _wake(fut)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -214,5 +342,53 @@ class AsyncClient:
         await self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._sock is None else f"{len(self._futures)} in flight"
+        conn = self._conn
+        state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"
         return f"AsyncClient({self.endpoint!r}, {state})"
+
+
+class AsyncSession(SessionState):
+    """A session of an :class:`AsyncClient`: see :class:`~client.session.SessionState`.
+
+    >>> async with await client.open_session("qpu") as s:               # doctest: +SKIP
+    ...     await s.request({"op": "describe", "circuit": cid})
+    """
+
+    def __init__(self, client: AsyncClient, session_id: int, service: str, worker: str) -> None:
+        super().__init__(session_id, service, worker)
+        self.client = client
+
+    @classmethod
+    async def open(
+        cls, client: AsyncClient, service: str, *, timeout: float | None = None
+    ) -> AsyncSession:
+        """Ask the broker for a session on ``service``; raises ServiceUnavailable if the
+        service has no worker, QueueFull if the broker holds its maximum of sessions."""
+        reply = await client.request(OPEN_SERVICE, open_body(service), timeout=timeout)
+        return cls(client, *read_open_reply(reply))
+
+    def submit(
+        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
+    ) -> AsyncPendingReply:
+        """Send a request to the pinned worker without waiting; see :meth:`AsyncClient.submit`."""
+        self._check_open()
+        return self.client._submit(SESSION_SERVICE, body, arrays, timeout, self.id)
+
+    async def request(
+        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
+    ) -> Message:
+        """Send a request to the pinned worker and await its final reply."""
+        return await self.submit(body, *arrays, timeout=timeout).result()
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        """Tell the broker to forget the session. Idempotent; the worker is not told, so
+        end any long request of the session first."""
+        body = self._close_body()
+        if body is not None:
+            await self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

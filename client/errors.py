@@ -5,8 +5,8 @@
 - :class:`RemoteError`: an error reply. A client raises one when a reply carries an error;
   a worker's handler raises one to answer with that error, typed. Each wire error type
   has one class, looked up by :func:`remote_error`.
-- Waits that end without a reply: :class:`RequestTimeout`, :class:`WindowFull`, and
-  :class:`ClientClosed`.
+- Waits that end without a reply: :class:`RequestTimeout` (and its
+  :class:`BrokerUnreachable`), :class:`WindowFull`, and :class:`ClientClosed`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "BadBlock",
     "BadModel",
     "BrokerShutdown",
+    "BrokerUnreachable",
     "ClientClosed",
     "MalformedRequest",
     "NearloopError",
@@ -207,6 +208,27 @@ class RequestTimeout(NearloopError, TimeoutError):
         super().__init__(
             f"no reply from service {service!r} to request {request_id} within {timeout:g} s"
         )
+        self.service = service
+        self.request_id = request_id
+        self.timeout = timeout
+
+
+class BrokerUnreachable(RequestTimeout):
+    """A request that the broker answers itself (``mmi.*``, and ``nl.*`` but a session's
+    requests, which go on to a worker) got no reply in time: no broker answered at the
+    endpoint, or none is running there.
+
+    >>> print(BrokerUnreachable("ipc:///tmp/nl.sock", "mmi.stats", 1, 0.5))
+    no broker answered at ipc:///tmp/nl.sock within 0.5 s; start one with: python -m broker ...
+    """
+
+    def __init__(self, endpoint: str, service: str, request_id: int, timeout: float) -> None:
+        NearloopError.__init__(
+            self,
+            f"no broker answered at {endpoint} within {timeout:g} s; "
+            f"start one with: python -m broker --bind {endpoint}",
+        )
+        self.endpoint = endpoint
         self.service = service
         self.request_id = request_id
         self.timeout = timeout

@@ -1,79 +1,83 @@
-"""Sessions: requests that the broker pins to one worker, which may keep state for them."""
+"""Sessions: requests that the broker pins to one worker, which may keep state for them.
+
+:class:`SessionState` is what both clients keep for a session, and the schema of its
+requests (``nl.session.open``, ``nl.session``, ``nl.session.close``, PROTOCOL.md §3.9).
+The session a client hands out adds only how it waits: :class:`~client.Session` for
+:class:`~client.Client`, :class:`~client.AsyncSession` for :class:`~client.AsyncClient`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
-import numpy.typing as npt
-
-from client.errors import ClientClosed
+from client.errors import ClientClosed, ProtocolError
 from client.messages import Message
 from client.wire import NL_SESSION, NL_SESSION_CLOSE, NL_SESSION_OPEN
 
-if TYPE_CHECKING:
-    from client.sync_client import Client, PendingReply
+SESSION_SERVICE: Final = NL_SESSION.decode()
+"""The service every request of a session is sent to; the header names the session."""
+OPEN_SERVICE: Final = NL_SESSION_OPEN.decode()
+CLOSE_SERVICE: Final = NL_SESSION_CLOSE.decode()
 
-_SESSION: str = NL_SESSION.decode()
+
+def open_body(service: str) -> dict[str, Any]:
+    """The body of an ``nl.session.open`` request for a session on ``service``."""
+    return {"service": service}
 
 
-class Session:
+def read_open_reply(reply: Message) -> tuple[int, str, str]:
+    """(session id, service, pinned worker) from an ``nl.session.open`` reply.
+
+    >>> from client.wire import Header
+    >>> read_open_reply(Message(Header(id=1, kind="reply", body={"x": 1})))
+    Traceback (most recent call last):
+    ...
+    client.wire.errors.ProtocolError: nl.session.open replied {'x': 1}, not ...
+    """
+    body = reply.body
+    if not (
+        isinstance(body, dict)
+        and type(body.get("session")) is int
+        and isinstance(body.get("service"), str)
+        and isinstance(body.get("worker"), str)
+    ):
+        raise ProtocolError(
+            f"{OPEN_SERVICE} replied {body!r}, not {{'session': int, 'service': str, "
+            "'worker': str}"
+        )
+    return body["session"], body["service"], body["worker"]
+
+
+class SessionState:
     """A session the broker has pinned to one worker of ``service`` (affinity).
 
     Every request sent through it goes to that worker, so the worker may keep state from
     one request to the next, and a long request may stream PARTIAL replies (see
-    :attr:`~client.sync_client.PendingReply.partials`). If that worker dies or leaves,
-    the broker fails every request of the session, in flight or sent later, with
+    :attr:`client.connection.Call.partials`). If that worker dies or leaves, the broker
+    fails every request of the session, in flight or sent later, with
     :class:`~client.errors.SessionLost` as soon as it notices (within the worker's
     ``liveness`` heartbeats); a request never waits past its own timeout either.
-
-    >>> with client.open_session("qpu") as s:                          # doctest: +SKIP
-    ...     s.request({"op": "describe", "circuit": cid})
     """
 
-    def __init__(self, client: Client, session_id: int, service: str, worker: str) -> None:
-        self.client = client
+    def __init__(self, session_id: int, service: str, worker: str) -> None:
         self.id = session_id
         self.service = service
         self.worker = worker
         """The hex ZeroMQ identity of the pinned worker, as the broker knows it."""
         self.closed = False
 
-    @classmethod
-    def open(cls, client: Client, service: str, *, timeout: float | None = None) -> Session:
-        """Ask the broker for a session on ``service``; raises ServiceUnavailable if the
-        service has no worker, QueueFull if the broker holds its maximum of sessions."""
-        reply = client.request(NL_SESSION_OPEN.decode(), {"service": service}, timeout=timeout)
-        body = reply.body
-        return cls(client, int(body["session"]), str(body["service"]), str(body["worker"]))
-
-    def submit(
-        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
-    ) -> PendingReply:
-        """Send a request to the pinned worker without waiting; see :meth:`Client.submit`."""
+    def _check_open(self) -> None:
         if self.closed:
             raise ClientClosed(f"session {self.id} on {self.service!r} is closed")
-        return self.client._submit(_SESSION, body, arrays, timeout, self.id)
 
-    def request(
-        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
-    ) -> Message:
-        """Send a request to the pinned worker and wait for its final reply."""
-        return self.submit(body, *arrays, timeout=timeout).result()
-
-    def close(self, *, timeout: float | None = None) -> None:
-        """Tell the broker to forget the session. Idempotent; the worker is not told, so
-        end any long request of the session first."""
+    def _close_body(self) -> dict[str, Any] | None:
+        """Mark the session closed; the body of the ``nl.session.close`` request to send,
+        or None if it was closed already."""
         if self.closed:
-            return
+            return None
         self.closed = True
-        self.client.request(NL_SESSION_CLOSE.decode(), {"session": self.id}, timeout=timeout)
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return {"session": self.id}
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"pinned to {self.worker}"
-        return f"Session({self.id}, service={self.service!r}, {state})"
+        return f"{type(self).__name__}({self.id}, service={self.service!r}, {state})"

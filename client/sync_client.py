@@ -1,75 +1,51 @@
-"""The synchronous, pipelined :class:`Client`."""
+"""The synchronous, pipelined :class:`Client`, its :class:`PendingReply` and
+:class:`Session`: the :class:`~client.connection.Connection` core, waited on by blocking."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-import msgpack
-import numpy as np
 import numpy.typing as npt
 import zmq
 
-from client.errors import ClientClosed, ProtocolError, RemoteError, RequestTimeout
-from client.messages import Message
-from client.request_core import DEFAULT_SPIN_US, RequestCore
-from client.session import Session
-from client.wire import (
-    MMI_OK,
-    MMI_SERVICE,
-    MMI_STATS,
-    NL_MODEL_GET,
-    NL_MODEL_PUT,
-    model_hash,
+from client.connection import (
+    DEFAULT_SPIN_US,
+    Call,
+    Connection,
+    broker_stats_of,
+    model_text_of,
+    service_status,
 )
-from client.wire.transport import connect_dealer, recv_by, recv_frames, send_frames, spin_recv
+from client.messages import Message
+from client.session import (
+    CLOSE_SERVICE,
+    OPEN_SERVICE,
+    SESSION_SERVICE,
+    SessionState,
+    open_body,
+    read_open_reply,
+)
+from client.wire.transport import recv_by, recv_frames, spin_recv
 
-_NS = 1_000_000_000
-_RCVTIMEO = int(zmq.RCVTIMEO)
+_RCVTIMEO: Final = int(zmq.RCVTIMEO)
 
 
-class PendingReply:
-    """A request in flight. :meth:`result` waits for its final reply."""
+class PendingReply(Call):
+    """A request in flight. :meth:`result` waits for its final reply.
 
-    __slots__ = (
-        "_client",
-        "_outcome",
-        "deadline_ns",
-        "id",
-        "on_done",
-        "partials",
-        "service",
-        "timeout",
-    )
+    ``partials`` holds the PARTIAL replies received so far; ``on_done`` is called, inside
+    :meth:`Client.receive` or a wait, when the final reply arrives.
+    """
 
-    def __init__(self, client: Client, rid: int, service: str, timeout: float) -> None:
-        self._client = client
-        self.id = rid
-        self.service = service
-        self.timeout = timeout
-        self.deadline_ns = time.monotonic_ns() + int(timeout * _NS)
-        self.partials: list[Message] = []
-        """PARTIAL replies received so far, in arrival order."""
-        self._outcome: Message | RemoteError | None = None
-        self.on_done: Callable[[PendingReply], None] | None = None
-        """Called, inside :meth:`Client.receive` or a wait, when the final reply arrives."""
-
-    @property
-    def done(self) -> bool:
-        """True once the final reply (or error) has arrived."""
-        return self._outcome is not None
+    __slots__ = ()
+    _client: Client
 
     def result(self) -> Message:
         """The final reply. Raises RemoteError, or RequestTimeout at the request's deadline."""
-        return self._client._wait(self)
-
-    def abandon(self) -> None:
-        """Stop waiting: a reply that arrives later is counted as late and dropped."""
-        self._client._pending.pop(self.id, None)
-
-    def __repr__(self) -> str:
-        return f"PendingReply(id={self.id}, service={self.service!r}, done={self.done})"
+        if self._outcome is None:
+            self._client._wait(self)
+        return self._take()
 
 
 class Client:
@@ -97,24 +73,25 @@ class Client:
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self._core = RequestCore(timeout, spin_us)
-        self._context: zmq.Context[Any] = context or zmq.Context.instance()
-        sock = connect_dealer(self._context, endpoint, stable_identity=True)
-        self._sock: zmq.Socket[bytes] | None = sock
+        self._conn = Connection(
+            endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context
+        )
         self._rcvtimeo_ms = -1
-        self._pending: dict[int, PendingReply] = {}
-        self.malformed_replies = 0
-        """Replies that could not be decoded, and were dropped."""
 
     @property
     def spin_us(self) -> int:
         """How long a wait for a reply polls before it sleeps, in microseconds."""
-        return self._core.spin_ns // 1000
+        return self._conn.spin_ns // 1000
 
     @property
     def late_replies(self) -> int:
         """Replies that arrived after their caller had timed out, and were dropped."""
-        return self._core.late_replies
+        return self._conn.late_replies
+
+    @property
+    def malformed_replies(self) -> int:
+        """Replies that could not be decoded, and were dropped."""
+        return self._conn.malformed_replies
 
     def submit(
         self,
@@ -126,29 +103,11 @@ class Client:
         """Send a request without waiting.
 
         Arrays of 64 KiB or more are sent without a copy: do not modify them until the
-        reply has arrived. Call :meth:`PendingReply.result` on every request submitted:
-        that is what retires it.
+        reply has arrived. Call :meth:`PendingReply.result` on every request submitted
+        (or :meth:`PendingReply.abandon` it): a timed-out request stays in flight, and
+        its late reply is delivered to it, until then.
         """
-        return self._submit(service, body, arrays, timeout, None)
-
-    def _submit(
-        self,
-        service: str,
-        body: Any,
-        arrays: tuple[npt.NDArray[Any], ...],
-        timeout: float | None,
-        session: int | None,
-    ) -> PendingReply:
-        t = self._core.timeout_of(timeout)
-        rid, frames = self._core.build(service, body, arrays, t, session)
-        return self._send(service, rid, frames, t)
-
-    def _send(self, service: str, rid: int, frames: list[Any], timeout: float) -> PendingReply:
-        sock = self._socket()
-        pending = PendingReply(self, rid, service, timeout)
-        self._pending[rid] = pending
-        send_frames(sock, frames)
-        return pending
+        return self._conn.submit(self, service, body, arrays, timeout)
 
     def request(
         self,
@@ -158,48 +117,28 @@ class Client:
         timeout: float | None = None,
     ) -> Message:
         """Send a request and wait for its reply (seconds; default: the client's timeout)."""
-        return self.submit(service, body, *arrays, timeout=timeout).result()
+        return self._conn.submit(self, service, body, arrays, timeout).result()
 
     def open_session(self, service: str, *, timeout: float | None = None) -> Session:
-        """Open a :class:`~client.session.Session`: the broker pins it to one worker of
-        ``service``, and every request sent through it goes to that worker."""
+        """Open a :class:`Session`: the broker pins it to one worker of ``service``, and
+        every request sent through it goes to that worker."""
         return Session.open(self, service, timeout=timeout)
 
     def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """Ask the broker (``mmi.service``, RFC 8) whether ``service`` has workers."""
-        status = self._mmi(MMI_SERVICE.decode(), service.encode(), timeout)
-        return bool(status.body[0] == MMI_OK)
+        return service_status(self._conn.submit_service_query(self, service, timeout).result())
 
     def broker_stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The broker's counters (``mmi.stats``, a nearloop extension)."""
-        reply = self._mmi(MMI_STATS.decode(), b"", timeout)
-        stats: dict[str, Any] = msgpack.unpackb(reply.body[1])
-        return stats
-
-    def _mmi(self, service: str, argument: bytes, timeout: float | None) -> Message:
-        t = self._core.timeout_of(timeout)
-        rid, frames = self._core.build_mmi(service, argument)
-        return self._send(service, rid, frames, t).result()
-
-    def receive(self, timeout: float, *, spin: bool = True) -> bool:
-        """Wait up to ``timeout`` seconds (0: do not wait; microsecond precision) for the
-        next reply to any request, and hand it to its :class:`PendingReply`. True if a
-        reply arrived. With ``spin``, the first ``spin_us`` of the wait polls, as
-        :meth:`request` does; without, it sleeps in the kernel at once."""
-        until_ns = time.monotonic_ns() + int(timeout * 1e9)
-        frames = recv_by(self._socket(), until_ns, self._core.spin_ns if spin else 0, 4)
-        if frames is None:
-            return False
-        self._deliver(frames)
-        return True
+        return broker_stats_of(self._conn.submit_stats_query(self, timeout).result())
 
     def put_model(self, text: bytes, *, timeout: float | None = None) -> str:
         """Store a noise model in the broker (``nl.model.put``); returns its content hash.
 
         Decoder workers fetch it from there by hash, once each; blocks carry only the hash.
         """
-        h = model_hash(text)
-        self.request(NL_MODEL_PUT.decode(), {"hash": h}, _text_array(text), timeout=timeout)
+        h, call = self._conn.submit_model_put(self, text, timeout)
+        call.result()
         return h
 
     def fetch_model(self, h: str, *, timeout: float | None = None) -> bytes:
@@ -207,72 +146,51 @@ class Client:
 
         Raises :class:`~client.errors.UnknownModel` if it holds none.
         """
-        reply = self.request(NL_MODEL_GET.decode(), {"hash": h}, timeout=timeout)
-        if len(reply.arrays) != 1:
-            raise ProtocolError(f"nl.model.get replied with {len(reply.arrays)} arrays, not 1")
-        return bytes(reply.arrays[0])
+        return model_text_of(self._conn.submit_model_get(self, h, timeout).result())
 
-    def _wait(self, pending: PendingReply) -> Message:
-        try:
-            sock = self._socket()
-            if self._core.spin_ns and pending._outcome is None:
-                self._spin(sock, pending)
-            while pending._outcome is None:
-                left_ns = pending.deadline_ns - time.monotonic_ns()
-                if left_ns <= 0:
-                    raise RequestTimeout(pending.service, pending.id, pending.timeout)
-                # A blocking receive bounded by RCVTIMEO costs less than poll + receive;
-                # the option is set only when the bound changes (rarely, in a loop).
-                timeout_ms = -(-left_ns // 1_000_000)
-                if timeout_ms != self._rcvtimeo_ms:
-                    sock.setsockopt(_RCVTIMEO, timeout_ms)
-                    self._rcvtimeo_ms = timeout_ms
-                try:
-                    frames = recv_frames(sock, 0, 4)
-                except zmq.Again:
-                    continue
-                self._deliver(frames)
-            outcome = pending._outcome
-        finally:
-            self._pending.pop(pending.id, None)
-        if isinstance(outcome, RemoteError):
-            raise outcome
-        return outcome
+    def receive(self, timeout: float, *, spin: bool = True) -> bool:
+        """Wait up to ``timeout`` seconds (0: do not wait; microsecond precision) for the
+        next reply to any request, and hand it to its :class:`PendingReply`. True if a
+        reply arrived. With ``spin``, the first ``spin_us`` of the wait polls, as
+        :meth:`request` does; without, it sleeps in the kernel at once."""
+        conn = self._conn
+        until_ns = time.monotonic_ns() + int(timeout * 1e9)
+        frames = recv_by(conn.socket(), until_ns, conn.spin_ns if spin else 0, 4)
+        if frames is None:
+            return False
+        conn.deliver(frames)
+        return True
 
-    def _spin(self, sock: zmq.Socket[bytes], pending: PendingReply) -> None:
-        until_ns = min(pending.deadline_ns, time.monotonic_ns() + self._core.spin_ns)
-        while pending._outcome is None:
-            frames = spin_recv(sock, until_ns, 4)
-            if frames is None:
-                return
-            self._deliver(frames)
-
-    def _deliver(self, frames: list[Any]) -> None:
-        try:
-            rid, outcome = self._core.decode(frames)
-        except ProtocolError:
-            self.malformed_replies += 1  # an undecodable reply cannot be matched: drop it
-            return
-        pending = self._pending.get(rid)
-        if pending is None:
-            self._core.late_replies += 1
-        elif isinstance(outcome, Message) and outcome.partial:
-            pending.partials.append(outcome)
-        else:
-            pending._outcome = outcome
-            if pending.on_done is not None:
-                pending.on_done(pending)
-
-    def _socket(self) -> zmq.Socket[bytes]:
-        if self._sock is None:
-            raise ClientClosed(f"client for {self.endpoint} is closed")
-        return self._sock
+    def _wait(self, call: PendingReply) -> None:
+        """Receive until ``call`` is done; raise RequestTimeout at its deadline."""
+        conn = self._conn
+        sock = conn.socket()
+        if conn.spin_ns:
+            until_ns = min(call.deadline_ns, time.monotonic_ns() + conn.spin_ns)
+            while call._outcome is None:
+                frames = spin_recv(sock, until_ns, 4)
+                if frames is None:
+                    break
+                conn.deliver(frames)
+        while call._outcome is None:
+            left_ns = call.deadline_ns - time.monotonic_ns()
+            if left_ns <= 0:
+                raise conn.timed_out(call)
+            # A blocking receive bounded by RCVTIMEO costs less than poll + receive;
+            # the option is set only when the bound changes (rarely, in a loop).
+            timeout_ms = -(-left_ns // 1_000_000)
+            if timeout_ms != self._rcvtimeo_ms:
+                sock.setsockopt(_RCVTIMEO, timeout_ms)
+                self._rcvtimeo_ms = timeout_ms
+            try:
+                frames = recv_frames(sock, 0, 4)
+            except zmq.Again:
+                continue
+            conn.deliver(frames)
 
     def close(self) -> None:
         """Close the socket. Requests still in flight are abandoned."""
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        self._conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -281,9 +199,53 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._sock is None else f"{len(self._pending)} in flight"
+        conn = self._conn
+        state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"
         return f"Client({self.endpoint!r}, {state})"
 
 
-def _text_array(text: bytes) -> npt.NDArray[np.uint8]:
-    return np.frombuffer(text, dtype=np.uint8)
+class Session(SessionState):
+    """A session of a :class:`Client`: see :class:`~client.session.SessionState`.
+
+    >>> with client.open_session("qpu") as s:                          # doctest: +SKIP
+    ...     s.request({"op": "describe", "circuit": cid})
+    """
+
+    def __init__(self, client: Client, session_id: int, service: str, worker: str) -> None:
+        super().__init__(session_id, service, worker)
+        self.client = client
+
+    @classmethod
+    def open(cls, client: Client, service: str, *, timeout: float | None = None) -> Session:
+        """Ask the broker for a session on ``service``; raises ServiceUnavailable if the
+        service has no worker, QueueFull if the broker holds its maximum of sessions."""
+        reply = client.request(OPEN_SERVICE, open_body(service), timeout=timeout)
+        return cls(client, *read_open_reply(reply))
+
+    def submit(
+        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
+    ) -> PendingReply:
+        """Send a request to the pinned worker without waiting; see :meth:`Client.submit`."""
+        self._check_open()
+        return self.client._conn.submit(
+            self.client, SESSION_SERVICE, body, arrays, timeout, self.id
+        )
+
+    def request(
+        self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
+    ) -> Message:
+        """Send a request to the pinned worker and wait for its final reply."""
+        return self.submit(body, *arrays, timeout=timeout).result()
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Tell the broker to forget the session. Idempotent; the worker is not told, so
+        end any long request of the session first."""
+        body = self._close_body()
+        if body is not None:
+            self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

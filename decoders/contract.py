@@ -3,7 +3,8 @@
 A :class:`Decoder` holds a decoder's options. :meth:`Decoder.compile` turns a
 ``stim.DetectorErrorModel`` into a :class:`CompiledDecoder`, which decodes blocks of shots:
 
-- input: detection events, bit-packed exactly as stim writes them, ``uint8`` of shape
+- input: detection events, bit-packed exactly as stim writes them (the layout of
+  :mod:`client.syndrome_block`, which both ends of a stream share), ``uint8`` of shape
   ``(shots, ceil(num_detectors / 8))``, little bit order (detector ``d`` of a shot is bit
   ``d % 8`` of byte ``d // 8``);
 - output: observable predictions, ``uint8`` of shape ``(shots, ceil(num_observables / 8))``,
@@ -19,78 +20,32 @@ as text.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Final
+from functools import partial
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import stim
 
+from client import syndrome_block
+from client.syndrome_block import PackedBits as PackedBits
+from client.syndrome_block import pack_bits as pack_bits
+from client.syndrome_block import packed_width as packed_width
+from client.syndrome_block import unpack_bits as unpack_bits
 from client.wire import model_hash
 from decoders.errors import BadPrediction, InvalidBlock, ModelError
 
-PACKED_DTYPE: Final = np.dtype(np.uint8)
-"""The dtype of bit-packed detection events and predictions."""
-
-BIT_ORDER: Final = "little"
-"""stim's bit order inside each byte (``np.packbits(..., bitorder=BIT_ORDER)``)."""
-
-PackedBits = npt.NDArray[np.uint8]
-"""A bit-packed ``(shots, bytes)`` block, see :func:`pack_bits`."""
-
-
-def packed_width(num_bits: int) -> int:
-    """Bytes per shot for ``num_bits`` bits: ``ceil(num_bits / 8)``.
-
-    >>> packed_width(0), packed_width(1), packed_width(8), packed_width(9)
-    (0, 1, 1, 2)
-    """
-    if num_bits < 0:
-        raise ValueError(f"num_bits must be >= 0, got {num_bits}")
-    return (num_bits + 7) // 8
-
-
-def pack_bits(bits: npt.NDArray[np.bool_] | npt.NDArray[np.uint8]) -> PackedBits:
-    """Pack a ``(shots, num_bits)`` array of 0/1 into stim's ``(shots, bytes)`` layout.
-
-    >>> pack_bits(np.array([[1, 0, 0, 0, 0, 0, 0, 0, 1]], dtype=np.uint8))
-    array([[1, 1]], dtype=uint8)
-    """
-    if bits.ndim != 2:
-        raise ValueError(f"bits must be 2-D (shots, num_bits), got ndim={bits.ndim}")
-    return np.packbits(bits.astype(np.bool_, copy=False), axis=1, bitorder=BIT_ORDER)
-
-
-def unpack_bits(packed: PackedBits, num_bits: int) -> npt.NDArray[np.uint8]:
-    """Unpack stim's ``(shots, bytes)`` layout into ``(shots, num_bits)`` of 0/1 ``uint8``.
-
-    Padding bits past ``num_bits`` in the last byte are ignored.
-
-    >>> unpack_bits(np.array([[1, 1]], dtype=np.uint8), 9)
-    array([[1, 0, 0, 0, 0, 0, 0, 0, 1]], dtype=uint8)
-    """
-    if packed.ndim != 2:
-        raise ValueError(f"packed must be 2-D (shots, bytes), got ndim={packed.ndim}")
-    return np.unpackbits(packed, axis=1, count=num_bits, bitorder=BIT_ORDER)
-
 
 def check_block(decoder: str, dets: object, num_detectors: int) -> PackedBits:
-    """Return ``dets`` as a C-contiguous packed block, or raise :class:`InvalidBlock`.
+    """:func:`client.syndrome_block.check_block`, whose errors are :class:`InvalidBlock`
+    naming ``decoder`` and the property that is wrong.
 
-    Checks, in order: it is a numpy array, its dtype is ``uint8``, it is 2-D, and each row
-    is ``ceil(num_detectors / 8)`` bytes wide. A read-only array (a zero-copy frame) is fine.
+    >>> check_block("pymatching", np.zeros((4, 3), dtype=np.int64), 24)
+    Traceback (most recent call last):
+    ...
+    decoders.errors.InvalidBlock: [bad_block] pymatching: bad detection-event block: dtype ...
     """
-    width = packed_width(num_detectors)
-    if not isinstance(dets, np.ndarray):
-        raise InvalidBlock(decoder, what="type", expected="numpy.ndarray", got=type(dets).__name__)
-    if dets.dtype != PACKED_DTYPE:
-        raise InvalidBlock(decoder, what="dtype", expected="uint8", got=str(dets.dtype))
-    if dets.ndim != 2:
-        raise InvalidBlock(decoder, what="ndim", expected=2, got=dets.ndim)
-    if dets.shape[1] != width:
-        raise InvalidBlock(
-            decoder, what="width", expected=(dets.shape[0], width), got=tuple(dets.shape)
-        )
-    return np.ascontiguousarray(dets)
+    return syndrome_block.check_block(dets, num_detectors, partial(InvalidBlock, decoder))
 
 
 def check_predictions(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from client.errors import BadBlock, BadModel, UnknownModel
+from client.syndrome_block import bad_block_message
 
 
 class DecoderError(Exception):
@@ -40,11 +41,7 @@ class InvalidBlock(DecoderError, BadBlock):
     """
 
     def __init__(self, decoder: str, *, what: str, expected: object, got: object) -> None:
-        super().__init__(
-            decoder,
-            f"bad detection-event block: {what} is {got!r}, expected {expected!r} "
-            "(bit-packed uint8, shape (shots, ceil(num_detectors / 8)), little bit order)",
-        )
+        super().__init__(decoder, bad_block_message(what, expected, got))
         self.what = what
         self.expected = expected
         self.got = got

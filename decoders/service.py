@@ -5,7 +5,8 @@ its dynamic batcher gathered. It compiles each noise model once (keyed by the ha
 blocks carry, fetching the text from the broker's model store on first sight), decodes
 all the blocks of one model in one ``decode_batch`` call, and answers each block with
 its own slice of the predictions. A block it cannot decode gets an error of its own; the
-others in the batch are decoded as usual.
+others in the batch are decoded as usual. Blocks and results are read and built with
+:mod:`client.syndrome_block`, the schema the producer shares.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from client.errors import BadBlock
 from client.messages import Message, Payload
+from client.syndrome_block import BlockRequest, read_request, reply_body
 from decoders.contract import CompiledDecoder, Decoder, check_block
 from decoders.model_cache import ModelCache
 
@@ -46,32 +46,28 @@ class DecoderService:
     def handle_batch(self, messages: list[Message]) -> list[Any]:
         """One Payload (or exception) per block, in order."""
         results: list[Any] = [None] * len(messages)
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, list[tuple[int, BlockRequest]]] = {}
         for i, m in enumerate(messages):
             try:
-                h = self._check(m)
+                block = self._check(m)
             except Exception as exc:
                 results[i] = exc
                 continue
-            groups.setdefault(h, []).append(i)
+            groups.setdefault(block.model, []).append((i, block))
         for h, members in groups.items():
-            self._decode_group(self.cache.peek(h), messages, members, results)
+            self._decode_group(self.cache.peek(h), members, results)
         self.blocks += len(messages)
         self.batches += 1
         return results
 
-    def _check(self, m: Message) -> str:
-        body = m.body
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            raise BadBlock("a block's body needs stream, seq and model")
-        if len(m.arrays) != 1:
-            raise BadBlock(f"a block carries 1 array, not {len(m.arrays)}")
-        h: str = body["model"]
-        # Each raises an error reply of its own type (client.errors.RemoteError): an
-        # unknown or unusable model, or a block of the wrong width for it.
-        compiled = self.cache.get_or_compile(h, lambda: self._fetch(h))
-        check_block(self.decoder.name, m.arrays[0], compiled.num_detectors)
-        return h
+    def _check(self, m: Message) -> BlockRequest:
+        # Each raises an error reply of its own type (client.errors.RemoteError): a body
+        # that is not a block's, an unknown or unusable model, or a block of the wrong
+        # width for it.
+        block = read_request(m)
+        compiled = self.cache.get_or_compile(block.model, lambda: self._fetch(block.model))
+        dets = check_block(self.decoder.name, block.detections, compiled.num_detectors)
+        return block._replace(detections=dets)
 
     def _fetch(self, h: str) -> bytes:
         text = self.fetch_model(h)
@@ -81,35 +77,30 @@ class DecoderService:
     def _decode_group(
         self,
         compiled: CompiledDecoder,
-        messages: list[Message],
-        members: list[int],
+        members: list[tuple[int, BlockRequest]],
         results: list[Any],
     ) -> None:
-        blocks: list[npt.NDArray[np.uint8]] = [messages[i].arrays[0] for i in members]
+        blocks = [block.detections for _, block in members]
         dets = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         t0 = time.perf_counter_ns()
         try:
             predictions = compiled.decode_batch(dets)
         except Exception as exc:  # a decoder bug fails this model's blocks, not the worker
-            for i in members:
+            for i, _ in members:
                 results[i] = exc
             return
         decode_us = (time.perf_counter_ns() - t0) // 1000
         start = 0
-        for i, block in zip(members, blocks, strict=True):
-            end = start + block.shape[0]
-            body = messages[i].body
-            results[i] = Payload(
-                body={
-                    "stream": body.get("stream"),
-                    "seq": body.get("seq"),
-                    "decoder": self.decoder.name,
-                    "batch_shots": int(dets.shape[0]),
-                    "batch_blocks": len(members),
-                    "decode_us": decode_us,
-                },
-                arrays=(predictions[start:end],),
+        for i, block in members:
+            end = start + block.detections.shape[0]
+            body = reply_body(
+                block,
+                decoder=self.decoder.name,
+                batch_shots=int(dets.shape[0]),
+                batch_blocks=len(members),
+                decode_us=decode_us,
             )
+            results[i] = Payload(body=body, arrays=(predictions[start:end],))
             start = end
 
     def __repr__(self) -> str:

@@ -9,70 +9,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
+import uvloop
 
 from client import (
     AsyncClient,
-    Client,
+    BrokerUnreachable,
+    ClientClosed,
     Message,
     PayloadTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    UnknownModel,
     WorkerError,
 )
-from client.wire import MAX_MESSAGE_BYTES
+from client.wire import MAX_MESSAGE_BYTES, model_hash
+from tests.callers import CLIENT_KINDS, Caller
 from tests.conftest import BrokerProc, Stack, wait_for_workers
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Caller:
-    """One interface over Client and AsyncClient, so each test runs on both."""
-
-    def __init__(self, endpoint: str, kind: str) -> None:
-        self.kind = kind
-        if kind == "sync":
-            self.sync: Client | None = Client(endpoint, timeout=10)
-        else:
-            self.sync = None
-            import uvloop
-
-            self.loop = uvloop.new_event_loop()
-            self.aclient = AsyncClient(endpoint, timeout=10)
-
-    def request(
-        self, service: str, body: Any = None, *arrays: Any, timeout: float | None = None
-    ) -> Message:
-        if self.sync is not None:
-            return self.sync.request(service, body, *arrays, timeout=timeout)
-        return self.loop.run_until_complete(
-            self.aclient.request(service, body, *arrays, timeout=timeout)
-        )
-
-    def many(self, service: str, bodies: list[Any]) -> list[Message]:
-        """Pipeline: every request in flight before the first reply is read."""
-        if self.sync is not None:
-            pend = [self.sync.submit(service, b) for b in bodies]
-            return [p.result() for p in pend]
-
-        async def go() -> list[Message]:
-            return list(await asyncio.gather(*(self.aclient.request(service, b) for b in bodies)))
-
-        return self.loop.run_until_complete(go())
-
-    @property
-    def late_replies(self) -> int:
-        return self.sync.late_replies if self.sync is not None else self.aclient.late_replies
-
-    def close(self) -> None:
-        if self.sync is not None:
-            self.sync.close()
-        else:
-            self.loop.run_until_complete(self.aclient.close())
-            self.loop.close()
 
 
 @pytest.fixture(params=["ipc", "tcp"])
@@ -80,9 +37,9 @@ def broker(request: pytest.FixtureRequest, stack: Stack) -> BrokerProc:
     return stack.broker(request.param)
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=CLIENT_KINDS)
 def caller(request: pytest.FixtureRequest, broker: BrokerProc) -> Iterator[Caller]:
-    c = Caller(broker.endpoint, request.param)
+    c = Caller(broker.endpoint, request.param, timeout=10)
     yield c
     c.close()
 
@@ -166,17 +123,113 @@ def test_oversized_request_is_refused_before_sending(broker: BrokerProc, caller:
         caller.request("echo", None, too_big)
 
 
-def test_mmi_service(stack: Stack, broker: BrokerProc) -> None:
+def test_mmi_service(stack: Stack, broker: BrokerProc, caller: Caller) -> None:
     stack.worker(broker.endpoint)
     wait_for_workers(broker.endpoint, "echo", 1)
-    with Client(broker.endpoint) as c:
-        assert c.service_available("echo")
-        assert not c.service_available("nope")
+    assert caller.service_available("echo")
+    assert not caller.service_available("nope")
+    assert caller.broker_stats()["services"]["echo"]["workers"] == 1
 
-    async def go() -> bool:
-        async with AsyncClient(broker.endpoint) as ac:
-            return await ac.service_available("echo")
 
-    import client
+def test_the_model_store_keeps_a_model_by_its_hash(broker: BrokerProc, caller: Caller) -> None:
+    text = b"error(0.125) D0 L0\nerror(0.25) D0 D1\n"
+    h = caller.put_model(text)
+    assert h == model_hash(text)
+    assert caller.fetch_model(h) == text
+    with pytest.raises(UnknownModel, match="holds no model"):
+        caller.fetch_model("0" * 64)
 
-    assert client.run(go())
+
+def test_receive_hands_each_reply_to_its_pending_request(
+    stack: Stack, broker: BrokerProc, caller: Caller
+) -> None:
+    stack.worker(broker.endpoint, "echo", "--credit", "4")
+    wait_for_workers(broker.endpoint, "echo", 1)
+    assert not caller.receive(0.05)  # nothing in flight: it times out
+    pending = [caller.submit("echo", i) for i in range(5)]
+    deadline = time.monotonic() + 20
+    while not all(p.done for p in pending) and time.monotonic() < deadline:
+        caller.receive(1.0)
+    assert [p.result().body["echo"] for p in pending] == list(range(5))
+    assert caller.late_replies == 0
+
+
+@pytest.mark.parametrize("client_kind", CLIENT_KINDS)
+@pytest.mark.parametrize("call", ["broker_stats", "service_available", "put_model", "session"])
+def test_a_call_the_broker_answers_says_when_no_broker_answered(
+    stack: Stack, client_kind: str, call: str
+) -> None:
+    endpoint = stack.endpoint("ipc", "nobody-here")
+    with Caller(endpoint, client_kind, timeout=0.2) as c:
+        with pytest.raises(BrokerUnreachable) as info:
+            if call == "broker_stats":
+                c.broker_stats()
+            elif call == "service_available":
+                c.service_available("echo")
+            elif call == "put_model":
+                c.put_model(b"error(0.1) D0")
+            else:
+                c.open_session("echo")
+        message = str(info.value)
+        assert message == (
+            f"no broker answered at {endpoint} within 0.2 s; "
+            f"start one with: python -m broker --bind {endpoint}"
+        )
+        assert isinstance(info.value, RequestTimeout) and info.value.endpoint == endpoint
+        # A worker's service that times out may just be slow: that stays a plain timeout.
+        with pytest.raises(RequestTimeout) as plain:
+            c.request("echo", 1)
+        assert not isinstance(plain.value, BrokerUnreachable)
+        assert "no reply from service 'echo'" in str(plain.value)
+
+
+def test_closing_an_async_client_fails_its_waiting_callers(
+    stack: Stack, broker: BrokerProc
+) -> None:
+    stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 1)
+
+    async def main() -> None:
+        c = AsyncClient(broker.endpoint, timeout=30)
+        waiting = asyncio.create_task(c.request("echo", {"op": "sleep", "s": 5}))
+        asleep = asyncio.create_task(c.receive(30, spin=False))
+        await asyncio.sleep(0.2)  # both are asleep on the loop by now, or still spinning
+        await c.close()
+        with pytest.raises(ClientClosed):
+            await asyncio.wait_for(waiting, 10)
+        with pytest.raises(ClientClosed):
+            await asyncio.wait_for(asleep, 10)
+
+    uvloop.run(main())
+
+
+def test_async_partials_reach_on_partial_and_a_failing_callback_fails_its_call(
+    stack: Stack, broker: BrokerProc
+) -> None:
+    stack.worker(broker.endpoint)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    ticks = {"op": "ticks", "n": 3, "every_us": 2000}
+
+    async def main() -> tuple[list[int], int, int]:
+        async with AsyncClient(broker.endpoint, timeout=10) as c:
+            seen: list[Message] = []
+            final = await c.request("echo", ticks, on_partial=seen.append)
+            assert final.body["ticks"] == 3
+
+            def refuse(m: Message) -> None:
+                raise KeyError(f"tick {m.body['tick']} refused")
+
+            with pytest.raises(KeyError, match="tick 0 refused"):
+                await c.request("echo", ticks, on_partial=refuse)
+            # Its later PARTIALs and FINAL have no call any more: counted late, not lost.
+            deadline = time.monotonic() + 10
+            while c.late_replies < 3 and time.monotonic() < deadline:
+                await c.receive(0.1)
+            late = c.late_replies
+            assert (await c.request("echo", ticks)).body["ticks"] == 3
+            return [m.body["tick"] for m in seen], late, c.partials_ignored
+
+    ticked, late, ignored = uvloop.run(main())
+    assert ticked == [0, 1, 2]
+    assert late == 3  # ticks 1 and 2, and the final
+    assert ignored == 3  # the last call's, which had no on_partial

@@ -1,7 +1,9 @@
 """Syndrome streams end to end: a real broker, real ``python -m decoders`` workers.
 
 Every comparison is against offline ``pymatching.Matching.decode_batch`` on the very same
-samples, so a dropped, duplicated or misplaced block shows up as a mismatch.
+samples, so a dropped, duplicated or misplaced block shows up as a mismatch. The tests of
+the stream's own semantics run on :class:`~client.Stream` and on
+:class:`~client.AsyncStream` (``@both_clients``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import numpy.typing as npt
 import pymatching
 import pytest
 
-from client import BadBlock, BlockResult, Client, Stream, UnknownModel, WindowFull
+from client import BadBlock, BlockResult, Stream, UnknownModel, WindowFull
+from client.syndrome_block import DEFAULT_DECODER_SERVICE
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.run import receive_until_tick
 from control_sim.qec.source import SyndromeSampler
 from control_sim.stack.local_stack import LocalStack, StackSpec
+from tests.callers import Caller, CallerStream, both_clients
 from tests.conftest import wait_until
 
-SERVICE = "decode"
+SERVICE = DEFAULT_DECODER_SERVICE
 
 
 @pytest.fixture
@@ -37,11 +41,11 @@ def stack2() -> Iterator[LocalStack]:
 
 
 @contextmanager
-def one_worker(*decoder_args: str) -> Iterator[Client]:
+def one_worker(*decoder_args: str, kind: str = "sync") -> Iterator[Caller]:
     """A broker and one pymatching worker started with these options, and a client."""
     with (
         LocalStack(StackSpec(decoder_workers=1, decoder_args=decoder_args)) as stack,
-        Client(stack.endpoint) as c,
+        Caller(stack.endpoint, kind) as c,
     ):
         yield c
 
@@ -56,7 +60,7 @@ def offline(sampler: SyndromeSampler, dets: npt.NDArray[np.uint8]) -> npt.NDArra
 
 
 def stream_all(
-    stream: Stream, blocks: list[npt.NDArray[np.uint8]], timeout: float = 30
+    stream: CallerStream, blocks: list[npt.NDArray[np.uint8]], timeout: float = 30
 ) -> list[BlockResult]:
     results: list[BlockResult] = []
     for b in blocks:
@@ -73,12 +77,15 @@ def predictions(results: list[BlockResult]) -> npt.NDArray[np.uint8]:
 
 
 @pytest.mark.timeout(120)
+@both_clients
 @pytest.mark.parametrize("distance", [3, 5])
-def test_streamed_pymatching_is_bit_identical_to_offline(stack2: LocalStack, distance: int) -> None:
+def test_streamed_pymatching_is_bit_identical_to_offline(
+    stack2: LocalStack, distance: int, client_kind: str
+) -> None:
     sampler = SyndromeSampler(CodeSpec("surface", distance, distance, 0.005), seed=distance)
     blocks = [sampler.sample_block(n)[0] for n in [300] * 12 + [17, 1]]
-    with Client(stack2.endpoint) as c:
-        s = Stream(c, SERVICE, sampler.dem, window=8)
+    with Caller(stack2.endpoint, client_kind) as c:
+        s = c.stream(SERVICE, sampler.dem, window=8)
         results = stream_all(s, blocks)
     assert [r.seq for r in results] == list(range(len(blocks)))
     assert s.stats.lost == 0 and s.stats.failed == 0 and s.stats.decoded == len(blocks)
@@ -89,13 +96,14 @@ def test_streamed_pymatching_is_bit_identical_to_offline(stack2: LocalStack, dis
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_killed_mid_stream_loses_nothing(stack2: LocalStack) -> None:
+@both_clients
+def test_a_worker_killed_mid_stream_loses_nothing(stack2: LocalStack, client_kind: str) -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 5, 5, 0.005), seed=11)
     blocks = [sampler.sample_block(400)[0] for _ in range(60)]
     victim = stack2.servers.process("decoder-0")
     results: list[BlockResult] = []
-    with Client(stack2.endpoint) as c:
-        s = Stream(c, SERVICE, sampler.dem, window=8, block_timeout=10)
+    with Caller(stack2.endpoint, client_kind) as c:
+        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=10)
         for i, b in enumerate(blocks):
             s.send(b, timeout=30)
             if i == 20:
@@ -112,11 +120,15 @@ def test_a_worker_killed_mid_stream_loses_nothing(stack2: LocalStack) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_a_full_window_pushes_back_and_drops_nothing() -> None:
+@both_clients
+def test_a_full_window_pushes_back_and_drops_nothing(client_kind: str) -> None:
     sampler = SyndromeSampler(CodeSpec("repetition", 3, 2, 0.05), seed=3)
     blocks = [sampler.sample_block(50)[0] for _ in range(6)]
-    with LocalStack(StackSpec(decoder_workers=0)) as stack, Client(stack.endpoint) as c:
-        s = Stream(c, SERVICE, sampler.dem, window=2, block_timeout=60)
+    with (
+        LocalStack(StackSpec(decoder_workers=0)) as stack,
+        Caller(stack.endpoint, client_kind) as c,
+    ):
+        s = c.stream(SERVICE, sampler.dem, window=2, block_timeout=60)
         s.send(blocks[0])
         s.send(blocks[1])
         t0 = time.monotonic()
@@ -134,15 +146,16 @@ def test_a_full_window_pushes_back_and_drops_nothing() -> None:
 
 
 @pytest.mark.timeout(90)
+@both_clients
 def test_bad_blocks_and_unknown_models_get_errors_and_the_stream_goes_on(
-    stack2: LocalStack,
+    stack2: LocalStack, client_kind: str
 ) -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
     good = [sampler.sample_block(100)[0] for _ in range(3)]
-    with Client(stack2.endpoint) as c:
+    with Caller(stack2.endpoint, client_kind) as c:
         # Model given as text: the client cannot check widths, so the worker must.
-        s = Stream(c, SERVICE, str(sampler.dem), window=4)
-        with pytest.raises(TypeError):
+        s = c.stream(SERVICE, str(sampler.dem), window=4)
+        with pytest.raises(BadBlock, match="dtype is 'int16'"):
             s.send(good[0].astype(np.int16))  # refused before sending
         s.send(good[0])
         s.send(np.zeros((10, good[0].shape[1] + 1), dtype=np.uint8))  # one byte too wide
@@ -162,24 +175,26 @@ def test_bad_blocks_and_unknown_models_get_errors_and_the_stream_goes_on(
 
 
 @pytest.mark.timeout(90)
-def test_a_client_side_width_check_names_the_model() -> None:
+@both_clients
+def test_a_client_side_width_check_names_the_model(client_kind: str) -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
-    with LocalStack(StackSpec()) as stack, Client(stack.endpoint) as c:
-        s = Stream(c, SERVICE, sampler.dem)
-        with pytest.raises(ValueError, match="24 detectors"):
+    with LocalStack(StackSpec()) as stack, Caller(stack.endpoint, client_kind) as c:
+        s = c.stream(SERVICE, sampler.dem)
+        with pytest.raises(BadBlock, match=r"24 detectors.*width is \(4, 5\), expected \(4, 3\)"):
             s.send(np.zeros((4, 5), dtype=np.uint8))
         assert s.stats.sent == 0
 
 
 @pytest.mark.timeout(120)
-def test_switching_the_model_mid_stream(stack2: LocalStack) -> None:
+@both_clients
+def test_switching_the_model_mid_stream(stack2: LocalStack, client_kind: str) -> None:
     a = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=7)
     b = SyndromeSampler(CodeSpec("surface", 3, 5, 0.02), seed=8)  # more rounds: new layout
     blocks_a = [a.sample_block(200)[0] for _ in range(5)]
     blocks_b = [b.sample_block(200)[0] for _ in range(5)]
     pids = [stack2.servers.process(f"decoder-{i}").pid for i in range(2)]
-    with Client(stack2.endpoint) as c:
-        s = Stream(c, SERVICE, a.dem, window=4)
+    with Caller(stack2.endpoint, client_kind) as c:
+        s = c.stream(SERVICE, a.dem, window=4)
         results = stream_all(s, blocks_a[:3])
         for blk in blocks_a[3:]:  # still in flight when the model changes
             s.send(blk)
@@ -195,14 +210,15 @@ def test_switching_the_model_mid_stream(stack2: LocalStack) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_retried_block_is_delivered_once_and_its_duplicate_counted() -> None:
+@both_clients
+def test_a_retried_block_is_delivered_once_and_its_duplicate_counted(client_kind: str) -> None:
     # The worker holds each batch open 0.45 s waiting for more shots; the stream gives up
     # on a reply after 0.3 s and sends the block again, into the same open batch.
     args = ("--max-wait-us=450000", "--max-batch-shots=1000000", "--credit=8")
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=9)
     blocks = [sampler.sample_block(100)[0] for _ in range(2)]
-    with one_worker(*args) as c:
-        s = Stream(c, SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
+    with one_worker(*args, kind=client_kind) as c:
+        s = c.stream(SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
         results = stream_all(s, blocks)
         assert s.stats.retried >= 1
 
@@ -225,7 +241,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=4)
     blocks = [sampler.sample_block(100)[0] for _ in range(3)]
     with one_worker(*args) as c:
-        s = Stream(c, SERVICE, sampler.dem, window=8, block_timeout=60)
+        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=60)
         results = stream_all(s, blocks, timeout=60)
     assert [(r.info["batch_blocks"], r.info["batch_shots"]) for r in results] == [(3, 300)] * 3
     assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
@@ -233,7 +249,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     # With room for more and a short wait, a lone block goes alone once the wait is over.
     args = ("--max-wait-us=200000", "--max-batch-shots=100000", "--credit=8")
     with one_worker(*args) as c:
-        s = Stream(c, SERVICE, sampler.dem, window=8)
+        s = c.stream(SERVICE, sampler.dem, window=8)
         (alone,) = stream_all(s, blocks[:1])
     assert (alone.info["batch_blocks"], alone.info["batch_shots"]) == (1, 100)
 
@@ -246,7 +262,7 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
     block = sampler.sample_block(100)[0]
     with one_worker(*args) as c:
-        s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
+        s = c.stream(SERVICE, sampler.dem, block_timeout=30)
         (result,) = stream_all(s, [block])
         stats = c.broker_stats()
     assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
@@ -262,7 +278,9 @@ def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
     # period is within the client's spin, so the whole wait polls and ends on time.
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=6)
     block = sampler.sample_block(10)[0]
-    with one_worker("--max-wait-us=1500000", "--max-batch-shots=100000") as c:
+    with one_worker("--max-wait-us=1500000", "--max-batch-shots=100000") as caller:
+        c = caller.sync
+        assert c is not None
         s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
         s.send(block)
         clock = PacingClock(c.spin_us // 2)

@@ -1,0 +1,400 @@
+"""A client's connection to its broker, and the calls in flight on it: the one core that
+:class:`~client.Client` and :class:`~client.AsyncClient` share.
+
+A :class:`Connection` owns the DEALER socket, the request ids, the default timeout and
+spin budget (checked once), and the table of calls in flight. It builds every request a
+client sends (plain, in a session, MMI, the model store), decodes each reply and hands it
+to its :class:`Call`, and counts the replies it had to drop. It never waits: each client
+waits its own way (blocking on the socket, or on asyncio) and hands the connection what
+it received.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+import zmq
+
+from client.errors import (
+    BrokerUnreachable,
+    ClientClosed,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    remote_error,
+)
+from client.messages import Message
+from client.wire import (
+    KIND_ERROR,
+    KIND_REPLY,
+    KIND_REQUEST,
+    MMI_OK,
+    MMI_PREFIX,
+    MMI_SERVICE,
+    MMI_STATS,
+    NL_MODEL_GET,
+    NL_MODEL_PUT,
+    NL_PREFIX,
+    NL_SESSION,
+    Frame,
+    Header,
+    arrays_to_frames,
+    check_body_size,
+    encode_client_request,
+    encode_header,
+    frames_to_arrays,
+    model_hash,
+    parse_broker_reply,
+    parse_header,
+)
+from client.wire.transport import connect_dealer, send_frames
+
+DEFAULT_SPIN_US: Final = 1000
+"""How long a waiting client polls for a reply before it sleeps in the kernel: long
+enough to cover a parameter-loop call (an H2 energy through the broker, ~0.5 ms on the
+2-core development VM), which a shorter spin would outlast and then still pay the
+wake-up."""
+
+TTL_SHARE: Final = 0.9
+"""The broker may queue a request for this share of the caller's timeout, so that a
+``no_worker`` error still reaches the caller before its own deadline."""
+
+_NS: Final = 1_000_000_000
+_MMI_SERVICE: Final = MMI_SERVICE.decode()
+_MMI_STATS: Final = MMI_STATS.decode()
+_MODEL_PUT: Final = NL_MODEL_PUT.decode()
+_MODEL_GET: Final = NL_MODEL_GET.decode()
+_BROKER_PREFIXES: Final = (MMI_PREFIX.decode(), NL_PREFIX.decode())
+_SESSION: Final = NL_SESSION.decode()
+
+
+def answered_by_broker(service: str) -> bool:
+    """True for the services the broker answers itself: ``mmi.*``, and ``nl.*`` but
+    ``nl.session``, whose requests go on to a session's worker.
+
+    >>> [answered_by_broker(s) for s in ("mmi.stats", "nl.model.put", "nl.session", "qpu")]
+    [True, True, False, False]
+    """
+    return service.startswith(_BROKER_PREFIXES) and service != _SESSION
+
+
+class _Owner(Protocol):
+    """What a call needs of the client that sent it: its connection."""
+
+    @property
+    def _conn(self) -> Connection[Any]: ...
+
+
+class Call:
+    """A request in flight: its id, service, deadline, and what has come back for it.
+
+    Each client's pending reply (:class:`~client.PendingReply`,
+    :class:`~client.AsyncPendingReply`) is one of these, and adds how to wait for it.
+    """
+
+    __slots__ = (
+        "_client",
+        "_outcome",
+        "_partials",
+        "deadline_ns",
+        "id",
+        "on_done",
+        "service",
+        "timeout",
+    )
+
+    def __init__(self, client: _Owner, rid: int, service: str, timeout: float) -> None:
+        self._client = client
+        self.id = rid
+        self.service = service
+        self.timeout = timeout
+        self.deadline_ns = time.monotonic_ns() + int(timeout * _NS)
+        self._outcome: Message | Exception | None = None
+        self._partials: list[Message] | None = None  # made on the first PARTIAL
+        self.on_done: Callable[[Self], None] | None = None
+        """Called, while the client receives, when the final reply (or error) arrives."""
+
+    @property
+    def done(self) -> bool:
+        """True once the final reply (or error) has arrived."""
+        return self._outcome is not None
+
+    @property
+    def outcome(self) -> Message | Exception | None:
+        """The final reply, or the error it carried; None until it has arrived. Unlike
+        waiting for the result, this never raises (for an ``on_done`` callback)."""
+        return self._outcome
+
+    @property
+    def partials(self) -> list[Message]:
+        """PARTIAL replies received so far, in arrival order."""
+        if self._partials is None:
+            self._partials = []
+        return self._partials
+
+    def abandon(self) -> None:
+        """Stop waiting: a reply that arrives later is counted as late and dropped."""
+        self._client._conn.forget(self)
+
+    def _on_partial(self, message: Message) -> None:
+        if self._partials is None:
+            self._partials = [message]
+        else:
+            self._partials.append(message)
+
+    def _on_final(self: Self, outcome: Message | Exception) -> None:
+        self._outcome = outcome
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def _take(self) -> Message:
+        """The final reply, or raise the error it carried (call only once done)."""
+        outcome = self._outcome
+        if isinstance(outcome, Message):
+            return outcome
+        if outcome is None:
+            raise RuntimeError(f"request {self.id} has no reply yet")
+        raise outcome
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id}, service={self.service!r}, done={self.done})"
+
+
+CallT = TypeVar("CallT", bound=Call)
+
+
+class Connection(Generic[CallT]):
+    """A DEALER connected to a broker, the request ids, and the calls in flight on it.
+
+    ``call_type`` is the class of the calls this connection's client hands out; every
+    ``submit_*`` method registers one and sends its request at once, without waiting.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        call_type: type[CallT],
+        *,
+        timeout: float,
+        spin_us: int,
+        context: zmq.Context[Any] | None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if type(spin_us) is not int or spin_us < 0:
+            raise ValueError(f"spin_us must be an integer >= 0, got {spin_us!r}")
+        self.endpoint = endpoint
+        self.default_timeout = timeout
+        self.spin_ns = spin_us * 1000
+        """How long a caller polls for its reply before sleeping (0: it sleeps at once)."""
+        self.calls: dict[int, CallT] = {}
+        """The calls in flight, by request id."""
+        self.late_replies = 0
+        """Replies that arrived for a call no one waits for any more (timed out, abandoned)."""
+        self.malformed_replies = 0
+        """Replies that could not be decoded, and were dropped."""
+        self._call_type = call_type
+        self._ids = itertools.count(1)
+        ctx: zmq.Context[Any] = context or zmq.Context.instance()
+        self.sock: zmq.Socket[bytes] | None = connect_dealer(ctx, endpoint, stable_identity=True)
+        """The socket; None once closed."""
+
+    # --- building requests (pure) ------------------------------------------------------
+
+    def timeout_of(self, timeout: float | None) -> float:
+        """The effective timeout in seconds, checked."""
+        t = self.default_timeout if timeout is None else timeout
+        if t <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {t}")
+        return t
+
+    def build(
+        self,
+        service: str,
+        body: Any,
+        arrays: Sequence[npt.NDArray[Any]],
+        timeout: float,
+        session: int | None = None,
+    ) -> tuple[int, list[Frame]]:
+        """A new request id and the frames to send. Raises before sending anything bad.
+
+        ``session`` goes into the header: the broker routes ``nl.session`` requests by it.
+        """
+        rid = next(self._ids)
+        specs, inline, frames = arrays_to_frames(arrays)
+        header = encode_header(
+            id=rid,
+            kind=KIND_REQUEST,
+            ts={"client_send": time.monotonic_ns()},
+            ttl_ms=int(timeout * TTL_SHARE * 1000),
+            arrays=specs,
+            body=body,
+            session=session,
+            inline=inline,
+        )
+        msg_body = [header, *frames]
+        if frames:  # a lone header is bounded by encode_header
+            check_body_size(msg_body)
+        return rid, encode_client_request(2, service.encode(), msg_body)
+
+    def build_mmi(self, service: str, argument: bytes) -> tuple[int, list[Frame]]:
+        """An MMI request (RFC 8); our header rides after the argument and is echoed back."""
+        rid = next(self._ids)
+        header = encode_header(id=rid, kind=KIND_REQUEST)
+        return rid, encode_client_request(2, service.encode(), [argument, header])
+
+    # --- sending -----------------------------------------------------------------------
+
+    def socket(self) -> zmq.Socket[bytes]:
+        """The socket; raises ClientClosed once the connection is closed."""
+        sock = self.sock
+        if sock is None:
+            raise ClientClosed(f"client for {self.endpoint} is closed")
+        return sock
+
+    def submit(
+        self,
+        client: _Owner,
+        service: str,
+        body: Any,
+        arrays: Sequence[npt.NDArray[Any]],
+        timeout: float | None,
+        session: int | None = None,
+    ) -> CallT:
+        """Send a request for ``client``; returns its call, registered."""
+        t = self.timeout_of(timeout)
+        rid, frames = self.build(service, body, arrays, t, session)
+        return self._send(self._call_type(client, rid, service, t), frames)
+
+    def submit_mmi(
+        self, client: _Owner, service: str, argument: bytes, timeout: float | None
+    ) -> CallT:
+        """Send an MMI request (``mmi.service``, ``mmi.stats``)."""
+        t = self.timeout_of(timeout)
+        rid, frames = self.build_mmi(service, argument)
+        return self._send(self._call_type(client, rid, service, t), frames)
+
+    def submit_service_query(self, client: _Owner, service: str, timeout: float | None) -> CallT:
+        """Ask whether ``service`` has workers (``mmi.service``); see :func:`service_status`."""
+        return self.submit_mmi(client, _MMI_SERVICE, service.encode(), timeout)
+
+    def submit_stats_query(self, client: _Owner, timeout: float | None) -> CallT:
+        """Ask for the broker's counters (``mmi.stats``); see :func:`broker_stats_of`."""
+        return self.submit_mmi(client, _MMI_STATS, b"", timeout)
+
+    def submit_model_put(
+        self, client: _Owner, text: bytes, timeout: float | None
+    ) -> tuple[str, CallT]:
+        """Store a noise model in the broker (``nl.model.put``); returns its hash and call."""
+        h = model_hash(text)
+        array = np.frombuffer(text, dtype=np.uint8)
+        return h, self.submit(client, _MODEL_PUT, {"hash": h}, (array,), timeout)
+
+    def submit_model_get(self, client: _Owner, h: str, timeout: float | None) -> CallT:
+        """Fetch the model stored under hash ``h`` (``nl.model.get``); see :func:`model_text_of`."""
+        return self.submit(client, _MODEL_GET, {"hash": h}, (), timeout)
+
+    def _send(self, call: CallT, frames: list[Frame]) -> CallT:
+        sock = self.socket()
+        self.calls[call.id] = call
+        send_frames(sock, frames)
+        return call
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def decode(self, frames: list[Frame]) -> tuple[int, Message | RemoteError]:
+        """Decode one reply into (request id, Message or the RemoteError to raise)."""
+        reply = parse_broker_reply(frames)
+        body = reply.body
+        if not body:
+            raise ProtocolError("reply has no body")
+        if reply.service.startswith(MMI_PREFIX):
+            header = parse_header(body[-1])
+            fields = [bytes(f) for f in body[:-1]]
+            mmi = Header(id=header.id, kind=KIND_REPLY, body=fields)
+            return header.id, Message(mmi, (), False)
+        header = parse_header(body[0])
+        if header.kind == KIND_ERROR and header.error is not None:
+            e = header.error
+            service = reply.service.decode(errors="replace")
+            return header.id, remote_error(service, e.type, e.message, e.traceback)
+        arrays = frames_to_arrays(header.arrays, body[1:], header.inline)
+        return header.id, Message(header, arrays, not reply.final)
+
+    def deliver(self, frames: list[Frame]) -> None:
+        """Decode one reply and hand it to its call: a PARTIAL to ``_on_partial``, a final
+        reply or error to ``_on_final``, after which the call is no longer in flight. A
+        reply for no call in flight is counted late, an undecodable one malformed."""
+        try:
+            rid, outcome = self.decode(frames)
+        except ProtocolError:
+            self.malformed_replies += 1  # an undecodable reply cannot be matched: drop it
+            return
+        if isinstance(outcome, Message) and outcome.partial:
+            call = self.calls.get(rid)
+            if call is None:
+                self.late_replies += 1
+            else:
+                call._on_partial(outcome)
+            return
+        done = self.calls.pop(rid, None)
+        if done is None:
+            self.late_replies += 1
+        else:
+            done._on_final(outcome)
+
+    def forget(self, call: Call) -> None:
+        """Take ``call`` out of flight: a reply that comes for it later is counted late."""
+        self.calls.pop(call.id, None)
+
+    def timed_out(self, call: Call) -> RequestTimeout:
+        """Forget ``call``, whose deadline has passed, and return the error to raise:
+        :class:`BrokerUnreachable` for a service the broker answers itself."""
+        self.forget(call)
+        if answered_by_broker(call.service):
+            return BrokerUnreachable(self.endpoint, call.service, call.id, call.timeout)
+        return RequestTimeout(call.service, call.id, call.timeout)
+
+    def close(self) -> None:
+        """Close the socket. Calls still in flight stay registered, and get no reply."""
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+
+# --- reading the replies of the broker's own services ----------------------------------
+
+
+def service_status(reply: Message) -> bool:
+    """What an ``mmi.service`` reply says: does the service have workers?"""
+    fields = reply.body
+    if not fields:
+        raise ProtocolError(f"{_MMI_SERVICE} replied without a status code")
+    return bool(fields[0] == MMI_OK)
+
+
+def broker_stats_of(reply: Message) -> dict[str, Any]:
+    """The counters an ``mmi.stats`` reply carries."""
+    fields = reply.body
+    if len(fields) < 2 or fields[0] != MMI_OK:
+        raise ProtocolError(f"{_MMI_STATS} replied {fields[:1]!r} and {len(fields)} frames")
+    try:
+        stats = msgpack.unpackb(fields[1])
+    except (ValueError, TypeError) as exc:  # msgpack's errors are ValueErrors
+        raise ProtocolError(f"{_MMI_STATS} replied with bad msgpack: {exc}") from exc
+    if not isinstance(stats, dict):
+        raise ProtocolError(f"{_MMI_STATS} replied {type(stats).__name__}, not a map")
+    return stats
+
+
+def model_text_of(reply: Message) -> bytes:
+    """The model text an ``nl.model.get`` reply carries."""
+    if len(reply.arrays) != 1:
+        raise ProtocolError(f"nl.model.get replied with {len(reply.arrays)} arrays, not 1")
+    return bytes(reply.arrays[0])
