@@ -35,7 +35,8 @@ from client.latency import LatencySummary
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.run import QecConfig, qec_ok, run_qec
 from control_sim.qec.source import SyndromeSampler
-from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE, LocalStack, StackSpec
+from control_sim.stack.local_stack import LocalStack, StackSpec
+from decoders.names import DEFAULT_DECODER_SERVICE
 from decoders.registry import make_decoder
 
 DEFAULT_DISTANCES: Final = (5, 9)

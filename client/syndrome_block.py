@@ -30,9 +30,6 @@ import numpy.typing as npt
 from client.errors import BadBlock, ProtocolError
 from client.messages import Message
 
-DEFAULT_DECODER_SERVICE: Final = "decode"
-"""The service name decoder workers serve and streams send to, unless told otherwise."""
-
 # --- the header body ---------------------------------------------------------------------
 
 STREAM: Final = "stream"

@@ -1,6 +1,6 @@
 """``python -m decoders`` (and ``nearloop decoders``): one decoder worker process.
 
-    python -m decoders --connect EP --service NAME --decoder pymatching|bposd|bp-gpu
+    python -m decoders --connect EP --decoder pymatching|bposd|bp-gpu [--service decode]
         [--device auto|cpu|cuda] [--max-batch-shots N] [--max-wait-us N] [--credit N]
 
 It registers with the broker, granting ``--credit`` blocks in flight, prints ``READY``,
@@ -23,7 +23,7 @@ from typing import Any
 
 from client.arguments import CommandParser, add_connect, add_log_level, fail, int_at_least
 from client.wire import DEFAULT_HEARTBEAT_MS, MAX_CREDIT
-from decoders.names import DECODER_NAMES
+from decoders.names import DECODER_NAMES, DEFAULT_DECODER_SERVICE
 
 PROG = "python -m decoders"
 DEFAULT_MAX_BATCH_SHOTS = 10_000
@@ -44,7 +44,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "It prints one line starting with READY once registered.",
     )
     add_connect(p, required=True, help="the broker's endpoint")
-    p.add_argument("--service", required=True, help="the decoder service to serve")
+    p.add_argument(
+        "--service", default=DEFAULT_DECODER_SERVICE, help="the decoder service to serve"
+    )
     p.add_argument("--decoder", required=True, choices=DECODER_NAMES, help="the decoder")
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto",

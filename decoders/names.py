@@ -1,4 +1,5 @@
-"""The registered decoders' names, and where each one's class lives.
+"""The registered decoders' names, where each one's class lives, and the decoder service's
+default name.
 
 It imports nothing, so command lines offer the names without loading any decoder
 library; :mod:`decoders.registry` builds the decoders.
@@ -17,3 +18,6 @@ DECODER_CLASSES: Final[dict[str, tuple[str, str]]] = {
 
 DECODER_NAMES: Final[tuple[str, ...]] = tuple(DECODER_CLASSES)
 """Every registered decoder's name: ``"pymatching"``, ``"bposd"``, ``"bp-gpu"``."""
+
+DEFAULT_DECODER_SERVICE: Final = "decode"
+"""The service name decoder workers serve and streams send to, unless told otherwise."""

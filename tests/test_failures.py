@@ -27,6 +27,7 @@ from client.wire import (
     parse_broker_reply,
     parse_header,
 )
+from control_sim.errors import ServerStartError
 from tests.conftest import (
     ROOT,
     START_TIMEOUT_S,
@@ -220,7 +221,7 @@ def test_a_worker_prints_ready_only_once_a_broker_answers(stack: Stack) -> None:
     expected = rf"echo: no broker answered at {re.escape(endpoint)} after \d+ ms; still trying"
     assert re.fullmatch(expected, warning), warning
     # It goes on trying (every 200 ms at most) and says nothing more, READY least of all.
-    with pytest.raises(TimeoutError):
+    with pytest.raises(ServerStartError, match="printed no 'READY' line within"):
         wait_for_line(proc, "READY", 2)
     assert len(warnings()) == 1
 

@@ -26,6 +26,7 @@ from control_sim.qpu import errors as qpu_errors
 from control_sim.qpu import schema
 from control_sim.qpu.client import QpuClient
 from control_sim.qpu.errors import ERROR_TYPES, QpuError
+from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
     OPS,
     CircuitInfo,
@@ -341,11 +342,11 @@ def fake_qpu(stack: Stack) -> Iterator[Callable[[Handler], str]]:
     broker = stack.broker("ipc")
 
     def start(handler: Handler) -> str:
-        worker = Worker(broker.endpoint, schema.DEFAULT_SERVICE, lambda m: handler(worker, m))
+        worker = Worker(broker.endpoint, DEFAULT_SERVICE, lambda m: handler(worker, m))
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         started.append((worker, thread))
-        wait_for_workers(broker.endpoint, schema.DEFAULT_SERVICE, len(started))
+        wait_for_workers(broker.endpoint, DEFAULT_SERVICE, len(started))
         return broker.endpoint
 
     yield start

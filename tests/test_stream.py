@@ -21,12 +21,12 @@ import pymatching
 import pytest
 
 from client import BadBlock, BlockResult, Stream, UnknownModel, WindowFull
-from client.syndrome_block import DEFAULT_DECODER_SERVICE
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.run import receive_until_tick
 from control_sim.qec.source import SyndromeSampler
 from control_sim.stack.local_stack import LocalStack, StackSpec
+from decoders.names import DEFAULT_DECODER_SERVICE
 from tests.callers import Caller, CallerStream, both_clients
 from tests.conftest import wait_until
 

@@ -28,8 +28,7 @@ from client.arguments import (
     write_json,
 )
 from control_sim.qec.samplers import SAMPLER_NAMES
-from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE
-from decoders.names import DECODER_NAMES
+from decoders.names import DECODER_NAMES, DEFAULT_DECODER_SERVICE
 
 DEFAULT_DECODER = "pymatching"
 DEFAULT_WORKERS = 2

@@ -21,7 +21,7 @@ import sys
 from typing import Final
 
 from client.arguments import add_connect, add_log_level, add_seed, fail, int_at_least
-from control_sim.qpu.schema import DEFAULT_SERVICE
+from control_sim.qpu.names import DEFAULT_SERVICE
 
 DEFAULT_CREDIT: Final = 4
 DEFAULT_HEARTBEAT_MS: Final = 250

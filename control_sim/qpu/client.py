@@ -31,8 +31,8 @@ from numpy.typing import ArrayLike, NDArray
 
 import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
 from client import Client, Message
+from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
-    DEFAULT_SERVICE,
     SEED_BOUND,
     CircuitInfo,
     Describe,

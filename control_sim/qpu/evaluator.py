@@ -79,7 +79,7 @@ _STATEVECTOR_CHECK_MAX_QUBITS: Final = 12
 
 
 @dataclass(frozen=True, eq=False)
-class Estimate:
+class ExpectationValues:
     """Expectation values: ``values[b, k]`` is observable ``k`` at parameter vector ``b``.
 
     ``values`` and ``std_errors`` are float64 ``(batch, n_observables)``; ``std_errors`` is
@@ -99,7 +99,7 @@ class Estimate:
 
     def __repr__(self) -> str:
         how = "exact" if self.shots is None else f"{self.shots} shots per basis"
-        return f"Estimate({self.values.shape[0]}x{self.values.shape[1]}, {how})"
+        return f"ExpectationValues({self.values.shape[0]}x{self.values.shape[1]}, {how})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,7 +206,7 @@ class QpuEvaluator:
         mode: Literal["estimate"] = ...,
         shots: int | None = None,
         seed: int | None = None,
-    ) -> Estimate: ...
+    ) -> ExpectationValues: ...
 
     @overload
     def evaluate(
@@ -228,7 +228,7 @@ class QpuEvaluator:
         mode: str,
         shots: int | None = None,
         seed: int | None = None,
-    ) -> Estimate | Samples: ...
+    ) -> ExpectationValues | Samples: ...
 
     def evaluate(
         self,
@@ -238,7 +238,7 @@ class QpuEvaluator:
         mode: str = "estimate",
         shots: int | None = None,
         seed: int | None = None,
-    ) -> Estimate | Samples:
+    ) -> ExpectationValues | Samples:
         """Run ``mode`` (``"estimate"`` or ``"sample"``) at ``params``; see the module doc.
 
         Raises :class:`~control_sim.qpu.errors.QpuError` subclasses: ``UnknownCircuit``,
@@ -259,7 +259,7 @@ class QpuEvaluator:
         *,
         shots: int | None = None,
         seed: int | None = None,
-    ) -> Estimate:
+    ) -> ExpectationValues:
         """Expectation values of the registered observables; exact when ``shots`` is None."""
         c = self._get(circuit_id)
         x = _as_batch(params, c.reg)
@@ -276,7 +276,7 @@ class QpuEvaluator:
             )
         if shots is None:
             values = c.exact_program().run_exact(x)
-            return Estimate(values, np.zeros_like(values), None)
+            return ExpectationValues(values, np.zeros_like(values), None)
         n = check_shots(shots, minimum=2)
         return c.shots_program().run_estimate(x, n, self._seed(seed))
 
@@ -502,7 +502,7 @@ class _ShotsProgram(_Program):
             circuits.append(base)
         super().__init__(sim, circuits, reg.parameters, shots=2, memory=False, direct=direct)
 
-    def run_estimate(self, x: NDArray[np.float64], shots: int, seed: int) -> Estimate:
+    def run_estimate(self, x: NDArray[np.float64], shots: int, seed: int) -> ExpectationValues:
         batch = x.shape[0]
         values = np.tile(self.constant, (batch, 1))
         variance = np.zeros_like(values)
@@ -519,7 +519,7 @@ class _ShotsProgram(_Program):
                     spread = weight @ (per_outcome - mean) ** 2 / (shots - 1)
                     values[b] += mean
                     variance[b] += spread / shots
-        return Estimate(values, np.sqrt(variance), shots)
+        return ExpectationValues(values, np.sqrt(variance), shots)
 
 
 class _SampleProgram(_Program):

@@ -53,9 +53,6 @@ from control_sim.qpu.errors import (
     describe_value,
 )
 
-DEFAULT_SERVICE: Final = "qpu"
-"""The service name a QPU worker registers under unless told otherwise."""
-
 SEED_BOUND: Final = 2**31
 """Simulator seeds lie in ``[0, SEED_BOUND)``: aer's ``seed_simulator`` is a C++ int.
 The evaluator, its clients and continuous runs all draw and wrap seeds in this range, so

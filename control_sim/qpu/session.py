@@ -24,8 +24,8 @@ from numpy.typing import ArrayLike
 
 import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
 from client import Client, Message, PendingReply, RequestTimeout, Session
+from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
-    DEFAULT_SERVICE,
     DEFAULT_WINDOW,
     Ack,
     Acked,

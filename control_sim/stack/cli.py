@@ -13,7 +13,8 @@ from client.arguments import (
     int_at_least,
     write_json,
 )
-from control_sim.stack.local_stack import DEFAULT_DECODER_SERVICE, DEFAULT_QPU_SERVICE
+from control_sim.qpu.names import DEFAULT_SERVICE as DEFAULT_QPU_SERVICE
+from decoders.names import DEFAULT_DECODER_SERVICE
 
 _positive = int_at_least(1)
 

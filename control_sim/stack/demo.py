@@ -21,15 +21,11 @@ from typing import Any
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.run import QecConfig, qec_ok, run_qec
 from control_sim.qec.run import format_summary as format_qec
-from control_sim.stack.local_stack import (
-    DEFAULT_DECODER_SERVICE,
-    DEFAULT_QPU_SERVICE,
-    LocalStack,
-    StackSpec,
-    require_services,
-)
+from control_sim.qpu.names import DEFAULT_SERVICE as DEFAULT_QPU_SERVICE
+from control_sim.stack.local_stack import LocalStack, StackSpec, require_services
 from control_sim.vqe.comparison import VqeConfig, run_vqe_session
 from control_sim.vqe.comparison import format_summary as format_vqe
+from decoders.names import DEFAULT_DECODER_SERVICE
 
 
 def _qec_default() -> QecConfig:

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from control_sim.errors import ServerStartError, StackUnavailable
-from control_sim.qpu.schema import DEFAULT_SERVICE
+from control_sim.qpu.names import DEFAULT_SERVICE as DEFAULT_QPU_SERVICE
 from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup
+from decoders.names import DEFAULT_DECODER_SERVICE
 
-DEFAULT_DECODER_SERVICE: Final = "decode"
-DEFAULT_QPU_SERVICE: Final = DEFAULT_SERVICE
-"""The ``qpu`` service's name, from its one home, :mod:`control_sim.qpu.schema`."""
 BROKER_ANSWER_TIMEOUT_S: Final = 3.0
 """How long a run given ``--connect`` waits for the broker to say which services it has."""
 

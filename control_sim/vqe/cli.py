@@ -19,7 +19,7 @@ from client.arguments import (
     int_at_least,
     write_json,
 )
-from control_sim.qpu.schema import DEFAULT_SERVICE
+from control_sim.qpu.names import DEFAULT_SERVICE
 
 DEFAULT_TIMEOUT_S = 5.0
 

@@ -28,7 +28,8 @@ from numpy.typing import NDArray
 from client import Client
 from control_sim.errors import ControlSimError
 from control_sim.qpu.client import QpuClient
-from control_sim.qpu.schema import DEFAULT_SERVICE, CircuitInfo
+from control_sim.qpu.names import DEFAULT_SERVICE
+from control_sim.qpu.schema import CircuitInfo
 from control_sim.vqe import h2
 from control_sim.vqe.driver import (
     EnergyFn,
