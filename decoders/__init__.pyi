@@ -7,9 +7,6 @@ from .bposd_decoder import BpOsdSettings as BpOsdSettings
 from .bposd_decoder import CompiledBpOsd as CompiledBpOsd
 from .contract import CompiledDecoder as CompiledDecoder
 from .contract import Decoder as Decoder
-from .contract import pack_bits as pack_bits
-from .contract import packed_width as packed_width
-from .contract import unpack_bits as unpack_bits
 from .dem_matrices import DemMatrices as DemMatrices
 from .errors import BackendUnavailable as BackendUnavailable
 from .errors import BadOption as BadOption

@@ -116,7 +116,7 @@ def resolve_backend(device: DeviceName | str, *, decoder: str) -> Backend:
     return Backend("numpy", array_namespace(np.empty(0)), "cpu")
 
 
-def unpack_bits(xp: Any, packed: Array, num_bits: int) -> Array:
+def xp_unpack_bits(xp: Any, packed: Array, num_bits: int) -> Array:
     """``(shots, bytes)`` uint8 in stim's little bit order -> ``(shots, num_bits)`` bool."""
     shifts = xp.asarray(np.arange(8, dtype=np.uint8))
     bits = xp.bitwise_and(

@@ -52,11 +52,11 @@ import numpy.typing as npt
 import scipy.sparse
 import stim
 
-from decoders.array_backend import Array, Backend, DeviceName, resolve_backend
-from decoders.array_backend import unpack_bits as xp_unpack_bits
+from client.syndrome_block import PackedBits, unpack_bits
+from client.syndrome_block import pack_bits as np_pack_bits
+from decoders.array_backend import Array, Backend, DeviceName, resolve_backend, xp_unpack_bits
 from decoders.bposd_decoder import BpOsdSettings, OsdMethod, decode_syndromes
-from decoders.contract import CompiledDecoder, Decoder, PackedBits, unpack_bits
-from decoders.contract import pack_bits as np_pack_bits
+from decoders.contract import CompiledDecoder, Decoder
 from decoders.dem_matrices import DemMatrices
 from decoders.errors import BadOption, ModelError
 

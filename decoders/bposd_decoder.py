@@ -17,7 +17,8 @@ import numpy.typing as npt
 import stim
 from ldpc.bposd_decoder import BpOsdDecoder as LdpcBpOsd
 
-from decoders.contract import CompiledDecoder, Decoder, PackedBits, pack_bits, unpack_bits
+from client.syndrome_block import PackedBits, pack_bits, unpack_bits
+from decoders.contract import CompiledDecoder, Decoder
 from decoders.dem_matrices import DemMatrices
 from decoders.errors import BadOption, ModelError
 

@@ -28,10 +28,7 @@ import numpy.typing as npt
 import stim
 
 from client import syndrome_block
-from client.syndrome_block import PackedBits as PackedBits
-from client.syndrome_block import pack_bits as pack_bits
-from client.syndrome_block import packed_width as packed_width
-from client.syndrome_block import unpack_bits as unpack_bits
+from client.syndrome_block import PackedBits, packed_width
 from client.wire import model_hash
 from decoders.errors import BadPrediction, InvalidBlock, ModelError
 

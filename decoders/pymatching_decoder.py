@@ -12,7 +12,8 @@ import numpy as np
 import pymatching
 import stim
 
-from decoders.contract import CompiledDecoder, Decoder, PackedBits
+from client.syndrome_block import PackedBits
+from decoders.contract import CompiledDecoder, Decoder
 from decoders.errors import ModelError, UndecodableBlock
 
 

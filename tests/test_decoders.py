@@ -25,6 +25,7 @@ from ldpc.bp_decoder import BpDecoder as LdpcBp
 from ldpc.bposd_decoder import BpOsdDecoder as LdpcBpOsd
 
 from client.errors import BadBlock
+from client.syndrome_block import pack_bits, packed_width, unpack_bits
 from client.wire import model_hash
 from decoders import (
     DECODER_NAMES,
@@ -44,12 +45,8 @@ from decoders import (
     UndecodableBlock,
     UnknownDecoder,
     make_decoder,
-    pack_bits,
-    packed_width,
-    unpack_bits,
 )
-from decoders.array_backend import Backend, cuda_status, resolve_backend
-from decoders.array_backend import unpack_bits as xp_unpack_bits
+from decoders.array_backend import Backend, cuda_status, resolve_backend, xp_unpack_bits
 from decoders.bp_gpu import TannerLayout, group_degrees
 from decoders.bposd_decoder import BpOsdSettings
 

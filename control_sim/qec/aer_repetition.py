@@ -36,8 +36,9 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister  # type: i
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
 
+from client.syndrome_block import PackedBits
 from control_sim.qec.codes import P_LIMIT, CodeSpec
-from control_sim.qec.source import PackedBits, SyndromeSource
+from control_sim.qec.source import SyndromeSource
 
 __all__ = [
     "AerRepetitionSampler",

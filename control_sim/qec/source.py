@@ -27,23 +27,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
 import stim  # type: ignore[import-untyped, unused-ignore]
 
+from client.syndrome_block import PackedBits
 from control_sim.qec.codes import CodeSpec, detector_error_model
 from control_sim.qec.integers import check_int
 from control_sim.qec.pacing import PacingClock
 
 __all__ = [
-    "PackedBits",
     "SourceBlock",
     "SyndromeSampler",
     "SyndromeSource",
     "iter_blocks",
 ]
 
-PackedBits = npt.NDArray[np.uint8]
 
 # stim takes 64-bit unsigned seeds.
 _SEED_END: Final = 2**64
