@@ -15,7 +15,7 @@ import zmq
 from client.connection import (
     DEFAULT_SPIN_US,
     Call,
-    Connection,
+    ClientBase,
     broker_stats_of,
     model_text_of,
     service_status,
@@ -88,7 +88,7 @@ class AsyncPendingReply(Call):
             _wake(self._future)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase[AsyncPendingReply]):
     """An asyncio nearloop client, on the same core as :class:`~client.Client`.
 
     It sends on the socket directly (a non-blocking send needs no event loop) and reads
@@ -114,8 +114,7 @@ class AsyncClient:
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self._conn = Connection(
+        super().__init__(
             endpoint, AsyncPendingReply, timeout=timeout, spin_us=spin_us, context=context
         )
         sock = self._conn.socket()
@@ -127,21 +126,6 @@ class AsyncClient:
         self.partials_ignored = 0
         """PARTIAL replies to :meth:`request` calls made without ``on_partial``."""
         self._ignore_partial = self._count_ignored_partial  # bound once, not per request
-
-    @property
-    def spin_us(self) -> int:
-        """How long a wait for a reply polls before it sleeps, in microseconds."""
-        return self._conn.spin_ns // 1000
-
-    @property
-    def late_replies(self) -> int:
-        """Replies that arrived after their caller had timed out, and were dropped."""
-        return self._conn.late_replies
-
-    @property
-    def malformed_replies(self) -> int:
-        """Replies that could not be decoded, and were dropped."""
-        return self._conn.malformed_replies
 
     async def request(
         self,
@@ -340,11 +324,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        conn = self._conn
-        state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"
-        return f"AsyncClient({self.endpoint!r}, {state})"
 
 
 class AsyncSession(SessionState):

@@ -368,6 +368,46 @@ class Connection(Generic[CallT]):
             self.sock = None
 
 
+class ClientBase(Generic[CallT]):
+    """What :class:`~client.Client` and :class:`~client.AsyncClient` share: the endpoint,
+    the :class:`Connection` under them, and what it counts. They differ only in how they
+    wait."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        call_type: type[CallT],
+        *,
+        timeout: float,
+        spin_us: int,
+        context: zmq.Context[Any] | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._conn = Connection(
+            endpoint, call_type, timeout=timeout, spin_us=spin_us, context=context
+        )
+
+    @property
+    def spin_us(self) -> int:
+        """How long a wait for a reply polls before it sleeps, in microseconds."""
+        return self._conn.spin_ns // 1000
+
+    @property
+    def late_replies(self) -> int:
+        """Replies that arrived after their caller had timed out, and were dropped."""
+        return self._conn.late_replies
+
+    @property
+    def malformed_replies(self) -> int:
+        """Replies that could not be decoded, and were dropped."""
+        return self._conn.malformed_replies
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"
+        return f"{type(self).__name__}({self.endpoint!r}, {state})"
+
+
 # --- reading the replies of the broker's own services ----------------------------------
 
 

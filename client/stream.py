@@ -137,11 +137,11 @@ class StreamState:
         client: Client | AsyncClient,
         service: str,
         *,
-        window: int,
-        deadline_us: int | None,
-        block_timeout: float,
-        max_attempts: int,
-        stream_id: str | None,
+        window: int = DEFAULT_WINDOW,
+        deadline_us: int | None = None,
+        block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        stream_id: str | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -469,27 +469,6 @@ class AsyncStream(StreamState):
     """
 
     client: AsyncClient
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        service: str,
-        *,
-        window: int = DEFAULT_WINDOW,
-        deadline_us: int | None = None,
-        block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        stream_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            service,
-            window=window,
-            deadline_us=deadline_us,
-            block_timeout=block_timeout,
-            max_attempts=max_attempts,
-            stream_id=stream_id,
-        )
 
     @classmethod
     async def open(

@@ -12,7 +12,7 @@ import zmq
 from client.connection import (
     DEFAULT_SPIN_US,
     Call,
-    Connection,
+    ClientBase,
     broker_stats_of,
     model_text_of,
     service_status,
@@ -48,7 +48,7 @@ class PendingReply(Call):
         return self._take()
 
 
-class Client:
+class Client(ClientBase[PendingReply]):
     """A synchronous nearloop client on one DEALER socket. Not thread-safe.
 
     Requests are pipelined: :meth:`submit` sends and returns at once, and any number of
@@ -72,26 +72,8 @@ class Client:
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self._conn = Connection(
-            endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context
-        )
+        super().__init__(endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context)
         self._rcvtimeo_ms = -1
-
-    @property
-    def spin_us(self) -> int:
-        """How long a wait for a reply polls before it sleeps, in microseconds."""
-        return self._conn.spin_ns // 1000
-
-    @property
-    def late_replies(self) -> int:
-        """Replies that arrived after their caller had timed out, and were dropped."""
-        return self._conn.late_replies
-
-    @property
-    def malformed_replies(self) -> int:
-        """Replies that could not be decoded, and were dropped."""
-        return self._conn.malformed_replies
 
     def submit(
         self,
@@ -197,11 +179,6 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        conn = self._conn
-        state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"
-        return f"Client({self.endpoint!r}, {state})"
 
 
 class Session(SessionState):
