@@ -78,7 +78,7 @@ def nearloop_worker(*, connect: str) -> None:
     def echo(m: Message) -> Payload:
         return Payload(body=m.body, arrays=m.arrays)
 
-    run_worker(connect, ECHO_SERVICE, echo)  # prints READY after each READY to the broker
+    run_worker(connect, ECHO_SERVICE, echo)  # prints READY each time the broker takes it
 
 
 def mdp_echo_worker(*, connect: str) -> None:

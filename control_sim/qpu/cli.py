@@ -4,7 +4,7 @@
         [--heartbeat-ms 250] [--seed 2026] [--log-level WARNING]
 
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
-once its READY is sent, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
+once the broker has answered its READY, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
 continuous runs in sessions included (:mod:`control_sim.qpu.continuous`; at most
 ``credit - 1`` at once, so that a slot always stays free for their updates).
 SIGINT/SIGTERM make it say DISCONNECT and exit 0.
