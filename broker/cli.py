@@ -10,13 +10,32 @@ import argparse
 import logging
 import signal
 from collections.abc import Sequence
+from dataclasses import fields
 from types import FrameType
+from typing import Final
 
-from broker.config import DEFAULT_BROKER_SPIN_US, BrokerConfig
+from broker.config import BrokerConfig
 from client.arguments import CommandParser, add_log_level, endpoint, fail
-from client.wire import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, MAX_SESSIONS
 
 PROG = "python -m broker"
+
+_SETTINGS: Final[dict[str, str]] = {
+    "heartbeat_ms": "broker heartbeat interval",
+    "liveness": "missed heartbeats before a worker is dead",
+    "request_ttl_ms": "how long a request without its own ttl_ms may wait for a worker",
+    "max_queue": "bound on each service's queue",
+    "max_services": "bound on distinct service names the broker tracks",
+    "max_redispatch": "times a request is re-sent after its worker dies",
+    "max_sessions": "bound on open sessions, lost ones included",
+    "session_idle_ms": "forget a session idle this long with nothing in flight",
+    "spin_us": "after each message, poll this long for the next before sleeping; 0: never",
+}
+"""The :class:`BrokerConfig` fields the command line sets, each ``--name-with-dashes``;
+their defaults are the config's own."""
+
+
+def _default(name: str) -> object:
+    return next(f.default for f in fields(BrokerConfig) if f.name == name)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -30,39 +49,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--bind", action="append", required=True, type=endpoint, metavar="EP",
         help="endpoint to bind: tcp://127.0.0.1:5555, ipc:///tmp/nl.sock; repeatable",
     )  # fmt: skip
-    p.add_argument(
-        "--heartbeat-ms", type=int, default=DEFAULT_HEARTBEAT_MS,
-        help="broker heartbeat interval",
-    )  # fmt: skip
-    p.add_argument(
-        "--liveness", type=int, default=DEFAULT_LIVENESS,
-        help="missed heartbeats before a worker is dead",
-    )  # fmt: skip
-    p.add_argument(
-        "--request-ttl-ms", type=int, default=10_000,
-        help="how long a request without its own ttl_ms may wait for a worker",
-    )  # fmt: skip
-    p.add_argument("--max-queue", type=int, default=10_000, help="bound on each service's queue")
-    p.add_argument(
-        "--max-services", type=int, default=1024,
-        help="bound on distinct service names the broker tracks",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-redispatch", type=int, default=2,
-        help="times a request is re-sent after its worker dies",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-sessions", type=int, default=MAX_SESSIONS,
-        help="bound on open sessions, lost ones included",
-    )  # fmt: skip
-    p.add_argument(
-        "--session-idle-ms", type=int, default=600_000,
-        help="forget a session idle this long with nothing in flight",
-    )  # fmt: skip
-    p.add_argument(
-        "--spin-us", type=int, default=DEFAULT_BROKER_SPIN_US,
-        help="after each message, poll this long for the next before sleeping; 0: never",
-    )  # fmt: skip
+    for name, help_text in _SETTINGS.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=_default(name), help=help_text
+        )
     add_log_level(p)
     return p
 
@@ -75,16 +65,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     )
     try:
         config = BrokerConfig(
-            endpoints=tuple(args.bind),
-            heartbeat_ms=args.heartbeat_ms,
-            liveness=args.liveness,
-            request_ttl_ms=args.request_ttl_ms,
-            max_queue=args.max_queue,
-            max_services=args.max_services,
-            max_redispatch=args.max_redispatch,
-            max_sessions=args.max_sessions,
-            session_idle_ms=args.session_idle_ms,
-            spin_us=args.spin_us,
+            endpoints=tuple(args.bind), **{name: getattr(args, name) for name in _SETTINGS}
         )
     except ValueError as exc:
         return fail(exc)
