@@ -7,7 +7,6 @@ broker runs, so ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import fields
@@ -15,7 +14,7 @@ from types import FrameType
 from typing import Final
 
 from broker.config import BrokerConfig
-from client.arguments import CommandParser, add_log_level, endpoint, fail
+from client.arguments import CommandParser, add_log_level, configure_logging, endpoint, fail
 
 PROG = "python -m broker"
 
@@ -60,9 +59,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point; returns the exit status."""
     args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         config = BrokerConfig(
             endpoints=tuple(args.bind), **{name: getattr(args, name) for name in _SETTINGS}

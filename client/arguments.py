@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,20 +101,21 @@ def fail(message: object, status: int = USAGE_ERROR) -> int:
 # --- argument types ------------------------------------------------------------------------
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type=`` that takes an integer >= ``minimum``.
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` that takes an integer >= ``minimum`` (and <= ``maximum``).
 
     >>> int_at_least(1)("3")
     3
     """
+    bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
 
     def parse(text: str) -> int:
         value = _int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
         return value
 
-    parse.__name__ = f"int >= {minimum}"
+    parse.__name__ = f"int {bounds}"
     return parse
 
 
@@ -238,6 +240,35 @@ def add_json(p: argparse.ArgumentParser, *, what: str = "the summary") -> None:
         "--json", type=Path, metavar="OUT",
         help=f"write {what} as JSON to OUT, creating its folder (default: none written)",
     )  # fmt: skip
+
+
+def add_worker_options(p: argparse.ArgumentParser, *, credit: int, what: str) -> None:
+    """What a worker declares in its READY (PROTOCOL.md §3.4): ``--credit``, the ``what``
+    the broker may have in flight at it, and ``--heartbeat-ms``, each within the
+    protocol's limits; and ``--log-level``."""
+    from client.wire.limits import (
+        DEFAULT_HEARTBEAT_MS,
+        MAX_CREDIT,
+        MAX_HEARTBEAT_MS,
+        MIN_HEARTBEAT_MS,
+    )
+
+    p.add_argument(
+        "--credit", type=int_at_least(1, MAX_CREDIT), default=credit,
+        help=f"{what} the broker may have in flight here",
+    )  # fmt: skip
+    p.add_argument(
+        "--heartbeat-ms", type=int_at_least(MIN_HEARTBEAT_MS, MAX_HEARTBEAT_MS),
+        default=DEFAULT_HEARTBEAT_MS, help="heartbeat interval",
+    )  # fmt: skip
+    add_log_level(p)
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level`` on stderr, with times: what a server process does at its start."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
 
 
 def add_log_level(p: argparse.ArgumentParser) -> None:

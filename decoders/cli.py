@@ -16,13 +16,17 @@ imported until the worker starts, so ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from client.arguments import CommandParser, add_connect, add_log_level, fail, int_at_least
-from client.wire import DEFAULT_HEARTBEAT_MS, MAX_CREDIT
+from client.arguments import (
+    CommandParser,
+    add_connect,
+    add_worker_options,
+    configure_logging,
+    fail,
+    int_at_least,
+)
 from decoders.names import DECODER_NAMES, DEFAULT_DECODER_SERVICE
 
 PROG = "python -m decoders"
@@ -60,15 +64,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--max-wait-us", type=_non_negative, default=DEFAULT_MAX_WAIT_US,
         help="or once this long has passed since the batch's first block",
     )  # fmt: skip
-    p.add_argument(
-        "--credit", type=int_at_least(1), default=DEFAULT_CREDIT,
-        help=f"blocks the broker may have in flight here, at most {MAX_CREDIT}",
-    )  # fmt: skip
-    p.add_argument(
-        "--heartbeat-ms", type=_positive, default=DEFAULT_HEARTBEAT_MS,
-        help="heartbeat interval",
-    )  # fmt: skip
-    add_log_level(p)
+    add_worker_options(p, credit=DEFAULT_CREDIT, what="blocks")
     return p
 
 
@@ -81,15 +77,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.credit > MAX_CREDIT:
-        parser.error(f"--credit is at most {MAX_CREDIT}, got {args.credit}")
     if args.device != "auto" and args.decoder != "bp-gpu":
         parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     from client.sync_client import Client
     from client.worker import run_worker
     from decoders.errors import DecoderError

@@ -9,61 +9,38 @@ continuous runs in sessions included (:mod:`control_sim.qpu.continuous`; at most
 ``credit - 1`` at once, so that a slot always stays free for their updates).
 SIGINT/SIGTERM make it say DISCONNECT and exit 0.
 
-Only the standard library, :mod:`client.arguments` and the service's schema are imported
+Only the standard library, :mod:`client.arguments` and the service's name are imported
 here; qiskit and the worker are imported when the command runs, so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Final
 
-from client.arguments import add_connect, add_log_level, add_seed, fail, int_at_least
+from client.arguments import add_connect, add_seed, add_worker_options, configure_logging
 from control_sim.qpu.names import DEFAULT_SERVICE
 
 DEFAULT_CREDIT: Final = 4
-DEFAULT_HEARTBEAT_MS: Final = 250
-
-_positive = int_at_least(1)
 
 
 def add_qpu_arguments(p: argparse.ArgumentParser) -> None:
     """The ``qpu`` subcommand's options."""
     add_connect(p, required=True, help="the broker's endpoint")
     p.add_argument("--service", default=DEFAULT_SERVICE, help="the service to serve")
-    p.add_argument(
-        "--credit", type=_positive, default=DEFAULT_CREDIT,
-        help="requests the broker may have in flight here",
-    )  # fmt: skip
-    p.add_argument(
-        "--heartbeat-ms", type=_positive, default=DEFAULT_HEARTBEAT_MS,
-        help="heartbeat interval",
-    )  # fmt: skip
+    add_worker_options(p, credit=DEFAULT_CREDIT, what="requests")
     add_seed(p, help="seeds the simulator seed of shot-based requests that carry none")
-    add_log_level(p)
 
 
 def run_qpu(args: argparse.Namespace) -> int:
     """Serve the ``qpu`` service until SIGINT/SIGTERM; returns the exit status.
 
-    0 when stopped by a signal (before or after READY), 2 for options the protocol
-    refuses (``--credit`` over its limit, ``--heartbeat-ms`` out of range).
+    0 when stopped by a signal (before or after READY); options the protocol refuses
+    (``--credit`` over its limit, ``--heartbeat-ms`` out of range) stop at parsing, 2.
     """
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    from client.errors import ProtocolError
-    from client.wire import WorkerOptions
+    configure_logging(args.log_level)
     from control_sim.stack.processes import interrupts_raise
 
-    try:
-        WorkerOptions(credit=args.credit, heartbeat_ms=args.heartbeat_ms, declared=True)
-    except ProtocolError as exc:
-        return fail(exc)
     try:
         # Until run_worker installs its own handlers, a signal unwinds the slow start.
         with interrupts_raise():
