@@ -24,6 +24,8 @@ from tests.conftest import Stack, run_module, wait_for_workers
 pytestmark = pytest.mark.timeout(60)
 
 LONG_SPIN_US = 30_000_000
+SHORTER_THAN_LONG_SPIN_S = 20
+"""The timeout of a test whose spin of LONG_SPIN_US must end early, at a deadline."""
 """30 s: far past every deadline below, so only the deadline can end these spins."""
 
 
@@ -53,25 +55,24 @@ def test_spin_recv_returns_a_waiting_message_and_none_once_time_is_up(
     assert frames is not None and frames[0] == b"head" and bytes(frames[1]) == b"x" * 100
 
 
+@pytest.mark.timeout(SHORTER_THAN_LONG_SPIN_S)
 @pytest.mark.parametrize("spin_ns", [0, 10_000_000, LONG_SPIN_US * 1000])
 def test_recv_by_spins_then_sleeps_and_ends_at_its_deadline(
     zctx: zmq.Context[Any], spin_ns: int
 ) -> None:
     a, b = inproc_pair(zctx, f"recv-by-{spin_ns}")
-    t0 = time.monotonic_ns()
-    assert recv_by(b, t0 + 50_000_000, spin_ns, 1) is None
-    assert time.monotonic_ns() - t0 < 5_000_000_000  # a 30 s spin must stop at 50 ms
+    # A 30 s spin that ignored its 50 ms deadline would outlast this test's timeout.
+    assert recv_by(b, time.monotonic_ns() + 50_000_000, spin_ns, 1) is None
     a.send_multipart([b"head", b"y" * 10])
     frames = recv_by(b, time.monotonic_ns() + 5_000_000_000, spin_ns, 1)
     assert frames is not None and frames[0] == b"head" and bytes(frames[1]) == b"y" * 10
 
 
+@pytest.mark.timeout(SHORTER_THAN_LONG_SPIN_S)
 @pytest.mark.parametrize("spin", [True, False])
 def test_client_receive_spins_within_its_timeout(echo_endpoint: str, spin: bool) -> None:
     with Client(echo_endpoint, timeout=10, spin_us=LONG_SPIN_US) as c:
-        t0 = time.monotonic()
-        assert not c.receive(0.1, spin=spin)  # nothing in flight: times out
-        assert time.monotonic() - t0 < 10
+        assert not c.receive(0.1, spin=spin)  # nothing in flight: times out, not spins 30 s
         pending = c.submit("echo", 7)
         deadline = time.monotonic() + 10
         while not pending.done and time.monotonic() < deadline:
@@ -99,16 +100,16 @@ def test_client_gets_every_reply_whatever_it_spins(echo_endpoint: str, spin_us: 
         assert [p.result().body["echo"] for p in pending] == list(range(20))
 
 
+@pytest.mark.timeout(SHORTER_THAN_LONG_SPIN_S)
 def test_client_spin_ends_at_the_request_deadline(echo_endpoint: str) -> None:
     with Client(echo_endpoint, timeout=10, spin_us=LONG_SPIN_US) as c:
-        t0 = time.monotonic()
-        with pytest.raises(RequestTimeout):
+        with pytest.raises(RequestTimeout):  # the spin alone would run 30 s
             c.request("echo", {"op": "sleep", "s": 0.6}, timeout=0.2)
-        assert time.monotonic() - t0 < 10  # the spin alone would run 30 s
         assert c.request("echo", 1).body["echo"] == 1
         assert c.late_replies == 1
 
 
+@pytest.mark.timeout(SHORTER_THAN_LONG_SPIN_S)
 def test_async_client_spin_ends_at_the_deadline_and_lets_other_tasks_run(
     echo_endpoint: str,
 ) -> None:
@@ -124,10 +125,8 @@ def test_async_client_spin_ends_at_the_deadline_and_lets_other_tasks_run(
                     ticks += 1
 
             tick_task = asyncio.create_task(ticker())
-            t0 = time.monotonic()
-            with pytest.raises(RequestTimeout):
+            with pytest.raises(RequestTimeout):  # the spin alone would run 30 s
                 await c.request("echo", {"op": "sleep", "s": 0.6}, timeout=0.3)
-            assert time.monotonic() - t0 < 10
             # Two spinning callers at once: each reply reaches its own caller.
             replies = await asyncio.gather(c.request("echo", 1), c.request("echo", 2))
             done.set()
@@ -186,9 +185,8 @@ def test_broker_serves_a_tight_loop_and_keeps_its_timers_whatever_it_spins(
             reply = c.request("echo", i, x)
             assert reply.body["echo"] == i
             np.testing.assert_array_equal(reply.arrays[0], x)
-        # A request no worker takes must still expire on the broker's timer, on time.
-        t0 = time.monotonic()
+        # A request no worker takes must still expire on the broker's timer: its
+        # no_worker reply comes before the client's own timeout would.
         with pytest.raises(ServiceUnavailable, match="no worker"):
-            c.request("nobody-home", 1, timeout=1.0)
-        assert time.monotonic() - t0 < 1.0
+            c.request("nobody-home", 1, timeout=5.0)
         assert c.request("echo", "after").body["echo"] == "after"
