@@ -16,6 +16,7 @@ from client.connection import (
     DEFAULT_SPIN_US,
     Call,
     ClientBase,
+    Connection,
     broker_stats_of,
     model_text_of,
     service_status,
@@ -115,7 +116,9 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         context: zmq.Context[Any] | None = None,
     ) -> None:
         super().__init__(
-            endpoint, AsyncPendingReply, timeout=timeout, spin_us=spin_us, context=context
+            Connection(
+                endpoint, AsyncPendingReply, timeout=timeout, spin_us=spin_us, context=context
+            )
         )
         sock = self._conn.socket()
         self._fd = cast(int, sock.getsockopt(zmq.FD))

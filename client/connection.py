@@ -373,19 +373,9 @@ class ClientBase(Generic[CallT]):
     the :class:`Connection` under them, and what it counts. They differ only in how they
     wait."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        call_type: type[CallT],
-        *,
-        timeout: float,
-        spin_us: int,
-        context: zmq.Context[Any] | None,
-    ) -> None:
-        self.endpoint = endpoint
-        self._conn = Connection(
-            endpoint, call_type, timeout=timeout, spin_us=spin_us, context=context
-        )
+    def __init__(self, conn: Connection[CallT]) -> None:
+        self.endpoint = conn.endpoint
+        self._conn = conn
 
     @property
     def spin_us(self) -> int:

@@ -13,6 +13,7 @@ from client.connection import (
     DEFAULT_SPIN_US,
     Call,
     ClientBase,
+    Connection,
     broker_stats_of,
     model_text_of,
     service_status,
@@ -72,7 +73,9 @@ class Client(ClientBase[PendingReply]):
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        super().__init__(endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context)
+        super().__init__(
+            Connection(endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context)
+        )
         self._rcvtimeo_ms = -1
 
     def submit(

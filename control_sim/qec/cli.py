@@ -27,7 +27,7 @@ from client.arguments import (
     int_at_least,
     write_json,
 )
-from control_sim.qec.samplers import SAMPLER_NAMES
+from control_sim.qec.names import CODE_NAMES, SAMPLER_NAMES
 from decoders.names import DECODER_NAMES, DEFAULT_DECODER_SERVICE
 
 DEFAULT_DECODER = "pymatching"
@@ -48,7 +48,7 @@ def add_qec_arguments(p: argparse.ArgumentParser) -> None:
         help="the decoder service blocks are sent to",
     )  # fmt: skip
     p.add_argument(
-        "--code", choices=("surface", "repetition"), default="surface",
+        "--code", choices=CODE_NAMES, default="surface",
         help="the memory experiment's code",
     )  # fmt: skip
     add_distance(p, default=5)

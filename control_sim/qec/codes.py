@@ -15,22 +15,21 @@ noise, and :func:`detector_error_model` gives the noise model that decoders comp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Final
 
 import stim  # type: ignore[import-untyped, unused-ignore]
 
 from control_sim.qec.integers import check_int
+from control_sim.qec.names import CODE_NAMES, CodeName
 
 __all__ = [
     "P_LIMIT",
     "STIM_TASKS",
-    "CodeName",
     "CodeSpec",
     "build_circuit",
     "detector_error_model",
 ]
 
-CodeName = Literal["surface", "repetition"]
 
 #: The stim generator task behind each code name.
 STIM_TASKS: Final[dict[str, str]] = {
@@ -60,8 +59,8 @@ class CodeSpec:
     p: float
 
     def __post_init__(self) -> None:
-        if self.code not in get_args(CodeName):
-            raise ValueError(f"code must be one of {get_args(CodeName)}, got {self.code!r}")
+        if self.code not in CODE_NAMES:
+            raise ValueError(f"code must be one of {CODE_NAMES}, got {self.code!r}")
         object.__setattr__(self, "distance", check_int("distance", self.distance, 2))
         object.__setattr__(self, "rounds", check_int("rounds", self.rounds, 1))
         if isinstance(self.p, bool) or not isinstance(self.p, int | float):

@@ -23,9 +23,10 @@ from client import BlockResult, Client, Stream
 from client.latency import LatencySummary
 from control_sim.errors import ControlSimError
 from control_sim.qec.codes import CodeSpec
+from control_sim.qec.names import SamplerName
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.pauli_frame import LogicalFrame
-from control_sim.qec.samplers import SamplerName, open_source
+from control_sim.qec.samplers import open_source
 from control_sim.qec.source import SyndromeSource
 
 DRAIN_TIMEOUT_S: Final = 60.0

@@ -1,21 +1,20 @@
-"""The syndrome samplers by name: ``"stim"`` and ``"aer"``, and :func:`open_source`.
+"""The syndrome samplers by name (:data:`~control_sim.qec.names.SAMPLER_NAMES`):
+:func:`open_source`.
 
 The base class (:mod:`control_sim.qec.source`) knows none of its subclasses; this module
-knows them all. It imports no simulator until :func:`open_source` is called, so a command
-line can offer the names cheaply, and qiskit-aer only when ``"aer"`` is asked for.
+knows them all. It imports a simulator only when :func:`open_source` is called, and
+qiskit-aer only when ``"aer"`` is asked for.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING
+
+from control_sim.qec.names import SAMPLER_NAMES, SamplerName
 
 if TYPE_CHECKING:
     from control_sim.qec.codes import CodeSpec
     from control_sim.qec.source import SyndromeSource
-
-SamplerName = Literal["stim", "aer"]
-SAMPLER_NAMES: Final[tuple[str, ...]] = get_args(SamplerName)
-"""``"stim"`` (any code) and ``"aer"`` (the repetition code on qiskit-aer)."""
 
 
 def open_source(spec: CodeSpec, *, backend: SamplerName = "stim", seed: int) -> SyndromeSource:
