@@ -219,14 +219,14 @@ class BrokerUnreachable(RequestTimeout):
     endpoint, or none is running there.
 
     >>> print(BrokerUnreachable("ipc:///tmp/nl.sock", "mmi.stats", 1, 0.5))
-    no broker answered at ipc:///tmp/nl.sock within 0.5 s; start one with: python -m broker ...
+    no broker answered at ipc:///tmp/nl.sock within 0.5 s; start one with: nearloop broker ...
     """
 
     def __init__(self, endpoint: str, service: str, request_id: int, timeout: float) -> None:
         NearloopError.__init__(
             self,
             f"no broker answered at {endpoint} within {timeout:g} s; "
-            f"start one with: python -m broker --bind {endpoint}",
+            f"start one with: nearloop broker --bind {endpoint}",
         )
         self.endpoint = endpoint
         self.service = service

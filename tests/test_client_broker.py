@@ -172,7 +172,7 @@ def test_a_call_the_broker_answers_says_when_no_broker_answered(
         message = str(info.value)
         assert message == (
             f"no broker answered at {endpoint} within 0.2 s; "
-            f"start one with: python -m broker --bind {endpoint}"
+            f"start one with: nearloop broker --bind {endpoint}"
         )
         assert isinstance(info.value, RequestTimeout) and info.value.endpoint == endpoint
         # A worker's service that times out may just be slow: that stays a plain timeout.

@@ -100,16 +100,13 @@ def require_services(
         StackUnavailable: no broker answered within ``timeout_s``, or a service has no
             worker.
     """
-    from client import Client, RequestTimeout
+    from client import BrokerUnreachable, Client
 
     try:
         with Client(endpoint, timeout=timeout_s) as c:
             missing = [name for name in services if not c.service_available(name)]
-    except RequestTimeout:
-        raise StackUnavailable(
-            f"no broker answered at {endpoint} within {timeout_s:g} s; "
-            f"start one with: nearloop broker --bind {endpoint}"
-        ) from None
+    except BrokerUnreachable as exc:
+        raise StackUnavailable(str(exc)) from None
     if missing:
         starts = "; ".join(services[name] for name in missing)
         names = ", ".join(repr(name) for name in missing)
