@@ -66,7 +66,6 @@ def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
         parser.error(str(exc))
     if args.connect:
         require_services(args.connect, {args.service: qpu_hint(args.connect, args.service)})
-    if args.connect:
         summary = run_vqe_session(args.connect, config)
     else:
         with LocalStack(StackSpec(qpu_workers=1, qpu_service=args.service)) as stack:
