@@ -97,8 +97,7 @@ async def _interleaved(
     config: RttConfig, peers: tuple[str, ...], stacks: dict[str | None, RunningStack]
 ) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, CpuUse], str]:
     """Warm every peer up, then time them in rotating round-robin chunks; each peer's
-    CPU use is counted over its chunks (untimed round trips before each included), in
-    this process and in its servers."""
+    CPU use is counted over its timed chunks, in this process and in its servers."""
     payload = make_payload(config.payload_bytes, config.seed)
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     ctx: zmq.Context[Any] = zmq.Context()
@@ -117,14 +116,17 @@ async def _interleaved(
             _progress(f"round {r + 1}/{config.rounds}: {size} round trips per peer")
             for name in rotated(peers, r):
                 peer, pids = connected[name], stacks[PEER_INFO[name].stack].pids
-                wait_asleep(pids)  # a polling thread's CPU time is current only asleep
-                servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
                 await _round_trips(name, peer, REWARM_PER_CHUNK)
+                # A polling thread's CPU time is brought up to date only when it sleeps,
+                # so the servers are read asleep: before the chunk, after a pause.
+                await peer.pause()
+                wait_asleep(pids)
+                servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
                 samples[name] += await _round_trips(name, peer, size)
                 await peer.pause()
                 wall, own = _wall() - t0, time.process_time_ns() - own0
                 wait_asleep(pids)
-                cpu[name].add(REWARM_PER_CHUNK + size, wall, own, servers0, processes_cpu_ns(pids))
+                cpu[name].add(size, wall, own, servers0, processes_cpu_ns(pids))
     finally:
         for peer in connected.values():
             await peer.aclose()

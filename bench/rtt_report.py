@@ -104,8 +104,8 @@ def method_text(config: RttConfig) -> str:
         f"{REWARM_PER_CHUNK} untimed ones, and the peer order rotates by one each round, so "
         "drift on a shared machine hits every peer alike. Servers run in their own processes; "
         "all clients run in this one. CPU use: this process's CPU time and the peer's "
-        f"servers' (Linux schedstat, read while they sleep) over its chunks, the "
-        f"{REWARM_PER_CHUNK} untimed round trips before each included."
+        "servers' (Linux schedstat, read while they sleep) over its timed chunks; for "
+        "shm-floor that includes waking its server for each chunk (a ZeroMQ round trip)."
     )
 
 

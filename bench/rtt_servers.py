@@ -22,6 +22,7 @@ import argparse
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,13 +94,20 @@ def mdp_echo_worker(*, connect: str) -> None:
     sock.send_multipart([b"MDPW02", b"\x01", MDP_ECHO_SERVICE.encode()])
     _ready()
     heartbeat = [b"MDPW02", b"\x05"]
+    interval_ns = 1_000_000_000
+    due = time.monotonic_ns() + interval_ns
     while True:
-        if not sock.poll(1000):
-            sock.send_multipart(heartbeat)  # idle: keep the registration alive
-            continue
-        msg = sock.recv_multipart()
-        if msg[1] == b"\x02":  # REQUEST: header, command, address, empty, body...
-            sock.send_multipart([b"MDPW02", b"\x04", msg[2], b"", *msg[4:]])
+        left_ms = (due - time.monotonic_ns()) // 1_000_000
+        if sock.poll(max(left_ms, 0) + 1):
+            msg = sock.recv_multipart()
+            if msg[1] == b"\x02":  # REQUEST: header, command, address, empty, body...
+                sock.send_multipart([b"MDPW02", b"\x04", msg[2], b"", *msg[4:]])
+                due = time.monotonic_ns() + interval_ns
+        # Heartbeat when a second passed without a reply, whatever else arrived: the
+        # broker's own heartbeats keep coming while this worker sits unused.
+        if time.monotonic_ns() >= due:
+            sock.send_multipart(heartbeat)
+            due = time.monotonic_ns() + interval_ns
 
 
 def rpcq_server(*, bind: str) -> None:

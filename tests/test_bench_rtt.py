@@ -237,3 +237,27 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(60)
+def test_the_plain_mdp_worker_stays_registered_while_unused(
+    stack_servers: ServerGroup, tmp_path: Path
+) -> None:
+    """The broker heartbeats an idle worker; the worker must heartbeat back on its own
+    clock, or the broker drops it after liveness x 2.5 s (here 2.5 s) and broker-mdp
+    fails in a long run."""
+    ep = f"ipc://{tmp_path}/b.sock"
+    stack_servers.start("broker", ["-m", "broker", "--bind", ep, "--liveness", "1"])
+    stack_servers.start(
+        "mdp worker", ["-m", "bench.rtt_servers", "mdp-echo-worker", "--connect", ep]
+    )
+    stack_servers.wait_ready()
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        peer = rtt_clients.MdpClient("broker-mdp", ctx, ep, b"ping")
+        assert len(client.run(peer.round_trips(1))) == 1
+        time.sleep(4.0)  # idle past the broker's 2.5 s expiry
+        assert len(client.run(peer.round_trips(3))) == 3
+        client.run(peer.aclose())
+    finally:
+        ctx.destroy(linger=0)

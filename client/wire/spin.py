@@ -15,10 +15,13 @@ How it decides, every :data:`REFIT_EVERY` messages:
   a few integer operations and an increment.
 - The *limit* is the longest spin that can pay: the caller's upper bound, and, when the
   caller reports its own handling time per message (``work_ns``), :data:`WORK_FACTOR`
-  times the mean of that. A tight loop's gap is a few handlings long (the peer's own
-  handling, two socket hops, a wake-up: ~5x the broker's handling on the development
-  VM), and a paced stream's is many; the handling time scales with the machine, so the
-  ratio does not depend on the machine it was measured on.
+  times the median of that (a streaming estimate: one comparison a message; a median,
+  so that handlings slowed by preemption, which on a loaded 2-core VM are a quarter of
+  them, do not stretch it). A tight loop's gap is a
+  few handlings long (the peer's own handling, two socket hops, a wake-up: ~5x the
+  broker's handling on the development VM), and a paced stream's is many; the handling
+  time scales with the machine, so the ratio does not depend on the machine it was
+  measured on.
 - The window is the upper edge of the bucket holding the 90th percentile of the gaps
   within the limit: between 1x and 1.5x that percentile, which is its safety margin. It
   is at least :data:`MIN_SPIN_NS` and at most the limit.
@@ -41,7 +44,7 @@ DEFAULT_MAX_SPIN_US: Final = 2_000
 """The default upper bound on the window: past ~2 ms a sleeping thread's wake-up costs
 little next to the wait, on any machine."""
 WORK_FACTOR: Final = 16
-"""A spin may last at most this many times the loop's mean handling of one message."""
+"""A spin may last at most this many times the loop's median handling of one message."""
 REFIT_EVERY: Final = 64
 """Messages between two refits of the window; the gap counts halve at each."""
 CATCH_SHARE: Final = (3, 4)
@@ -104,8 +107,8 @@ class SpinPolicy:
     False
     """
 
-    __slots__ = ("_counts", "_left", "_work_mean_ns", "_work_ns", "limit_ns", "max_ns",
-                 "spinning", "window_ns")  # fmt: skip
+    __slots__ = ("_counts", "_left", "limit_ns", "max_ns", "spinning", "window_ns",
+                 "work_ns")  # fmt: skip
 
     def __init__(self, max_us: int = DEFAULT_MAX_SPIN_US) -> None:
         if type(max_us) is not int or max_us < 0:
@@ -118,10 +121,11 @@ class SpinPolicy:
         """Whether the loop should poll for its next message before sleeping."""
         self.limit_ns = self.max_ns
         """The longest spin the last refit allowed."""
+        self.work_ns = 0
+        """The loop's median handling time of a message, a streaming estimate that each
+        one moves 1/32 up or down (0: not measured)."""
         self._counts = [0] * _BUCKETS
         self._left = REFIT_EVERY
-        self._work_ns = 0
-        self._work_mean_ns = 0
 
     def record(self, gap_ns: int, work_ns: int = 0) -> None:
         """One more message: ``gap_ns`` from the end of handling the last one to this
@@ -131,7 +135,11 @@ class SpinPolicy:
         b = v.bit_length()
         i = b << 1 | (v >> (b - 2)) & 1
         self._counts[i if i < _BUCKETS else _LAST] += 1
-        self._work_ns += work_ns
+        m = self.work_ns
+        if work_ns > m:
+            self.work_ns = m + (m >> 5) if m else work_ns
+        elif work_ns < m:
+            self.work_ns = m - (m >> 5)
         self._left -= 1
         if not self._left:
             self.refit()
@@ -139,14 +147,8 @@ class SpinPolicy:
     def refit(self) -> None:
         """Decide from the gaps counted so far (module docstring); then halve the counts.
         ``record`` calls this every REFIT_EVERY messages."""
-        done = REFIT_EVERY - self._left
         self._left = REFIT_EVERY
-        mean = self._work_ns // done if done else 0
-        self._work_ns = 0
-        # The lower of the last two means: one slow message (a large model stored, a
-        # pause) must not widen the limit for a whole refit.
-        work = min(mean, self._work_mean_ns) if mean and self._work_mean_ns else mean
-        self._work_mean_ns = mean
+        work = self.work_ns
         limit = self.max_ns if not work else min(self.max_ns, WORK_FACTOR * work)
         self.limit_ns = limit
         counts = self._counts
@@ -172,5 +174,5 @@ class SpinPolicy:
     def __repr__(self) -> str:
         return (
             f"SpinPolicy(spinning={self.spinning}, window_ns={self.window_ns}, "
-            f"limit_ns={self.limit_ns}, max_ns={self.max_ns})"
+            f"limit_ns={self.limit_ns}, work_ns={self.work_ns}, max_ns={self.max_ns})"
         )
