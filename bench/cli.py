@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.rtt_config import (
-    BASELINE,
+    BASELINES,
     DEFAULT_N,
     DEFAULT_PAYLOAD_BYTES,
     DEFAULT_ROUNDS,
@@ -68,7 +68,8 @@ def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--peers", default=",".join(PEERS),
-        help=f"comma list from {', '.join(PEERS)} (default: all; ratios need {BASELINE})",
+        help=f"comma list from {', '.join(PEERS)} (default: all; the ratios need "
+        f"{' and '.join(BASELINES)})",
     )  # fmt: skip
     add_seed(p, default=DEFAULT_SEED, help="seeds the payload bytes")
     add_json(p, what="the results and metadata")
@@ -181,7 +182,8 @@ def build_parser(prog: str = PROG) -> CommandParser:
     rtt = add_command(
         commands,
         "rtt",
-        help="request round trip: pyzmq, zmq.proxy, nearloop (sync and uvloop), rpcq",
+        help="request round trip: a shared-memory floor, pyzmq, zmq.proxy, nearloop (sync "
+        "and uvloop), rpcq",
         description="Round trip of one request at a time through each peer, interleaved.",
     )
     add_rtt_arguments(rtt)

@@ -22,13 +22,18 @@ def plot_cdf(
     summaries: Mapping[str, LatencySummary],
     *,
     quantity: str = "round trip",
+    labels: Mapping[str, str] | None = None,
 ) -> None:
-    """CDF of ``quantity`` (a latency) per peer on a log-x axis, with a dot at each p50."""
+    """CDF of ``quantity`` (a latency) per peer on a log-x axis, with a dot at each p50.
+
+    ``labels`` gives a peer's legend text; by default its name and p50.
+    """
     for name, samples in samples_ns.items():
         us = _sorted_us(samples)
         frac = np.arange(1, us.size + 1) / us.size
         p50 = summaries[name].p50_us
-        (line,) = ax.plot(us, frac, label=f"{name} (p50 {p50:.0f} µs)", linewidth=1.4)
+        label = labels[name] if labels and name in labels else f"{name} (p50 {p50:.0f} µs)"
+        (line,) = ax.plot(us, frac, label=label, linewidth=1.4)
         ax.plot([p50], [0.5], "o", color=line.get_color(), markersize=5)
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
@@ -65,10 +70,12 @@ def save_rtt_figure(
     title: str,
     *,
     quantity: str = "round trip",
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Write the CDF and tail side by side to ``path`` with the Agg canvas (no pyplot).
 
-    ``quantity`` names what the samples time, in the axis labels.
+    ``quantity`` names what the samples time, in the axis labels; ``labels`` gives the
+    CDF's legend text per peer (:func:`plot_cdf`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -76,7 +83,7 @@ def save_rtt_figure(
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     cdf_ax, tail_ax = fig.subplots(1, 2)
-    plot_cdf(cdf_ax, samples_ns, summaries, quantity=quantity)
+    plot_cdf(cdf_ax, samples_ns, summaries, quantity=quantity, labels=labels)
     plot_tail(tail_ax, samples_ns, quantity=quantity)
     fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,28 @@
 """``python -m bench rtt``: one request's round trip through each peer, side by side.
 
-Peers: direct pyzmq DEALER<->DEALER (no broker); libzmq's C ``zmq.proxy`` relay, with a
-client that blocks in ``recv`` and with one that polls first as :class:`client.Client`
-does (``proxy-spin``); the nearloop broker with :class:`client.Client` and with
-:class:`client.AsyncClient` on uvloop, and between plain MDP/0.2 peers; and rpcq, a
-quantum vendor's ZeroMQ + msgpack RPC. Servers run in their own processes and every
-client runs in this one, so each path has its real process hops.
+Peers (:data:`bench.rtt_config.PEER_INFO`): two floors, the echo work as a plain function
+call (``inproc``) and two processes busy-polling a shared-memory mailbox (``shm-floor``,
+:mod:`bench.rtt_floor`); direct pyzmq DEALER<->DEALER (no broker); libzmq's C
+``zmq.proxy`` relay, with a client that blocks in ``recv`` and with one that polls first
+as :class:`client.Client` does (``proxy-spin``); the nearloop broker with
+:class:`client.Client` and with :class:`client.AsyncClient` on uvloop, and between plain
+MDP/0.2 peers; and rpcq, a quantum vendor's ZeroMQ + msgpack RPC. Servers run in their
+own processes and every client runs in this one, so each path has its real process hops.
+Ratios are given to ``shm-floor`` and to ``proxy``, and each peer's CPU use beside them.
 
 Why the numbers are what they are: a 512 B message costs next to nothing to copy or
 parse. What costs is each *process hop*, a kernel wake-up of the receiving process, and
-on a VM an idle vCPU's wake-up is dear. So the direct peer (2 hops) sets the floor, and
-a relay (4 hops: client -> relay -> worker -> relay -> client) costs about twice that.
-The nearloop clients poll for their reply for up to ``spin_us`` before sleeping, which
-saves the last wake-up; ``proxy-spin`` saves the same one for the C relay. The nearloop
-broker also polls for its next message while messages come close together, which saves
-its own two wake-ups; the C relay always sleeps. So the ratio of ``nearloop`` to
-``proxy-spin`` bounds what the broker, the MDP envelope's extra frames and the client
-library cost. rpcq has only 2 hops but runs each request as an asyncio
-task on the server and a uuid + dataclass request on the client.
+on a VM an idle vCPU's wake-up is dear. ``shm-floor`` has two hops and no kernel call:
+both processes poll, so it costs two busy cores. The direct peer (2 hops, both sleeping)
+sets the floor for ZeroMQ, and a relay (4 hops: client -> relay -> worker -> relay ->
+client) costs about twice that. The nearloop clients poll for their reply for up to
+``spin_us`` before sleeping, which saves the last wake-up; ``proxy-spin`` saves the same
+one for the C relay. The nearloop broker also polls for its next message while messages
+come close together (:mod:`client.wire.spin`), which saves its own two wake-ups; the C
+relay always sleeps. So the ratio of ``nearloop`` to ``proxy-spin`` bounds what the
+broker, the MDP envelope's extra frames and the client library cost. rpcq has only 2
+hops but runs each request as an asyncio task on the server and a uuid + dataclass
+request on the client.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 import importlib.util
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,13 +41,21 @@ import numpy.typing as npt
 import zmq
 
 import client
+from bench.cpu import processes_cpu_ns, wait_asleep
 from bench.endpoints import endpoint
 from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
 from bench.rtt_clients import PeerClient, open_peer_client
-from bench.rtt_config import RttConfig
-from bench.rtt_peers import PEER_INFO, start_stack
-from bench.rtt_report import REWARM_PER_CHUNK, RttResult, format_table, to_json_doc
+from bench.rtt_config import PEER_INFO, RttConfig
+from bench.rtt_peers import RunningStack, start_stack
+from bench.rtt_report import (
+    REWARM_PER_CHUNK,
+    CpuUse,
+    RttResult,
+    format_table,
+    legend,
+    to_json_doc,
+)
 from bench.stats import LatencySummary
 from client.arguments import write_json
 from control_sim.stack.processes import ServerGroup, interrupts_raise
@@ -64,6 +78,9 @@ def rotated(peers: tuple[str, ...], by: int) -> tuple[str, ...]:
     return peers[k:] + peers[:k]
 
 
+_wall = time.perf_counter_ns
+
+
 def _progress(text: str) -> None:
     print(f"bench rtt: {text}", file=sys.stderr, flush=True)
 
@@ -77,28 +94,45 @@ async def _round_trips(name: str, peer: PeerClient, n: int) -> list[int]:
 
 
 async def _interleaved(
-    config: RttConfig, peers: tuple[str, ...], endpoints: dict[str, str], ctx: zmq.Context[Any]
-) -> tuple[dict[str, npt.NDArray[np.int64]], str]:
-    """Warm every peer up, then time them in rotating round-robin chunks."""
+    config: RttConfig, peers: tuple[str, ...], stacks: dict[str | None, RunningStack]
+) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, CpuUse], str]:
+    """Warm every peer up, then time them in rotating round-robin chunks; each peer's
+    CPU use is counted over its timed chunks, in this process and in its servers."""
     payload = make_payload(config.payload_bytes, config.seed)
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    ctx: zmq.Context[Any] = zmq.Context()
     connected: dict[str, PeerClient] = {}
     try:
         for name in peers:
-            connected[name] = open_peer_client(name, ctx, endpoints[PEER_INFO[name].stack], payload)
+            ep = stacks[PEER_INFO[name].stack].endpoint
+            connected[name] = open_peer_client(name, ctx, ep, payload)
         _progress(f"warming up {', '.join(peers)} ({config.warmup} round trips each)")
         for name, peer in connected.items():  # the first round trip is the readiness check
             await _round_trips(name, peer, max(1, config.warmup))
+            await peer.pause()
         samples: dict[str, list[int]] = {name: [] for name in peers}
+        cpu = {name: CpuUse() for name in peers}
         for r, size in enumerate(chunk_sizes(config.n, config.rounds)):
             _progress(f"round {r + 1}/{config.rounds}: {size} round trips per peer")
             for name in rotated(peers, r):
-                await _round_trips(name, connected[name], REWARM_PER_CHUNK)
-                samples[name] += await _round_trips(name, connected[name], size)
+                peer, pids = connected[name], stacks[PEER_INFO[name].stack].pids
+                await _round_trips(name, peer, REWARM_PER_CHUNK)
+                # A polling thread's CPU time is brought up to date only when it sleeps,
+                # so the servers are read asleep: before the chunk, after a pause.
+                await peer.pause()
+                wait_asleep(pids)
+                servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
+                samples[name] += await _round_trips(name, peer, size)
+                await peer.pause()
+                wall, own = _wall() - t0, time.process_time_ns() - own0
+                wait_asleep(pids)
+                cpu[name].add(size, wall, own, servers0, processes_cpu_ns(pids))
     finally:
         for peer in connected.values():
             await peer.aclose()
-    return {name: np.asarray(v, dtype=np.int64) for name, v in samples.items()}, loop_name
+        ctx.destroy(linger=0)
+    arrays = {name: np.asarray(v, dtype=np.int64) for name, v in samples.items()}
+    return arrays, cpu, loop_name
 
 
 def _runnable(peers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -119,19 +153,17 @@ def measure(config: RttConfig) -> RttResult:
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp, ServerGroup() as servers:
         make_endpoint = partial(endpoint, config.transport, Path(tmp))
-        stacks = dict.fromkeys(PEER_INFO[p].stack for p in peers)
-        _progress(f"starting {', '.join(stacks)} servers over {config.transport}://")
-        endpoints = {stack: start_stack(stack, servers, make_endpoint) for stack in stacks}
+        names = [s for s in dict.fromkeys(PEER_INFO[p].stack for p in peers) if s is not None]
+        _progress(f"starting {', '.join(names) or 'no'} servers over {config.transport}://")
+        stacks: dict[str | None, RunningStack] = {None: RunningStack("", ())}
+        stacks.update((s, start_stack(s, servers, make_endpoint)) for s in names)
         servers.wait_ready()
-        ctx: zmq.Context[Any] = zmq.Context()
-        try:
-            samples, loop_name = client.run(_interleaved(config, peers, endpoints, ctx))
-        finally:
-            ctx.destroy(linger=0)
+        samples, cpu, loop_name = client.run(_interleaved(config, peers, stacks))
     return RttResult(
         config=config,
         samples_ns=samples,
         summaries={name: LatencySummary.of(s) for name, s in samples.items()},
+        cpu=cpu,
         machine=machine,
         versions=library_versions(),
         event_loop=loop_name,
@@ -156,6 +188,8 @@ def main(config: RttConfig) -> int:
             f"{config.payload_bytes} B round trip over {config.transport}://, "
             f"n={config.n} per peer · {result.machine['cpu_model']} · {result.machine['date']}"
         )
-        save_rtt_figure(config.plot_path, result.samples_ns, result.summaries, title)
+        save_rtt_figure(
+            config.plot_path, result.samples_ns, result.summaries, title, labels=legend(result)
+        )
         _progress(f"wrote {config.plot_path}")
     return 0

@@ -9,14 +9,17 @@ span. Every wait is bounded by :data:`REPLY_TIMEOUT_S`.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import zmq
 
-from bench.errors import EchoMismatch
+from bench.errors import BenchError, EchoMismatch
+from bench.rtt_config import PEER_INFO
+from bench.rtt_floor import ATTACH, GO, OK, ShmMailbox, echo_into
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client
 from client.connection import DEFAULT_SPIN_US
@@ -28,7 +31,7 @@ REPLY_TIMEOUT_S: Final = 10.0
 """Bound on each reply. The first warm-up call doubles as the readiness check."""
 
 
-class PeerClient(Protocol):
+class PeerClient(ABC):
     """A connected client of one peer.
 
     Every peer client is awaited from the one event loop the AsyncClient needs (uvloop, via
@@ -36,16 +39,22 @@ class PeerClient(Protocol):
     the loop sits idle while they run and adds nothing to their times.
     """
 
+    @abstractmethod
     async def round_trips(self, n: int) -> list[int]:
         """Run ``n`` round trips one after another; returns each one's time in ns."""
-        ...
 
+    async def pause(self) -> None:
+        """The benchmark is done with this peer for now (it calls this after each
+        peer's warm-up and timed chunk): a peer whose server polls lets it sleep, so that
+        it takes no CPU from the peers timed in between. Most peers have nothing to do."""
+        return None
+
+    @abstractmethod
     async def aclose(self) -> None:
         """Close the connection."""
-        ...
 
 
-class DealerClient:
+class DealerClient(PeerClient):
     """A pyzmq DEALER that sends the payload as one frame and waits for it to come back."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -90,7 +99,7 @@ class SpinningDealerClient(DealerClient):
     spin_us = DEFAULT_SPIN_US
 
 
-class MdpClient:
+class MdpClient(PeerClient):
     """A plain MDP/0.2 client (RFC 18, raw pyzmq DEALER) through the nearloop broker."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -129,7 +138,7 @@ class MdpClient:
         self._sock.close(linger=0)
 
 
-class NearloopClient:
+class NearloopClient(PeerClient):
     """A nearloop :class:`~client.Client` calling the ``echo`` service through the broker."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -153,7 +162,7 @@ class NearloopClient:
         self._client.close()
 
 
-class AsyncNearloopClient:
+class AsyncNearloopClient(PeerClient):
     """A nearloop :class:`~client.AsyncClient` on the running loop (uvloop via client.run)."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -177,7 +186,7 @@ class AsyncNearloopClient:
         await self._client.close()
 
 
-class RpcqClient:
+class RpcqClient(PeerClient):
     """An :class:`rpcq.Client` calling the ``echo`` method with blocking ``call``."""
 
     def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
@@ -205,23 +214,101 @@ class RpcqClient:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
-PeerClientFactory = Callable[[str, zmq.Context[Any], str, bytes], PeerClient]
-"""``(peer name, zmq context, endpoint, payload) -> PeerClient``."""
+class InprocClient(PeerClient):
+    """The echo work as a plain function call (:func:`bench.rtt_floor.echo_into`), with
+    the payload copied in and out as the shared-memory floor does; no second process."""
 
-_PEER_CLIENTS: Final[dict[str, PeerClientFactory]] = {
-    "direct": DealerClient,
-    "proxy": DealerClient,
-    "proxy-spin": SpinningDealerClient,
-    "nearloop": NearloopClient,
-    "nearloop-async": AsyncNearloopClient,
-    "broker-mdp": MdpClient,
-    "rpcq": RpcqClient,
-}
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        self._payload = np.frombuffer(payload, dtype=np.uint8)
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`PeerClient.round_trips`; the last echo is checked."""
+        payload, clock, echo = self._payload, _clock, echo_into
+        request, reply, got = (np.zeros_like(payload) for _ in range(3))
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            request[:] = payload
+            echo(request, reply)
+            got[:] = reply
+            out[i] = clock() - t0
+        if not np.array_equal(got, payload):
+            raise EchoMismatch(self.name, got.nbytes)
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`PeerClient.aclose`."""
+
+
+class ShmFloorClient(PeerClient):
+    """The client side of the shared-memory floor (:mod:`bench.rtt_floor`).
+
+    It creates the mailbox, has the server attach it over the control socket at
+    ``endpoint``, and unlinks its name at once. The first ``round_trips`` after a
+    :meth:`pause` wakes the server (``go``); :meth:`pause` sends it back to sleep on its
+    socket, so it polls only while this peer runs.
+    """
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        self.name = name
+        self._payload = np.frombuffer(payload, dtype=np.uint8)
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.REQ)
+        sock.linger = 0
+        sock.rcvtimeo = int(REPLY_TIMEOUT_S * 1000)
+        sock.connect(endpoint)
+        self._control = sock
+        self._box = ShmMailbox.create(len(payload))
+        try:
+            self._call(f"{ATTACH.decode()} {self._box.name} {len(payload)}".encode())
+        except BaseException:
+            self._box.close()
+            sock.close(linger=0)
+            raise
+        finally:
+            self._box.unlink()  # both sides have it mapped, or never will: the name goes now
+        self._seq = 1
+        self._serving = False
+
+    def _call(self, command: bytes) -> None:
+        self._control.send(command)
+        try:
+            answer = self._control.recv()
+        except zmq.Again:
+            raise TimeoutError(f"{self.name}: no answer in {REPLY_TIMEOUT_S} s") from None
+        if answer != OK:
+            raise BenchError(f"{self.name}: server answered {answer.decode(errors='replace')}")
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`PeerClient.round_trips`; raises TimeoutError if a reply is late."""
+        if not self._serving:
+            self._call(GO)
+            self._serving = True
+        first, self._seq = self._seq, self._seq + n
+        return self._box.round_trips(self._payload, n, first, int(REPLY_TIMEOUT_S * 1e9))
+
+    async def pause(self) -> None:
+        """See :meth:`PeerClient.pause`: the server stops polling."""
+        if self._serving:
+            self._box.stop_server()
+            self._serving = False
+
+    async def aclose(self) -> None:
+        """See :meth:`PeerClient.aclose`."""
+        await self.pause()
+        self._box.close()
+        self._control.close(linger=0)
+
+
+PeerClientFactory = Callable[[str, zmq.Context[Any], str, bytes], PeerClient]
+"""``(peer name, zmq context, endpoint, payload) -> PeerClient``: a class above."""
 
 
 def open_peer_client(peer: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> PeerClient:
-    """Connect the client of ``peer`` to ``endpoint``."""
-    return _PEER_CLIENTS[peer](peer, ctx, endpoint, payload)
+    """Connect the client of ``peer``, the class its :class:`~bench.rtt_config.PeerInfo`
+    names, to ``endpoint``."""
+    factory: PeerClientFactory = globals()[PEER_INFO[peer].client]
+    return factory(peer, ctx, endpoint, payload)
 
 
 def _check_array(peer: str, got: tuple[npt.NDArray[Any], ...], sent: npt.NDArray[Any]) -> None:

@@ -1,4 +1,4 @@
-"""What ``python -m bench rtt`` measures: peer names, defaults, and the checked settings.
+"""What ``python -m bench rtt`` measures: the peers, defaults, and the checked settings.
 
 This module imports nothing heavy, so that ``python -m bench --help`` stays fast.
 """
@@ -11,11 +11,112 @@ from typing import Final, Literal
 
 Transport = Literal["ipc", "tcp"]
 
-PEERS: Final = ("direct", "proxy", "proxy-spin", "nearloop", "nearloop-async", "broker-mdp", "rpcq")
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One peer: the table's label, its process hops, how its 512 B travel, the servers it
+    needs, and the class in :mod:`bench.rtt_clients` that times it. Adding a peer is one
+    entry in :data:`PEER_INFO` and that one class."""
+
+    name: str
+    label: str
+    hops: int
+    """Process-to-process messages per round trip; each one that sleeps costs a wake-up."""
+    payload: str
+    stack: str | None
+    """The server processes it needs (:func:`bench.rtt_peers.start_stack`); None: none."""
+    client: str
+    """The name of its peer client class in :mod:`bench.rtt_clients`."""
+
+
+_ARRAY: Final = "a uint8 numpy array as a raw frame after the msgpack header"
+_ZMQ_FRAME: Final = "one raw frame (plus the ROUTER's identity frame)"
+
+PEER_INFO: Final = {
+    p.name: p
+    for p in (
+        PeerInfo(
+            name="inproc",
+            label="a plain Python function call doing the echo work, in this process",
+            hops=0,
+            payload="a uint8 numpy array copied in, echoed into a reply, copied out",
+            stack=None,
+            client="InprocClient",
+        ),
+        PeerInfo(
+            name="shm-floor",
+            label="two processes busy-polling a shared-memory mailbox (the floor; ordered "
+            "by x86 TSO only, not a transport: bench/rtt_floor.py)",
+            hops=2,
+            payload="copied into a numpy view over shared memory, a sequence counter each way",
+            stack="shm-floor",
+            client="ShmFloorClient",
+        ),
+        PeerInfo(
+            name="direct",
+            label="pyzmq DEALER <-> DEALER echo, no broker",
+            hops=2,
+            payload="one raw frame",
+            stack="direct",
+            client="DealerClient",
+        ),
+        PeerInfo(
+            name="proxy",
+            label="C zmq.proxy ROUTER/DEALER -> DEALER echo",
+            hops=4,
+            payload=_ZMQ_FRAME,
+            stack="proxy",
+            client="DealerClient",
+        ),
+        PeerInfo(
+            name="proxy-spin",
+            label="C zmq.proxy relay as above; the client polls for its reply first, as Client",
+            hops=4,
+            payload=_ZMQ_FRAME,
+            stack="proxy",
+            client="SpinningDealerClient",
+        ),
+        PeerInfo(
+            name="nearloop",
+            label="nearloop broker, Client -> Worker",
+            hops=4,
+            payload=_ARRAY,
+            stack="nearloop",
+            client="NearloopClient",
+        ),
+        PeerInfo(
+            name="nearloop-async",
+            label="nearloop broker, AsyncClient on uvloop -> Worker",
+            hops=4,
+            payload=_ARRAY,
+            stack="nearloop",
+            client="AsyncNearloopClient",
+        ),
+        PeerInfo(
+            name="broker-mdp",
+            label="nearloop broker alone: plain MDP/0.2 pyzmq client -> plain MDP/0.2 worker",
+            hops=4,
+            payload="one raw frame after the MDP envelope",
+            stack="nearloop",
+            client="MdpClient",
+        ),
+        PeerInfo(
+            name="rpcq",
+            label="rpcq Client -> rpcq Server (asyncio)",
+            hops=2,
+            payload="bytes, a msgpack bin argument in the RPC request map",
+            stack="rpcq",
+            client="RpcqClient",
+        ),
+    )
+}
 """Every peer, in the order the table lists them."""
 
-BASELINE: Final = "proxy"
-"""The peer the "vs. proxy" ratios divide by."""
+PEERS: Final = tuple(PEER_INFO)
+"""Every peer's name, in table order."""
+
+BASELINES: Final = ("shm-floor", "proxy")
+"""The peers the "vs." ratios divide by: the co-located floor, and the C relay."""
 
 DEFAULT_N: Final = 20_000
 DEFAULT_WARMUP: Final = 1_000

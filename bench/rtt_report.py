@@ -10,12 +10,63 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.machine import banner
-from bench.rtt_config import BASELINE, RttConfig
-from bench.rtt_peers import PEER_INFO
+from bench.rtt_config import BASELINES, PEER_INFO, RttConfig
 from bench.stats import LatencySummary, ratio
 
 REWARM_PER_CHUNK: Final = 20
 """Untimed round trips before each chunk, so that no peer pays for waking after a pause."""
+
+
+@dataclass
+class CpuUse:
+    """CPU time one peer spent over its timed chunks: in this process (its client) and in
+    its servers, beside the wall time and the round trips it took."""
+
+    round_trips: int = 0
+    wall_ns: int = 0
+    client_ns: int = 0
+    servers_ns: int | None = 0
+    """None where a server's CPU time could not be read (no ``/proc``)."""
+
+    def add(
+        self, n: int, wall_ns: int, client_ns: int, servers0: int | None, servers1: int | None
+    ) -> None:
+        """One chunk of ``n`` round trips: its wall time, this process's CPU time, and the
+        servers' CPU time before and after (None: unreadable)."""
+        self.round_trips += n
+        self.wall_ns += wall_ns
+        self.client_ns += client_ns
+        if self.servers_ns is None or servers0 is None or servers1 is None:
+            self.servers_ns = None
+        else:
+            self.servers_ns += servers1 - servers0
+
+    @property
+    def total_ns(self) -> int | None:
+        """Client and servers together; None if the servers' time is unknown."""
+        return None if self.servers_ns is None else self.client_ns + self.servers_ns
+
+    def us_per_round_trip(self) -> float | None:
+        """CPU µs, client and servers together, per round trip."""
+        total = self.total_ns
+        return None if total is None or not self.round_trips else total / self.round_trips / 1e3
+
+    def cores(self) -> float | None:
+        """CPU time over wall time: how many cores the peer kept busy while it ran."""
+        total = self.total_ns
+        return None if total is None or not self.wall_ns else total / self.wall_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: per round trip in µs, and cores busy."""
+        n = self.round_trips or 1
+        return {
+            "client_us_per_round_trip": self.client_ns / n / 1e3,
+            "servers_us_per_round_trip": (
+                None if self.servers_ns is None else self.servers_ns / n / 1e3
+            ),
+            "us_per_round_trip": self.us_per_round_trip(),
+            "cores_busy": self.cores(),
+        }
 
 
 @dataclass(frozen=True)
@@ -25,6 +76,7 @@ class RttResult:
     config: RttConfig
     samples_ns: dict[str, npt.NDArray[np.int64]]
     summaries: dict[str, LatencySummary]
+    cpu: dict[str, CpuUse]
     machine: dict[str, Any]
     versions: dict[str, str | None]
     event_loop: str
@@ -32,9 +84,9 @@ class RttResult:
     skipped: dict[str, str] = field(default_factory=dict)
     """Peers that were asked for but not run, and why."""
 
-    def vs_baseline(self, name: str) -> tuple[float | None, float | None]:
-        """``name``'s (p50, p99) divided by the proxy's, or None if the proxy did not run."""
-        base = self.summaries.get(BASELINE)
+    def vs(self, name: str, baseline: str) -> tuple[float | None, float | None]:
+        """``name``'s (p50, p99) divided by ``baseline``'s, or None if it did not run."""
+        base = self.summaries.get(baseline)
         s = self.summaries[name]
         if base is None:
             return None, None
@@ -51,12 +103,32 @@ def method_text(config: RttConfig) -> str:
         f"round every peer runs a chunk of ~{per_chunk} timed round trips after "
         f"{REWARM_PER_CHUNK} untimed ones, and the peer order rotates by one each round, so "
         "drift on a shared machine hits every peer alike. Servers run in their own processes; "
-        "all clients run in this one."
+        "all clients run in this one. CPU use: this process's CPU time and the peer's "
+        "servers' (Linux schedstat, read while they sleep) over its timed chunks; for "
+        "shm-floor that includes waking its server for each chunk (a ZeroMQ round trip)."
     )
 
 
 def _ratio_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+    """Two decimals, but three significant digits under 0.1 and none from 100."""
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:.0f}x"
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+_SHORT: Final = {"shm-floor": "floor", "proxy": "proxy"}
+"""The baselines' names in the table's column heads."""
+
+
+def ratio_key(stat: str, baseline: str) -> str:
+    """The JSON key of a ratio: ``p50_vs_proxy``, ``p99_vs_shm_floor``."""
+    return f"{stat}_vs_{baseline.replace('-', '_')}"
 
 
 def format_table(result: RttResult) -> str:
@@ -70,20 +142,32 @@ def format_table(result: RttResult) -> str:
         *textwrap.wrap(method_text(cfg), width=100),
         "",
     ]
-    head = (
-        f"{'peer':<16}{'hops':>4}{'p50 µs':>10}{'p99 µs':>10}{'p99.9 µs':>10}{'max µs':>10}"
-        f"{'p50 vs. proxy':>15}{'p99 vs. proxy':>15}"
-    )
+    head = f"{'peer':<16}{'hops':>4}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'max µs':>10}"
+    for base in BASELINES:
+        head += f"{'p50 vs. ' + _SHORT[base]:>15}{'p99 vs. ' + _SHORT[base]:>15}"
+    head += f"{'CPU µs/rt':>11}{'cores':>7}"
     lines += [head, "-" * len(head)]
     for name, s in result.summaries.items():
-        r50, r99 = result.vs_baseline(name)
-        lines.append(
-            f"{name:<16}{PEER_INFO[name].hops:>4}{s.p50_us:>10.1f}{s.p99_us:>10.1f}"
-            f"{s.p999_us:>10.1f}{s.max_us:>10.1f}{_ratio_text(r50):>15}{_ratio_text(r99):>15}"
+        row = (
+            f"{name:<16}{PEER_INFO[name].hops:>4}{s.p50_us:>9.1f}{s.p99_us:>9.1f}"
+            f"{s.p999_us:>10.1f}{s.max_us:>10.1f}"
         )
-    lines += ["", "hops: process-to-process messages per round trip; each is a kernel wake-up."]
-    if BASELINE not in result.summaries:
-        lines.append(f"vs. proxy: n/a, because the {BASELINE} peer was not run (see --peers).")
+        for base in BASELINES:
+            r50, r99 = result.vs(name, base)
+            row += f"{_ratio_text(r50):>15}{_ratio_text(r99):>15}"
+        cpu = result.cpu[name]
+        row += f"{_cell(cpu.us_per_round_trip(), '.1f'):>11}{_cell(cpu.cores(), '.2f'):>7}"
+        lines.append(row)
+    lines += [
+        "",
+        "hops: process-to-process messages per round trip; each one that sleeps is a "
+        "kernel wake-up.",
+        "floor: the shm-floor peer. CPU µs/rt: CPU time of the client and its servers per "
+        "round trip; cores: that CPU time over the wall time (2.00: both cores busy).",
+    ]
+    for base in BASELINES:
+        if base not in result.summaries:
+            lines.append(f"vs. {_SHORT[base]}: n/a, because {base} was not run (see --peers).")
     for name in result.summaries:
         info = PEER_INFO[name]
         lines += [f"{name:<16}{info.label}", f"{'':<16}payload: {info.payload}"]
@@ -91,20 +175,39 @@ def format_table(result: RttResult) -> str:
     return "\n".join(lines)
 
 
+def legend(result: RttResult) -> dict[str, str]:
+    """Each peer's legend text for the plot: its p50, its ratios to the baselines that ran,
+    and the cores it kept busy."""
+    out = {}
+    for name, s in result.summaries.items():
+        parts = [f"p50 {s.p50_us:.3g} µs"]
+        for base in BASELINES:
+            r50, _ = result.vs(name, base)
+            if r50 is not None and base != name:
+                parts.append(f"{r50:.3g}x {_SHORT[base]}")
+        cores = result.cpu[name].cores()
+        if cores is not None:
+            parts.append(f"{cores:.1f} cores")
+        out[name] = f"{name} ({' · '.join(parts)})"
+    return out
+
+
 def to_json_doc(result: RttResult) -> dict[str, Any]:
-    """The JSON document: metadata, method, and each peer's summary and ratios."""
+    """The JSON document: metadata, method, and each peer's summary, ratios and CPU use."""
     cfg = result.config
     peers: dict[str, Any] = {}
     for name, s in result.summaries.items():
         info = PEER_INFO[name]
-        r50, r99 = result.vs_baseline(name)
+        ratios: dict[str, float | None] = {}
+        for base in BASELINES:
+            ratios[ratio_key("p50", base)], ratios[ratio_key("p99", base)] = result.vs(name, base)
         peers[name] = {
             "label": info.label,
             "hops": info.hops,
             "payload": info.payload,
             **s.to_dict(),
-            "p50_vs_proxy": r50,
-            "p99_vs_proxy": r99,
+            **ratios,
+            "cpu": result.cpu[name].to_dict(),
         }
     return {
         "benchmark": "rtt",
@@ -123,7 +226,7 @@ def to_json_doc(result: RttResult) -> dict[str, Any]:
             "seed": cfg.seed,
         },
         "method": method_text(cfg),
-        "baseline": BASELINE,
+        "baselines": list(BASELINES),
         "unit": "microseconds",
         "peers": peers,
         "skipped": result.skipped,

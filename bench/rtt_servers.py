@@ -9,6 +9,8 @@
 - ``nearloop-worker --connect EP``: a :class:`client.Worker` for service ``echo`` that
   returns the request's body and arrays.
 - ``rpcq-server --bind EP``: an :class:`rpcq.Server` with an ``echo`` method.
+- ``shm-echo --bind EP``: the shared-memory floor's server (:mod:`bench.rtt_floor`): a
+  REP socket that attaches mailboxes and, on ``go``, busy-polls one until it is stopped.
 
 Each prints READY once its sockets are set up, and exits when its stdin reaches EOF, so
 it cannot outlive the benchmark that started it.
@@ -20,6 +22,7 @@ import argparse
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,13 +94,20 @@ def mdp_echo_worker(*, connect: str) -> None:
     sock.send_multipart([b"MDPW02", b"\x01", MDP_ECHO_SERVICE.encode()])
     _ready()
     heartbeat = [b"MDPW02", b"\x05"]
+    interval_ns = 1_000_000_000
+    due = time.monotonic_ns() + interval_ns
     while True:
-        if not sock.poll(1000):
-            sock.send_multipart(heartbeat)  # idle: keep the registration alive
-            continue
-        msg = sock.recv_multipart()
-        if msg[1] == b"\x02":  # REQUEST: header, command, address, empty, body...
-            sock.send_multipart([b"MDPW02", b"\x04", msg[2], b"", *msg[4:]])
+        left_ms = (due - time.monotonic_ns()) // 1_000_000
+        if sock.poll(max(left_ms, 0) + 1):
+            msg = sock.recv_multipart()
+            if msg[1] == b"\x02":  # REQUEST: header, command, address, empty, body...
+                sock.send_multipart([b"MDPW02", b"\x04", msg[2], b"", *msg[4:]])
+                due = time.monotonic_ns() + interval_ns
+        # Heartbeat when a second passed without a reply, whatever else arrived: the
+        # broker's own heartbeats keep coming while this worker sits unused.
+        if time.monotonic_ns() >= due:
+            sock.send_multipart(heartbeat)
+            due = time.monotonic_ns() + interval_ns
 
 
 def rpcq_server(*, bind: str) -> None:
@@ -116,6 +126,18 @@ def rpcq_server(*, bind: str) -> None:
     asyncio.run(server.run_async(bind))
 
 
+def shm_echo(*, bind: str) -> None:
+    """Serve shared-memory mailboxes, controlled over a REP socket at ``bind``."""
+    from bench.rtt_floor import serve
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.REP)
+    sock.linger = 0
+    sock.bind(bind)
+    _ready()
+    serve(sock)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per server kind."""
     p = argparse.ArgumentParser(prog="python -m bench.rtt_servers")
@@ -130,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.add_parser("nearloop-worker").add_argument("--connect", required=True)
     kinds.add_parser("mdp-echo-worker").add_argument("--connect", required=True)
     kinds.add_parser("rpcq-server").add_argument("--bind", required=True)
+    kinds.add_parser("shm-echo").add_argument("--bind", required=True)
     return p
 
 
@@ -146,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         nearloop_worker(connect=args.connect)
     elif args.kind == "mdp-echo-worker":
         mdp_echo_worker(connect=args.connect)
+    elif args.kind == "shm-echo":
+        shm_echo(bind=args.bind)
     else:
         rpcq_server(bind=args.bind)
 

@@ -5,8 +5,9 @@ unchanged (zero-copy for large frames). Heartbeats, worker expiry and request ex
 entries in one heap ordered by due time (:mod:`broker.timers`), and the poll timeout is
 the time until the head of that heap falls due. Nothing there runs once per message.
 While messages come close together (a tight request loop), the broker polls for the next
-one for up to ``spin_us`` before it sleeps, which saves its kernel wake-up
-(:mod:`broker.spin_policy`).
+one before it sleeps, which saves its kernel wake-up; how long is fitted to the gaps it
+observes, and to its own handling time per message, at most ``spin_us``
+(:mod:`client.wire.spin`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from broker.config import BrokerConfig
 from broker.errors import ModelRefused
 from broker.model_store import ModelStore
 from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, SessionEntry, WorkerEntry
-from broker.spin_policy import SpinPolicy
 from broker.timers import EXPIRE_REQUEST, EXPIRE_SESSION, EXPIRE_WORKER, HEARTBEAT, Timers
 from client.wire import (
     C_FINAL,
@@ -81,6 +81,7 @@ from client.wire import (
     parse_header,
     parse_peer_message,
 )
+from client.wire.spin import SpinPolicy
 from client.wire.transport import configure, poll, poll_items, send_frames, spin_readable
 
 log = logging.getLogger("nearloop.broker")
@@ -153,6 +154,8 @@ class Broker:
         self._plain_ttl_ns = (
             config.liveness * max(PLAIN_PEER_HEARTBEAT_MS, config.heartbeat_ms) * _MS
         )
+        self.spin = SpinPolicy(config.spin_us)
+        """Whether, and how long, the loop polls for its next message before sleeping."""
 
     def bind(self) -> list[str]:
         """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port)."""
@@ -176,8 +179,8 @@ class Broker:
         handle = self._handle
         monotonic_ns = time.monotonic_ns
         cap_ms = self.config.heartbeat_ms
-        spin = SpinPolicy(self.config.spin_us)
-        spin_ns = spin.window_ns
+        spin = self.spin
+        record = spin.record
         done = 0  # when the last message's handling ended
         heap = self.timers.heap
         while not self._stopping:
@@ -185,7 +188,7 @@ class Broker:
                 now = monotonic_ns()
                 if heap and heap[0][0] <= now:
                     self._run_timers(now)
-                caught = spin.spinning and spin_readable(sock, done + spin_ns)
+                caught = spin.spinning and spin_readable(sock, done + spin.window_ns)
                 if not caught and not poll(items, self.timers.timeout_ms(now, cap_ms)):
                     continue
                 # Envelope frames arrive as bytes, body frames as zmq.Frames, never copied.
@@ -198,9 +201,10 @@ class Broker:
                     n = len(frames)
                     frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
                 now = monotonic_ns()
-                spin.record(now - done)
+                gap = now - done
                 handle(frames, now)
                 done = monotonic_ns()
+                record(gap, done - now)
             except Exception:
                 # A bug must not take down every loop this broker serves.
                 self.stats["internal_errors"] += 1

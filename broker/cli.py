@@ -27,7 +27,8 @@ _SETTINGS: Final[dict[str, str]] = {
     "max_redispatch": "times a request is re-sent after its worker dies",
     "max_sessions": "bound on open sessions, lost ones included",
     "session_idle_ms": "forget a session idle this long with nothing in flight",
-    "spin_us": "after each message, poll this long for the next before sleeping; 0: never",
+    "spin_us": "upper bound on polling for the next message before sleeping (the window "
+    "adapts below it to the gaps between messages); 0: never poll",
 }
 """The :class:`BrokerConfig` fields the command line sets, each ``--name-with-dashes``;
 their defaults are the config's own."""

@@ -11,12 +11,7 @@ from client.wire import (
     MAX_SESSIONS,
     MIN_HEARTBEAT_MS,
 )
-
-DEFAULT_BROKER_SPIN_US = 100
-"""How long the broker polls for its next message after handling one, while polling pays
-(:class:`broker.spin_policy.SpinPolicy`). In a tight request loop on the 2-core
-development VM the worker's reply, and the client's next request, each come after a gap
-of ~60 µs (median; 97% within 100 µs)."""
+from client.wire.spin import DEFAULT_MAX_SPIN_US
 
 MAX_BROKER_SPIN_US = 10_000
 
@@ -43,9 +38,11 @@ class BrokerConfig:
     max_sessions: int = MAX_SESSIONS
     session_idle_ms: int = 600_000
     """A session with nothing in flight is forgotten after this long without a request."""
-    spin_us: int = DEFAULT_BROKER_SPIN_US
-    """While messages come close together, the broker polls for the next one for this
-    long after each before it sleeps in the kernel; 0 turns polling off."""
+    spin_us: int = DEFAULT_MAX_SPIN_US
+    """The longest the broker polls for its next message, after handling one, before it
+    sleeps in the kernel; 0 turns polling off. Below this bound the window adapts: the
+    broker polls only while messages come close together, for about as long as the
+    recent gaps between them (:class:`client.wire.spin.SpinPolicy`)."""
     sndhwm: int = 100_000
     rcvhwm: int = 100_000
     linger_ms: int = 1000
