@@ -23,7 +23,16 @@ import zmq
 from broker.config import BrokerConfig
 from broker.errors import ModelRefused
 from broker.model_store import ModelStore
-from broker.registry import DONE, IN_FLIGHT, QUEUED, Request, Service, SessionEntry, WorkerEntry
+from broker.registry import (
+    DONE,
+    IN_FLIGHT,
+    QUEUED,
+    LaneOpen,
+    Request,
+    Service,
+    SessionEntry,
+    WorkerEntry,
+)
 from broker.timers import EXPIRE_REQUEST, EXPIRE_SESSION, EXPIRE_WORKER, HEARTBEAT, Timers
 from client.wire import (
     C_FINAL,
@@ -81,6 +90,8 @@ from client.wire import (
     parse_header,
     parse_peer_message,
 )
+from client.wire.header import KIND_LANE
+from client.wire.lanes import IOX2, lane_refusal, lane_request, new_lane_name
 from client.wire.spin import SpinPolicy
 from client.wire.transport import configure, poll, poll_items, send_frames, spin_readable
 
@@ -142,6 +153,8 @@ class Broker:
                 "sessions_closed",
                 "sessions_lost",
                 "sessions_expired",
+                "lanes_opened",
+                "lanes_closed",
             ),
             0,
         )
@@ -232,6 +245,8 @@ class Broker:
         elif isinstance(msg, WorkerHeartbeat):
             if w is None:
                 self._unknown_worker(ident, msg.version)
+            elif msg.lanes_closed:
+                self._on_lanes_closed(w, msg.lanes_closed)
         elif isinstance(msg, WorkerReady):
             self._on_ready(ident, w, msg, now)
         elif w is not None:  # WorkerDisconnect
@@ -417,7 +432,8 @@ class Broker:
     # --- sessions --------------------------------------------------------------------
 
     def _open_session(self, ident: bytes, msg: ClientRequest, header: Header, now: int) -> None:
-        """Pin a new session to the worker of the service that holds the fewest sessions."""
+        """Pin a new session to the worker of the service that holds the fewest sessions;
+        give it a lane if the client asks and the worker shares its host (§3.10)."""
         arg = header.body
         name = arg.get("service") if isinstance(arg, dict) else None
         if not isinstance(name, str):
@@ -437,14 +453,77 @@ class Broker:
             why = f"no worker of service {name[:255]!r} to pin a session to"
             self._error(ident, msg.version, msg.service, msg.body, ERR_NO_WORKER, why)
             return
+        lane = lane_request(arg)
+        if lane is not None:  # prefer a worker that can serve the lane
+            candidates = [w for w in candidates if lane_refusal(w.options, lane) is None] or (
+                candidates
+            )
         w = min(candidates, key=lambda c: (len(c.sessions), -c.free))
         sess = SessionEntry(next(self._session_ids), ident, w, now)
         self.sessions[sess.id] = w.sessions[sess.id] = sess
         self.stats["sessions_opened"] += 1
         due = now + self.config.session_idle_ms * _MS
         self.timers.push(due, EXPIRE_SESSION, sess)
-        result = {"session": sess.id, "service": name, "worker": w.identity.hex()}
-        self._reply(ident, msg, header, result)
+        result: dict[str, object] = {
+            "session": sess.id,
+            "service": name,
+            "worker": w.identity.hex(),
+        }
+        if lane is None:
+            self._reply(ident, msg, header, result)
+            return
+        refusal = lane_refusal(w.options, lane)
+        if refusal is not None:
+            result["lane"] = None
+            result["lane_refused"] = f"worker {w.identity.hex()} {refusal}"
+            self._reply(ident, msg, header, result)
+            return
+        # The worker makes the lane; its answer completes this open (_on_lane_opened).
+        lane_name = new_lane_name()
+        result["lane"] = lane_name
+        body = encode_header(
+            id=header.id,
+            kind=KIND_LANE,
+            session=sess.id,
+            body={"op": "open", "name": lane_name, "transport": IOX2},
+        )
+        req = Request(ident, msg.version, sess.service, [body], now)
+        req.session = sess
+        req.lane_open = LaneOpen(msg.version, msg.service, header.id, result)
+        sess.inflight += 1
+        if w.free and not w.pinned:
+            w.service.take_credit(w)
+            self._send_request(w, req, now)
+        else:
+            w.pinned.append(req)
+
+    def _on_lane_opened(self, req: Request, open_: LaneOpen, body: list[Frame]) -> None:
+        """The worker answered a lane's creation: answer the client's ``nl.session.open``,
+        with the lane, or with why there is none."""
+        sess = req.session
+        result = open_.result
+        try:
+            reply = parse_header(body[0]) if body else None
+        except ProtocolError:
+            reply = None
+        if reply is None or reply.kind != KIND_REPLY:
+            why = reply.error.message if reply is not None and reply.error else "no answer"
+            result["lane_refused"] = f"the worker could not make the lane: {why}"[:500]
+            result["lane"] = None
+        elif sess is not None:
+            sess.lane = str(result["lane"])
+            self.stats["lanes_opened"] += 1
+        hdr = encode_header(id=open_.header_id, kind=KIND_REPLY, body=result)
+        frames = encode_client_reply(open_.version, True, open_.service, [hdr])
+        self._send([req.client, *frames])
+
+    def _on_lanes_closed(self, w: WorkerEntry, sids: tuple[int, ...]) -> None:
+        """The worker freed these sessions' lanes (their clients closed them or died)."""
+        for sid in sids:
+            sess = w.sessions.get(sid)
+            if sess is not None and sess.lane is not None:
+                self._forget_session(sess)
+                self.stats["lanes_closed"] += 1
 
     def _close_session(self, ident: bytes, msg: ClientRequest, header: Header) -> None:
         arg = header.body
@@ -581,7 +660,10 @@ class Broker:
         if req is None:
             self.stats["stale_replies"] += 1
             return
-        if req.version == 2:
+        if req.lane_open is not None:
+            if final:
+                self._on_lane_opened(req, req.lane_open, msg.body)
+        elif req.version == 2:
             self._send(
                 [req.client, MDPC02, C_FINAL if final else C_PARTIAL, req.service, *msg.body]
             )
@@ -688,6 +770,10 @@ class Broker:
         if self.sessions.get(sess.id) is not sess:
             return  # closed already
         idle_ns = self.config.session_idle_ms * _MS
+        if sess.lane is not None and sess.lost is None:
+            # Its requests bypass the broker; its worker reports when the lane closes.
+            self.timers.push(now + idle_ns, EXPIRE_SESSION, sess)
+            return
         due = now + idle_ns if sess.inflight else sess.last_used_ns + idle_ns
         if due > now:
             self.timers.push(due, EXPIRE_SESSION, sess)

@@ -21,6 +21,7 @@ class Request:
         "body",
         "client",
         "deadline_ns",
+        "lane_open",
         "service",
         "session",
         "state",
@@ -39,6 +40,23 @@ class Request:
         self.state = QUEUED
         self.attempts = 0
         self.session: SessionEntry | None = None
+        self.lane_open: LaneOpen | None = None
+        """Set on the request that asks a worker to create a session's lane."""
+
+
+class LaneOpen:
+    """An ``nl.session.open`` that waits for the worker to create the session's lane: the
+    broker answers it when the worker does (PROTOCOL.md §3.10)."""
+
+    __slots__ = ("header_id", "result", "service", "version")
+
+    def __init__(
+        self, version: int, service: bytes, header_id: int, result: dict[str, object]
+    ) -> None:
+        self.version = version
+        self.service = service
+        self.header_id = header_id
+        self.result = result
 
 
 class WorkerEntry:
@@ -52,6 +70,7 @@ class WorkerEntry:
         "identity",
         "inflight",
         "last_seen_ns",
+        "options",
         "pinned",
         "service",
         "sessions",
@@ -73,6 +92,8 @@ class WorkerEntry:
         self.identity = identity
         self.version = version
         self.service = service
+        self.options = options
+        """What it declared at READY, its host and lanes among them."""
         self.credit = options.credit
         self.free = options.credit
         self.heartbeat_ns = heartbeat_ns
@@ -158,7 +179,7 @@ class Service:
 class SessionEntry:
     """A client's session, pinned to one worker. ``lost`` says why that worker is gone."""
 
-    __slots__ = ("client", "id", "inflight", "last_used_ns", "lost", "service", "worker")
+    __slots__ = ("client", "id", "inflight", "lane", "last_used_ns", "lost", "service", "worker")
 
     def __init__(self, sid: int, client: bytes, worker: WorkerEntry, now_ns: int) -> None:
         self.id = sid
@@ -168,6 +189,9 @@ class SessionEntry:
         self.inflight = 0
         self.last_used_ns = now_ns
         self.lost: str | None = None
+        self.lane: str | None = None
+        """The session's lane, once its worker has made one: its requests then go there,
+        not through the broker, so it never expires idle."""
 
     def __repr__(self) -> str:
         state = f"lost: {self.lost}" if self.lost else f"on {self.worker.identity.hex()}"

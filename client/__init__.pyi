@@ -7,6 +7,7 @@ from .errors import BadModel as BadModel
 from .errors import BrokerShutdown as BrokerShutdown
 from .errors import BrokerUnreachable as BrokerUnreachable
 from .errors import ClientClosed as ClientClosed
+from .errors import LaneUnavailable as LaneUnavailable
 from .errors import MalformedRequest as MalformedRequest
 from .errors import NearloopError as NearloopError
 from .errors import PayloadTooLarge as PayloadTooLarge

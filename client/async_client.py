@@ -14,6 +14,7 @@ import zmq
 
 from client.connection import (
     DEFAULT_SPIN_US,
+    LANE_RECEIVE_SLICE_S,
     Call,
     ClientBase,
     Connection,
@@ -21,15 +22,18 @@ from client.connection import (
     model_text_of,
     service_status,
 )
+from client.errors import LaneUnavailable
 from client.messages import Message
 from client.session import (
     CLOSE_SERVICE,
     OPEN_SERVICE,
     SESSION_SERVICE,
+    LanePlan,
     SessionState,
     open_body,
     read_open_reply,
 )
+from client.wire.lanes import LaneMode
 from client.wire.transport import poll, poll_items, recv_frames, yield_cpu
 
 T = TypeVar("T")
@@ -182,10 +186,13 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
             loop.call_soon(self._on_readable)
         return call
 
-    async def open_session(self, service: str, *, timeout: float | None = None) -> AsyncSession:
+    async def open_session(
+        self, service: str, *, lane: LaneMode = "auto", timeout: float | None = None
+    ) -> AsyncSession:
         """Open an :class:`AsyncSession`: the broker pins it to one worker of ``service``,
-        and every request sent through it goes to that worker."""
-        return await AsyncSession.open(self, service, timeout=timeout)
+        and every request sent through it goes to that worker; ``lane`` as for
+        :meth:`Client.open_session <client.Client.open_session>`."""
+        return await AsyncSession.open(self, service, lane=lane, timeout=timeout)
 
     async def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """``mmi.service`` (RFC 8): does ``service`` have workers?"""
@@ -214,7 +221,23 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         request, and hand it to its :class:`AsyncPendingReply`. True if a reply arrived.
         With ``spin``, the first ``spin_us`` of the wait polls cooperatively, as
         :meth:`request` does; without, the task sleeps at once. Other tasks' waits
-        receive too: replies reach their calls whoever reads them."""
+        receive too: replies reach their calls whoever reads them. Replies on the
+        client's sessions' lanes count too."""
+        conn = self._conn
+        if not conn.lanes:
+            return await self._receive_socket(timeout, spin)
+        until_ns = time.monotonic_ns() + int(timeout * 1e9)
+        while True:
+            if conn.deliver_lanes():
+                return True
+            left_s = (until_ns - time.monotonic_ns()) / 1e9
+            if await self._receive_socket(max(0.0, min(left_s, LANE_RECEIVE_SLICE_S)), spin):
+                return True
+            spin = False
+            if time.monotonic_ns() >= until_ns:
+                return conn.deliver_lanes()
+
+    async def _receive_socket(self, timeout: float, spin: bool) -> bool:
         until_ns = time.monotonic_ns() + int(timeout * 1e9)
         self._conn.socket()
         loop = self._loop or self._attach()
@@ -243,6 +266,9 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
 
     async def _wait(self, call: AsyncPendingReply) -> None:
         """Receive until ``call`` is done; raise RequestTimeout at its deadline."""
+        if call._lane is not None:
+            await call._lane.wait_async(call)
+            return
         conn = self._conn
         conn.socket()
         loop = self._loop or self._attach()
@@ -342,18 +368,36 @@ class AsyncSession(SessionState):
 
     @classmethod
     async def open(
-        cls, client: AsyncClient, service: str, *, timeout: float | None = None
+        cls,
+        client: AsyncClient,
+        service: str,
+        *,
+        lane: LaneMode = "auto",
+        timeout: float | None = None,
     ) -> AsyncSession:
-        """Ask the broker for a session on ``service``; raises ServiceUnavailable if the
-        service has no worker, QueueFull if the broker holds its maximum of sessions."""
-        reply = await client.request(OPEN_SERVICE, open_body(service), timeout=timeout)
-        return cls(client, *read_open_reply(reply))
+        """Ask the broker for a session on ``service`` (see :meth:`AsyncClient.open_session`);
+        raises ServiceUnavailable if the service has no worker, QueueFull if the broker
+        holds its maximum of sessions."""
+        plan = LanePlan.of(lane)
+        msg = await client.request(OPEN_SERVICE, open_body(service, plan.ask), timeout=timeout)
+        reply = read_open_reply(msg)
+        session = cls(client, reply.session, reply.service, reply.worker)
+        try:
+            session._take_lane(plan, reply, client._conn.spin_ns, client._conn.lanes)
+        except LaneUnavailable:
+            await session.close(timeout=timeout)
+            raise
+        return session
 
     def submit(
         self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
     ) -> AsyncPendingReply:
         """Send a request to the pinned worker without waiting; see :meth:`AsyncClient.submit`."""
         self._check_open()
+        if self._lane is not None:
+            call = self.client._conn.new_call(self.client, self.service, timeout)
+            self._lane.send(call, body, arrays)
+            return call
         return self.client._submit(SESSION_SERVICE, body, arrays, timeout, self.id)
 
     async def request(
@@ -367,7 +411,10 @@ class AsyncSession(SessionState):
         end any long request of the session first."""
         body = self._close_body()
         if body is not None:
-            await self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+            try:
+                await self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+            finally:
+                self._drop_lane()
 
     async def __aenter__(self) -> AsyncSession:
         return self

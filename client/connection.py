@@ -61,6 +61,10 @@ enough to cover a parameter-loop call (an H2 energy through the broker, ~0.5 ms 
 2-core development VM), which a shorter spin would outlast and then still pay the
 wake-up."""
 
+LANE_RECEIVE_SLICE_S: Final = 0.001
+"""A client with lanes, waiting for any reply, looks at its lanes at least this often
+(seconds) while it sleeps on its socket."""
+
 TTL_SHARE: Final = 0.9
 """The broker may queue a request for this share of the caller's timeout, so that a
 ``no_worker`` error still reaches the caller before its own deadline."""
@@ -91,6 +95,19 @@ class _Owner(Protocol):
     def _conn(self) -> Connection[Any]: ...
 
 
+class LaneRoute(Protocol):
+    """What a call that travels on a session's lane needs of it
+    (:class:`client.lane.session_lane.SessionLane`)."""
+
+    calls: dict[int, Any]
+
+    def deliver(self) -> bool: ...
+
+    def wait(self, call: Any) -> None: ...
+
+    async def wait_async(self, call: Any) -> None: ...
+
+
 class Call:
     """A request in flight: its id, service, deadline, and what has come back for it.
 
@@ -100,6 +117,7 @@ class Call:
 
     __slots__ = (
         "_client",
+        "_lane",
         "_outcome",
         "_partials",
         "deadline_ns",
@@ -119,6 +137,7 @@ class Call:
         self._partials: list[Message] | None = None  # made on the first PARTIAL
         self.on_done: Callable[[Self], None] | None = None
         """Called, while the client receives, when the final reply (or error) arrives."""
+        self._lane: LaneRoute | None = None  # set when it travels on a session's lane
 
     @property
     def done(self) -> bool:
@@ -140,7 +159,10 @@ class Call:
 
     def abandon(self) -> None:
         """Stop waiting: a reply that arrives later is counted as late and dropped."""
-        self._client._conn.forget(self)
+        if self._lane is not None:
+            self._lane.calls.pop(self.id, None)
+        else:
+            self._client._conn.forget(self)
 
     def _on_partial(self, message: Message) -> None:
         if self._partials is None:
@@ -195,6 +217,8 @@ class Connection(Generic[CallT]):
         """How long a caller polls for its reply before sleeping (0: it sleeps at once)."""
         self.calls: dict[int, CallT] = {}
         """The calls in flight, by request id."""
+        self.lanes: list[LaneRoute] = []
+        """The lanes of this client's open sessions, whose replies bypass the socket."""
         self.late_replies = 0
         """Replies that arrived for a call no one waits for any more (timed out, abandoned)."""
         self.malformed_replies = 0
@@ -272,6 +296,10 @@ class Connection(Generic[CallT]):
         rid, frames = self.build(service, body, arrays, t, session)
         return self._send(self._call_type(client, rid, service, t), frames)
 
+    def new_call(self, client: _Owner, service: str, timeout: float | None) -> CallT:
+        """A call with a fresh request id, not yet sent nor registered (a lane sends it)."""
+        return self._call_type(client, next(self._ids), service, self.timeout_of(timeout))
+
     def submit_mmi(
         self, client: _Owner, service: str, argument: bytes, timeout: float | None
     ) -> CallT:
@@ -348,6 +376,13 @@ class Connection(Generic[CallT]):
             self.late_replies += 1
         else:
             done._on_final(outcome)
+
+    def deliver_lanes(self) -> bool:
+        """Hand every reply waiting on the client's lanes to its call; True if any."""
+        got = False
+        for lane in self.lanes:
+            got = lane.deliver() or got
+        return got
 
     def forget(self, call: Call) -> None:
         """Take ``call`` out of flight: a reply that comes for it later is counted late."""

@@ -33,6 +33,7 @@ __all__ = [
     "BrokerShutdown",
     "BrokerUnreachable",
     "ClientClosed",
+    "LaneUnavailable",
     "MalformedRequest",
     "NearloopError",
     "PayloadTooLarge",
@@ -249,3 +250,9 @@ class WindowFull(NearloopError, TimeoutError):
 
 class ClientClosed(NearloopError):
     """The client was closed while a call was waiting."""
+
+
+class LaneUnavailable(NearloopError):
+    """A session opened with ``lane="require"`` could not have a shared-memory lane: the
+    lane extra is missing, the worker is on another host or serves no lanes, or the lane
+    failed to open. The message says which."""

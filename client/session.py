@@ -8,11 +8,22 @@ The session a client hands out adds only how it waits: :class:`~client.Session` 
 
 from __future__ import annotations
 
-from typing import Any, Final
+import logging
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
-from client.errors import ClientClosed, ProtocolError
+from client.connection import LaneRoute
+from client.errors import ClientClosed, LaneUnavailable, ProtocolError
+from client.lane.support import lane_support_missing
 from client.messages import Message
 from client.wire import NL_SESSION, NL_SESSION_CLOSE, NL_SESSION_OPEN
+from client.wire.lanes import LaneMode, check_lane_mode, lane_ask
+
+if TYPE_CHECKING:
+    from client.lane.session_lane import SessionLane
+
+log = logging.getLogger("nearloop.session")
+
+Transport = Literal["shm", "zmq"]
 
 SESSION_SERVICE: Final = NL_SESSION.decode()
 """The service every request of a session is sent to; the header names the session."""
@@ -20,13 +31,51 @@ OPEN_SERVICE: Final = NL_SESSION_OPEN.decode()
 CLOSE_SERVICE: Final = NL_SESSION_CLOSE.decode()
 
 
-def open_body(service: str) -> dict[str, Any]:
-    """The body of an ``nl.session.open`` request for a session on ``service``."""
-    return {"service": service}
+class LanePlan(NamedTuple):
+    """What a session asks the broker for, by its ``lane=`` mode: the ``lane`` field of
+    ``nl.session.open`` (None: ask for none), or why it asks for none."""
+
+    mode: LaneMode
+    ask: dict[str, Any] | None
+    why_not: str | None
+
+    @classmethod
+    def of(cls, lane: object) -> LanePlan:
+        """The plan for ``lane`` (``"auto"``, ``"off"``, ``"require"``); raises
+        ValueError for anything else, LaneUnavailable for ``require`` without the extra."""
+        mode = check_lane_mode(lane)
+        if mode == "off":
+            return cls(mode, None, "lane='off'")
+        missing = lane_support_missing()
+        if missing is not None:
+            if mode == "require":
+                raise LaneUnavailable(f"lane='require', but {missing}")
+            return cls(mode, None, missing)
+        from client.lane.host import host_identity
+
+        return cls(mode, lane_ask(host_identity()), None)
 
 
-def read_open_reply(reply: Message) -> tuple[int, str, str]:
-    """(session id, service, pinned worker) from an ``nl.session.open`` reply.
+class OpenReply(NamedTuple):
+    """What the broker's ``nl.session.open`` reply says."""
+
+    session: int
+    service: str
+    worker: str
+    lane: str | None
+    """The lane's name, if the worker made one."""
+    lane_refused: str | None
+    """Why there is no lane, if one was asked for."""
+
+
+def open_body(service: str, lane: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body of an ``nl.session.open`` request for a session on ``service``, asking
+    for a lane (``lane``, from :func:`client.wire.lanes.lane_ask`) or not."""
+    return {"service": service} if lane is None else {"service": service, "lane": lane}
+
+
+def read_open_reply(reply: Message) -> OpenReply:
+    """The session, service, pinned worker and lane from an ``nl.session.open`` reply.
 
     >>> from client.wire import Header
     >>> read_open_reply(Message(Header(id=1, kind="reply", body={"x": 1})))
@@ -45,7 +94,14 @@ def read_open_reply(reply: Message) -> tuple[int, str, str]:
             f"{OPEN_SERVICE} replied {body!r}, not {{'session': int, 'service': str, "
             "'worker': str}"
         )
-    return body["session"], body["service"], body["worker"]
+    lane, refused = body.get("lane"), body.get("lane_refused")
+    return OpenReply(
+        body["session"],
+        body["service"],
+        body["worker"],
+        lane if isinstance(lane, str) else None,
+        refused if isinstance(refused, str) else None,
+    )
 
 
 class SessionState:
@@ -65,6 +121,44 @@ class SessionState:
         self.worker = worker
         """The hex ZeroMQ identity of the pinned worker, as the broker knows it."""
         self.closed = False
+        self.lane: Transport = "zmq"
+        """Which transport the session's requests use: ``"shm"``, a shared-memory lane
+        to the worker, or ``"zmq"``, through the broker."""
+        self.lane_refused: str | None = None
+        """Why the session has no lane, if it asked for one."""
+        self._lane: SessionLane | None = None
+        self._lanes: list[LaneRoute] = []  # the client's, once this session has a lane
+
+    def _take_lane(
+        self, plan: LanePlan, reply: OpenReply, spin_ns: int, lanes: list[LaneRoute]
+    ) -> None:
+        """Attach the lane the worker made, or note why there is none. Raises
+        LaneUnavailable for ``lane="require"`` without one (the caller closes the session)."""
+        why = plan.why_not
+        if plan.ask is not None:
+            if reply.lane is None:
+                why = reply.lane_refused or "the broker offers no lanes (an older broker)"
+            else:
+                from client.lane.session_lane import SessionLane
+
+                try:
+                    self._lane = SessionLane(reply.lane, self.id, self.service, spin_ns)
+                    self.lane = "shm"
+                    self._lanes = lanes
+                    lanes.append(self._lane)
+                    return
+                except Exception as exc:  # iceoryx2's errors have no common base
+                    why = f"the lane could not be attached: {type(exc).__name__}: {exc}"
+        self.lane_refused = why
+        if plan.mode == "require":
+            raise LaneUnavailable(f"session {self.id} on {self.service!r} has no lane: {why}")
+        if plan.mode == "auto":
+            log.info("session %d on %r goes through the broker: %s", self.id, self.service, why)
+
+    def _drop_lane(self) -> None:
+        if self._lane is not None:
+            self._lanes.remove(self._lane)
+            self._lane.close()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -79,5 +173,5 @@ class SessionState:
         return {"session": self.id}
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"pinned to {self.worker}"
+        state = "closed" if self.closed else f"pinned to {self.worker} over {self.lane}"
         return f"{type(self).__name__}({self.id}, service={self.service!r}, {state})"

@@ -11,6 +11,7 @@ import zmq
 
 from client.connection import (
     DEFAULT_SPIN_US,
+    LANE_RECEIVE_SLICE_S,
     Call,
     ClientBase,
     Connection,
@@ -18,15 +19,18 @@ from client.connection import (
     model_text_of,
     service_status,
 )
+from client.errors import LaneUnavailable
 from client.messages import Message
 from client.session import (
     CLOSE_SERVICE,
     OPEN_SERVICE,
     SESSION_SERVICE,
+    LanePlan,
     SessionState,
     open_body,
     read_open_reply,
 )
+from client.wire.lanes import LaneMode
 from client.wire.transport import recv_by, recv_frames, spin_recv
 
 _RCVTIMEO: Final = int(zmq.RCVTIMEO)
@@ -104,10 +108,19 @@ class Client(ClientBase[PendingReply]):
         """Send a request and wait for its reply (seconds; default: the client's timeout)."""
         return self._conn.submit(self, service, body, arrays, timeout).result()
 
-    def open_session(self, service: str, *, timeout: float | None = None) -> Session:
+    def open_session(
+        self, service: str, *, lane: LaneMode = "auto", timeout: float | None = None
+    ) -> Session:
         """Open a :class:`Session`: the broker pins it to one worker of ``service``, and
-        every request sent through it goes to that worker."""
-        return Session.open(self, service, timeout=timeout)
+        every request sent through it goes to that worker.
+
+        ``lane``: where the worker shares this host, the session's requests can go over a
+        shared-memory lane instead of through the broker. ``"auto"`` takes one where it
+        can and otherwise goes through the broker, logging why; ``"require"`` raises
+        :class:`~client.errors.LaneUnavailable` instead; ``"off"`` never asks.
+        :attr:`Session.lane` tells which it got.
+        """
+        return Session.open(self, service, lane=lane, timeout=timeout)
 
     def service_available(self, service: str, *, timeout: float | None = None) -> bool:
         """Ask the broker (``mmi.service``, RFC 8) whether ``service`` has workers."""
@@ -137,8 +150,11 @@ class Client(ClientBase[PendingReply]):
         """Wait up to ``timeout`` seconds (0: do not wait; microsecond precision) for the
         next reply to any request, and hand it to its :class:`PendingReply`. True if a
         reply arrived. With ``spin``, the first ``spin_us`` of the wait polls, as
-        :meth:`request` does; without, it sleeps in the kernel at once."""
+        :meth:`request` does; without, it sleeps in the kernel at once. Replies on the
+        client's sessions' lanes count too."""
         conn = self._conn
+        if conn.lanes:
+            return self._receive_with_lanes(timeout, spin)
         until_ns = time.monotonic_ns() + int(timeout * 1e9)
         frames = recv_by(conn.socket(), until_ns, conn.spin_ns if spin else 0, 4)
         if frames is None:
@@ -146,8 +162,31 @@ class Client(ClientBase[PendingReply]):
         conn.deliver(frames)
         return True
 
+    def _receive_with_lanes(self, timeout: float, spin: bool) -> bool:
+        """:meth:`receive` for a client with lanes: the lanes cannot wake a thread that
+        sleeps on the socket, so it sleeps in slices and looks at them in between."""
+        conn = self._conn
+        sock = conn.socket()
+        until_ns = time.monotonic_ns() + int(timeout * 1e9)
+        spin_ns = conn.spin_ns if spin else 0
+        while True:
+            if conn.deliver_lanes():
+                return True
+            now = time.monotonic_ns()
+            slice_end = min(until_ns, now + int(LANE_RECEIVE_SLICE_S * 1e9))
+            frames = recv_by(sock, slice_end, min(spin_ns, slice_end - now), 4)
+            spin_ns = 0
+            if frames is not None:
+                conn.deliver(frames)
+                return True
+            if time.monotonic_ns() >= until_ns:
+                return conn.deliver_lanes()
+
     def _wait(self, call: PendingReply) -> None:
         """Receive until ``call`` is done; raise RequestTimeout at its deadline."""
+        if call._lane is not None:
+            call._lane.wait(call)
+            return
         conn = self._conn
         sock = conn.socket()
         if conn.spin_ns:
@@ -196,20 +235,40 @@ class Session(SessionState):
         self.client = client
 
     @classmethod
-    def open(cls, client: Client, service: str, *, timeout: float | None = None) -> Session:
-        """Ask the broker for a session on ``service``; raises ServiceUnavailable if the
-        service has no worker, QueueFull if the broker holds its maximum of sessions."""
-        reply = client.request(OPEN_SERVICE, open_body(service), timeout=timeout)
-        return cls(client, *read_open_reply(reply))
+    def open(
+        cls,
+        client: Client,
+        service: str,
+        *,
+        lane: LaneMode = "auto",
+        timeout: float | None = None,
+    ) -> Session:
+        """Ask the broker for a session on ``service`` (see :meth:`Client.open_session`);
+        raises ServiceUnavailable if the service has no worker, QueueFull if the broker
+        holds its maximum of sessions."""
+        plan = LanePlan.of(lane)
+        reply = read_open_reply(
+            client.request(OPEN_SERVICE, open_body(service, plan.ask), timeout=timeout)
+        )
+        session = cls(client, reply.session, reply.service, reply.worker)
+        try:
+            session._take_lane(plan, reply, client._conn.spin_ns, client._conn.lanes)
+        except LaneUnavailable:
+            session.close(timeout=timeout)
+            raise
+        return session
 
     def submit(
         self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
     ) -> PendingReply:
         """Send a request to the pinned worker without waiting; see :meth:`Client.submit`."""
         self._check_open()
-        return self.client._conn.submit(
-            self.client, SESSION_SERVICE, body, arrays, timeout, self.id
-        )
+        conn = self.client._conn
+        if self._lane is not None:
+            call = conn.new_call(self.client, self.service, timeout)
+            self._lane.send(call, body, arrays)
+            return call
+        return conn.submit(self.client, SESSION_SERVICE, body, arrays, timeout, self.id)
 
     def request(
         self, body: Any = None, *arrays: npt.NDArray[Any], timeout: float | None = None
@@ -222,7 +281,10 @@ class Session(SessionState):
         end any long request of the session first."""
         body = self._close_body()
         if body is not None:
-            self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+            try:
+                self.client.request(CLOSE_SERVICE, body, timeout=timeout)
+            finally:
+                self._drop_lane()
 
     def __enter__(self) -> Session:
         return self

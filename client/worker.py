@@ -12,11 +12,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import zmq
 
 from client.errors import ProtocolError, RemoteError
+from client.lane.support import lane_support_missing
 from client.messages import Message, Payload
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
@@ -29,6 +30,7 @@ from client.wire import (
     BrokerRequest,
     ErrorInfo,
     Frame,
+    Header,
     WorkerOptions,
     arrays_to_frames,
     check_body_size,
@@ -41,6 +43,8 @@ from client.wire import (
     parse_broker_to_worker,
     parse_header,
 )
+from client.wire.header import KIND_LANE
+from client.wire.lanes import IOX2, is_lane_name
 from client.wire.transport import (
     connect_dealer,
     poll,
@@ -49,7 +53,12 @@ from client.wire.transport import (
     recv_frames,
     send_frames,
     wait_readable,
+    yield_cpu,
 )
+
+if TYPE_CHECKING:
+    from client.lane.hub import LaneHub
+    from client.lane.worker_end import LaneRequest
 
 log = logging.getLogger("nearloop.worker")
 
@@ -61,9 +70,30 @@ BatchHandler = Callable[[list[Message]], Sequence[Any]]
 exception per request, in order."""
 
 _MS = 1_000_000
+DEFAULT_LANE_SPIN_US: Final = 1000
+"""After a lane request, a worker polls its lanes this long before it sleeps."""
 BATCH_SPIN_MAX_US: Final = 1000
 """A batch's wait for more requests polls without sleeping for up to this long: on a VM,
 a 50 µs sleep in the kernel costs ~170 µs (timer slack, then an idle vCPU's wake-up)."""
+
+
+class Reply(NamedTuple):
+    """A reply the worker sends: to a broker REQUEST or a lane's request, PARTIAL or FINAL,
+    and its body frames (header, arrays)."""
+
+    to: BrokerRequest | LaneRequest
+    final: bool
+    body: list[Frame]
+
+    def frames(self) -> list[Frame]:
+        """The PARTIAL or FINAL a broker REQUEST gets (without the identity frame)."""
+        to = self.to
+        if not isinstance(to, BrokerRequest):
+            raise TypeError("a lane's reply goes on its lane, not to the broker")
+        return encode_worker_reply(to.version, self.final, to.address, self.body)
+
+
+_LANE_SERVED, _LANE_READABLE, _LANE_DUE, _LANE_SPIN = range(4)
 
 
 def _one(message: Message) -> int:
@@ -88,7 +118,7 @@ class DeferredReply:
     __slots__ = ("_connection", "_message", "_recv_ns", "_req", "_state", "done", "partials")
 
     def __init__(
-        self, state: WorkerState, req: BrokerRequest, message: Message, recv_ns: int
+        self, state: WorkerState, req: BrokerRequest | LaneRequest, message: Message, recv_ns: int
     ) -> None:
         self._state = state
         self._req = req
@@ -132,8 +162,8 @@ class DeferredReply:
         self.done = True
         return self._queue(self._state._failure(self._req, self._message, exc))
 
-    def _queue(self, frames: list[Frame]) -> bool:
-        self._state.outbox.append(frames)
+    def _queue(self, reply: Reply) -> bool:
+        self._state.outbox.append(reply)
         return True
 
     def __repr__(self) -> str:
@@ -158,12 +188,14 @@ class WorkerState:
         self.batch_handler = batch_handler
         self.served = 0
         self.failed = 0
-        self.outbox: list[list[Frame]] = []
-        """Frames that deferred replies built, for the worker loop to send."""
+        self.outbox: list[Reply] = []
+        """Replies that deferred replies built, for the worker loop to send."""
+        self.lanes: LaneHub | None = None
+        """The worker's lanes, if it serves any: the broker's lane requests go there."""
         self.connection = 0
         """Counts the worker's connections to the broker; a new one makes deferred replies
         stale."""
-        self._current: tuple[BrokerRequest, Message, int] | None = None
+        self._current: tuple[BrokerRequest | LaneRequest, Message, int] | None = None
 
     def defer(self) -> DeferredReply:
         """Inside a handler: the current request's :class:`DeferredReply`. Return it, and
@@ -172,25 +204,45 @@ class WorkerState:
             raise RuntimeError("defer() works only inside a handler, on the worker's thread")
         return DeferredReply(self, *self._current)
 
-    def parse(self, req: BrokerRequest) -> Message | list[Frame]:
-        """The request's Message, or the error reply frames if it cannot be read."""
+    def parse(self, req: BrokerRequest | LaneRequest) -> Message | Reply:
+        """The request's Message, or the reply already due: an error if it cannot be read,
+        the answer to the broker's request to make a lane."""
         header = None
         try:
             if not req.body:
                 raise ProtocolError("request has no nearloop header frame")
             body = req.body
             header = parse_header(body[0])
+            if header.kind == KIND_LANE and type(req) is BrokerRequest:
+                return self.make_lane(req, header)
             return Message(header, frames_to_arrays(header.arrays, body[1:], header.inline))
         except Exception as exc:  # ProtocolError, or a numpy error on a hostile spec
             self.failed += 1
             rid = 0 if header is None else header.id
             return self._error(req, rid, ERR_MALFORMED, f"{self.service}: {exc}", None)
 
-    def on_request(self, req: BrokerRequest) -> list[Frame]:
-        """The reply frames (without identity) for one REQUEST."""
+    def make_lane(self, req: BrokerRequest, header: Header) -> Reply:
+        """Make the lane the broker asks for (PROTOCOL.md §3.10); the reply says whether."""
+        arg = header.body
+        name = arg.get("name") if isinstance(arg, dict) else None
+        if self.lanes is None:
+            why = f"{self.service}: this worker serves no lanes"
+            return self._error(req, header.id, ERR_MALFORMED, why, None)
+        if not isinstance(name, str) or not is_lane_name(name) or header.session is None:
+            why = f"{self.service}: a lane request needs a lane name and a session"
+            return self._error(req, header.id, ERR_MALFORMED, why, None)
+        try:
+            self.lanes.open(name, header.session)
+        except Exception as exc:  # iceoryx2's errors have no common base
+            why = f"{self.service}: {type(exc).__name__}: {exc}"
+            return self._error(req, header.id, ERR_WORKER, why, None)
+        return Reply(req, True, [encode_header(id=header.id, kind=KIND_REPLY, body={"lane": name})])
+
+    def on_request(self, req: BrokerRequest | LaneRequest) -> Reply | None:
+        """The reply to one request; None if the handler deferred it."""
         recv_ns = time.monotonic_ns()
         message = self.parse(req)
-        if isinstance(message, list):
+        if isinstance(message, Reply):
             return message
         self._current = (req, message, recv_ns)
         try:
@@ -200,11 +252,11 @@ class WorkerState:
         finally:
             self._current = None
         if isinstance(result, DeferredReply):
-            return []
+            return None
         return self.reply(req, message, result, recv_ns)
 
-    def on_batch(self, batch: list[tuple[BrokerRequest, Message]]) -> list[list[Frame]]:
-        """The reply frames for several parsed REQUESTs, handled in one call of the batch
+    def on_batch(self, batch: list[tuple[BrokerRequest | LaneRequest, Message]]) -> list[Reply]:
+        """The replies to several parsed requests, handled in one call of the batch
         handler (which returns one result, or one exception, per message)."""
         recv_ns = time.monotonic_ns()
         if self.batch_handler is None:
@@ -227,14 +279,14 @@ class WorkerState:
 
     def reply(
         self,
-        req: BrokerRequest,
+        req: BrokerRequest | LaneRequest,
         message: Message,
         result: Any,
         recv_ns: int,
         *,
         final: bool = True,
-    ) -> list[Frame]:
-        """The FINAL (or PARTIAL) reply frames for a handler's ``result``."""
+    ) -> Reply:
+        """The FINAL (or PARTIAL) reply for a handler's ``result``."""
         header = message.header
         try:
             out = Payload.of(result)
@@ -250,9 +302,11 @@ class WorkerState:
             return self._failure(req, message, exc)
         if final:
             self.served += 1
-        return encode_worker_reply(req.version, final, req.address, reply)
+        return Reply(req, final, reply)
 
-    def _failure(self, req: BrokerRequest, message: Message, exc: BaseException) -> list[Frame]:
+    def _failure(
+        self, req: BrokerRequest | LaneRequest, message: Message, exc: BaseException
+    ) -> Reply:
         self.failed += 1
         if isinstance(exc, RemoteError):
             return self._error(req, message.id, exc.type, f"{self.service}: {exc}", None)
@@ -262,10 +316,10 @@ class WorkerState:
 
     @staticmethod
     def _error(
-        req: BrokerRequest, rid: int, err_type: str, message: str, tb: str | None
-    ) -> list[Frame]:
+        req: BrokerRequest | LaneRequest, rid: int, err_type: str, message: str, tb: str | None
+    ) -> Reply:
         hdr = encode_header(id=rid, kind=KIND_ERROR, error=ErrorInfo(err_type, message, tb))
-        return encode_worker_reply(req.version, True, req.address, [hdr])
+        return Reply(req, True, [hdr])
 
 
 class Worker:
@@ -301,6 +355,9 @@ class Worker:
         liveness: int = DEFAULT_LIVENESS,
         reconnect_min_ms: int = 10,
         reconnect_max_ms: int = 2000,
+        lanes: bool = True,
+        lane_spin_us: int = DEFAULT_LANE_SPIN_US,
+        host: str | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         if not 0 < reconnect_min_ms <= reconnect_max_ms:
@@ -313,12 +370,31 @@ class Worker:
             # While a handler runs, heartbeats come from a helper thread up to 1.5
             # intervals apart; one missed interval must not make a busy worker dead.
             raise ValueError("a Worker needs liveness >= 2")
+        if lane_spin_us < 0:
+            raise ValueError("need lane_spin_us >= 0")
         self.endpoint = endpoint
         self.service = service
-        self.options = WorkerOptions(
-            credit=credit, heartbeat_ms=heartbeat_ms, liveness=liveness, declared=True
-        )
         self.state = WorkerState(service, handler or _no_handler, batch_handler)
+        self.lanes_missing: str | None = "lanes=False" if not lanes else lane_support_missing()
+        """Why the worker serves no lanes (None: it does)."""
+        if self.lanes_missing is None:
+            from client.lane.host import host_identity
+            from client.lane.hub import LaneHub
+
+            self.state.lanes = LaneHub(lane_spin_us * 1000)
+            self.options = WorkerOptions(
+                credit=credit,
+                heartbeat_ms=heartbeat_ms,
+                liveness=liveness,
+                declared=True,
+                host=host or host_identity(),
+                lanes=(IOX2,),
+            )
+        else:
+            log.debug("%s: serving no lanes: %s", service, self.lanes_missing)
+            self.options = WorkerOptions(
+                credit=credit, heartbeat_ms=heartbeat_ms, liveness=liveness, declared=True
+            )
         self.max_batch_weight = max_batch_weight
         self.batch_weight = batch_weight or _one
         self.max_wait_us = max_wait_us
@@ -386,6 +462,8 @@ class Worker:
         finally:
             self._stop.set()
             beats.join()
+            if self.state.lanes is not None:
+                self.state.lanes.close_all()
 
     def _serve_connection(self) -> str:
         """One connection to the broker; returns why it ended."""
@@ -421,6 +499,7 @@ class Worker:
         broker_deadline = now + ttl_ns
         self._next_hb_ns = now + hb_ns
         items = poll_items(sock)
+        hub = state.lanes
         idle = self.idle
         idle_due_ns: int | None = None
         registered = False
@@ -432,12 +511,19 @@ class Worker:
             if idle_due_ns is not None:
                 due = min(due, idle_due_ns)
             wait_ns = max(0, due - now)
+            found: bool
+            if hub is not None and hub.lanes:
+                step = self._wait_with_lanes(sock, hub, due)
+                if step in (_LANE_SERVED, _LANE_SPIN):
+                    if step == _LANE_SERVED and idle is not None:
+                        idle_due_ns = 0  # the request may have started work for it
+                    continue
+                found = step == _LANE_READABLE
             # A sub-millisecond wait for the idle callback polls with µs precision.
-            found = (
-                wait_readable(sock, wait_ns)
-                if idle_due_ns is not None and wait_ns < _MS
-                else poll(items, -(-wait_ns // _MS))
-            )
+            elif idle_due_ns is not None and wait_ns < _MS:
+                found = wait_readable(sock, wait_ns)
+            else:
+                found = bool(poll(items, -(-wait_ns // _MS)))
             if not found:
                 if idle is not None and (idle_due_ns is None or time.monotonic_ns() >= idle_due_ns):
                     idle_due_ns = self._run_idle(sock, idle)
@@ -469,8 +555,8 @@ class Worker:
                 finally:
                     lock.acquire()
                 self._flush(sock)
-                if reply:  # empty when the handler deferred its reply
-                    send_frames(sock, reply)
+                if reply is not None:  # None when the handler deferred its reply
+                    self._send_reply(sock, reply)
                 if idle is not None:
                     idle_due_ns = 0  # the request may have started work for it
             elif type(msg) is BrokerDisconnect:
@@ -486,15 +572,15 @@ class Worker:
         state = self.state
         end = time.monotonic_ns() + self.max_wait_us * 1000
         spin_ns = min(self.max_wait_us, BATCH_SPIN_MAX_US) * 1000
-        batch: list[tuple[BrokerRequest, Message]] = []
+        batch: list[tuple[BrokerRequest | LaneRequest, Message]] = []
         weight = 0
         disconnect = False
         msg: Any = first
         while True:
             if type(msg) is BrokerRequest:
                 parsed = state.parse(msg)
-                if isinstance(parsed, list):
-                    send_frames(sock, parsed)
+                if isinstance(parsed, Reply):
+                    self._send_reply(sock, parsed)
                 else:
                     batch.append((msg, parsed))
                     weight += self.batch_weight(parsed)
@@ -523,7 +609,7 @@ class Worker:
             finally:
                 self._io_lock.acquire()
             for reply in replies:
-                send_frames(sock, reply)
+                self._send_reply(sock, reply)
         return disconnect
 
     def _run_idle(self, sock: zmq.Socket[bytes], idle: Callable[[], int | None]) -> int | None:
@@ -550,17 +636,83 @@ class Worker:
 
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         outbox = self.state.outbox
-        for frames in outbox:
-            send_frames(sock, frames)
+        for reply in outbox:
+            self._send_reply(sock, reply)
         outbox.clear()
+
+    def _send_reply(self, sock: zmq.Socket[bytes], reply: Reply) -> None:
+        """Send a reply where its request came from: the broker, or a lane."""
+        to = reply.to
+        if isinstance(to, BrokerRequest):
+            send_frames(sock, encode_worker_reply(to.version, reply.final, to.address, reply.body))
+            return
+        if to.lane.closed:
+            return  # its client has gone; so has the lane
+        hub = self.state.lanes
+        assert hub is not None  # a lane request came through the hub
+        to.lane.respond(to, reply.body, reply.final, hub.served(time.monotonic_ns()))
+
+    def _serve_lanes(self, sock: zmq.Socket[bytes], hub: LaneHub) -> bool:
+        """Handle every request waiting on the lanes (as one batch, for a batch handler);
+        False if there was none."""
+        reqs = hub.receive()
+        if not reqs:
+            return False
+        hub.served(time.monotonic_ns())
+        state = self.state
+        replies: list[Reply | None] = []
+        self._io_lock.release()  # the heartbeat thread may use the socket while we compute
+        try:
+            if state.batch_handler is None:
+                replies = [state.on_request(req) for req in reqs]
+            else:
+                batch: list[tuple[BrokerRequest | LaneRequest, Message]] = []
+                for req in reqs:
+                    parsed = state.parse(req)
+                    if isinstance(parsed, Reply):
+                        replies.append(parsed)
+                    else:
+                        batch.append((req, parsed))
+                if batch:
+                    replies.extend(state.on_batch(batch))
+        finally:
+            self._io_lock.acquire()
+        self._flush(sock)
+        for reply in replies:
+            if reply is not None:
+                self._send_reply(sock, reply)
+        return True
+
+    def _wait_with_lanes(self, sock: zmq.Socket[bytes], hub: LaneHub, due_ns: int) -> int:
+        """One step of the loop while the worker has lanes: serve what they hold, else
+        poll until the spin ends, then sleep on the lanes and the socket together until
+        ``due_ns``. Returns what happened: ``_LANE_SERVED``, ``_LANE_READABLE`` (the
+        socket), ``_LANE_DUE`` (``due_ns`` came with nothing), or ``_LANE_SPIN`` (look
+        again)."""
+        if self._serve_lanes(sock, hub):
+            return _LANE_SERVED
+        now = time.monotonic_ns()
+        hub.reap(now)
+        if int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            return _LANE_READABLE
+        if now >= due_ns:
+            return _LANE_DUE
+        if now < hub.awake_until_ns:
+            yield_cpu()  # a lane's client may share this CPU: let it run first
+        else:
+            hub.sleep(sock, due_ns)
+        return _LANE_SPIN
 
     def _dropped(self, exc: ProtocolError) -> None:
         log.warning("%s: dropped a malformed message from the broker: %s", self.service, exc)
 
     def _beat(self, sock: zmq.Socket[bytes], now_ns: int, flags: int = 0) -> None:
         """Send a HEARTBEAT and schedule the next. The caller holds ``_io_lock`` and has
-        found one due (``now_ns >= _next_hb_ns``)."""
-        send_frames(sock, self._heartbeat, flags)
+        found one due (``now_ns >= _next_hb_ns``). The worker loop's own heartbeats tell
+        the broker which lane sessions it has freed."""
+        hub = self.state.lanes
+        closed = hub.take_closed() if hub is not None and flags == 0 else ()
+        send_frames(sock, encode_worker_heartbeat(2, closed) if closed else self._heartbeat, flags)
         self._next_hb_ns = now_ns + self.options.heartbeat_ms * _MS
 
     def _heartbeat_while_busy(self) -> None:

@@ -20,6 +20,7 @@ from client import (
     SessionLost,
     UnknownSession,
 )
+from client.wire.lanes import LaneMode
 from tests.callers import CLIENT_KINDS, Caller
 from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
 
@@ -50,13 +51,15 @@ def test_requests_of_a_session_stay_on_one_worker_and_sessions_spread(
         assert broker_stats(b.endpoint)["sessions"] == 0
 
 
+@pytest.mark.parametrize("lane", ["off", "require"])
 def test_a_deferred_reply_streams_partials_while_the_worker_serves_other_requests(
-    stack: Stack, client_kind: str
+    stack: Stack, client_kind: str, lane: LaneMode
 ) -> None:
     b = stack.broker("ipc")
     stack.worker(b.endpoint, "svc", "--credit", "2")
     wait_for_workers(b.endpoint, "svc", 1)
-    with Caller(b.endpoint, client_kind, timeout=10) as c, c.open_session("svc") as s:
+    with Caller(b.endpoint, client_kind, timeout=10) as c, c.open_session("svc", lane=lane) as s:
+        assert s.session.lane == ("shm" if lane == "require" else "zmq")
         stream = s.submit({"op": "ticks", "n": 40, "every_us": 2000})
         wait_until(lambda: c.receive(0.05) or len(stream.partials) >= 3, 10, "3 ticks")
         # The stream holds one credit slot; the other serves the session meanwhile.
@@ -66,13 +69,14 @@ def test_a_deferred_reply_streams_partials_while_the_worker_serves_other_request
         assert [p.body["tick"] for p in stream.partials] == list(range(40))
 
 
+@pytest.mark.parametrize("lane", ["off", "require"])
 def test_a_session_request_waits_for_its_workers_credit_then_runs(
-    stack: Stack, client_kind: str
+    stack: Stack, client_kind: str, lane: LaneMode
 ) -> None:
     b = stack.broker("ipc")
     stack.worker(b.endpoint, "svc", "--credit", "1")
     wait_for_workers(b.endpoint, "svc", 1)
-    with Caller(b.endpoint, client_kind, timeout=10) as c, c.open_session("svc") as s:
+    with Caller(b.endpoint, client_kind, timeout=10) as c, c.open_session("svc", lane=lane) as s:
         stream = s.submit({"op": "ticks", "n": 5, "every_us": 5000})
         queued = s.submit({"op": "count"})
         assert stream.result().body["ticks"] == 5

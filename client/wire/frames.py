@@ -25,6 +25,9 @@ from client.wire.limits import (
     MAX_CREDIT,
     MAX_FRAMES,
     MAX_HEARTBEAT_MS,
+    MAX_HOST_ID_CHARS,
+    MAX_LANE_TRANSPORTS,
+    MAX_LANES_CLOSED,
     MAX_LIVENESS,
     MAX_MESSAGE_BYTES,
     MAX_SERVICE_NAME_BYTES,
@@ -117,9 +120,11 @@ class WorkerReply(NamedTuple):
 
 
 class WorkerHeartbeat(NamedTuple):
-    """HEARTBEAT from a worker."""
+    """HEARTBEAT from a worker; a nearloop worker may add the lane sessions it has closed
+    since its last one (PROTOCOL.md §3.10)."""
 
     version: int
+    lanes_closed: tuple[int, ...] = ()
 
 
 class WorkerDisconnect(NamedTuple):
@@ -175,6 +180,10 @@ class WorkerOptions:
     heartbeat_ms: int = PLAIN_PEER_HEARTBEAT_MS
     liveness: int = DEFAULT_LIVENESS
     declared: bool = False
+    host: str | None = None
+    """The worker's host identity, for lanes (PROTOCOL.md §3.10); None: not declared."""
+    lanes: tuple[str, ...] = ()
+    """The lane transports the worker serves, e.g. ``("iceoryx2",)``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.credit <= MAX_CREDIT:
@@ -186,6 +195,14 @@ class WorkerOptions:
             )
         if not 1 <= self.liveness <= MAX_LIVENESS:
             raise ProtocolError(f"liveness must be in 1..{MAX_LIVENESS}, got {self.liveness}")
+        if self.host is not None and not (
+            type(self.host) is str and 0 < len(self.host) <= MAX_HOST_ID_CHARS
+        ):
+            raise ProtocolError(f"host must be a str of 1..{MAX_HOST_ID_CHARS} characters")
+        if len(self.lanes) > MAX_LANE_TRANSPORTS or not all(
+            type(t) is str and 0 < len(t) <= MAX_HOST_ID_CHARS for t in self.lanes
+        ):
+            raise ProtocolError(f"lanes must list at most {MAX_LANE_TRANSPORTS} transport names")
 
 
 PLAIN_WORKER: Final = WorkerOptions()
@@ -229,15 +246,15 @@ def encode_worker_ready(
         ]
     )
     if options is not None:
-        frames.append(
-            msgpack.packb(
-                {
-                    "credit": options.credit,
-                    "heartbeat_ms": options.heartbeat_ms,
-                    "liveness": options.liveness,
-                }
-            )
-        )
+        declared: dict[str, Any] = {
+            "credit": options.credit,
+            "heartbeat_ms": options.heartbeat_ms,
+            "liveness": options.liveness,
+        }
+        if options.host is not None:
+            declared["host"] = options.host
+            declared["lanes"] = list(options.lanes)
+        frames.append(msgpack.packb(declared))
     return frames
 
 
@@ -259,9 +276,14 @@ def encode_worker_reply(
     return [EMPTY, MDPW01, W1_REPLY, address, EMPTY, *body]
 
 
-def encode_worker_heartbeat(version: int) -> list[Frame]:
-    """HEARTBEAT, either direction."""
-    return [MDPW02, W_HEARTBEAT] if version == 2 else [EMPTY, MDPW01, W1_HEARTBEAT]
+def encode_worker_heartbeat(version: int, lanes_closed: Sequence[int] = ()) -> list[Frame]:
+    """HEARTBEAT, either direction; a worker's may list the lane sessions it has closed
+    (MDP/0.2 only, PROTOCOL.md §3.10)."""
+    if version != 2:
+        return [EMPTY, MDPW01, W1_HEARTBEAT]
+    if lanes_closed:
+        return [MDPW02, W_HEARTBEAT, msgpack.packb({"lanes_closed": list(lanes_closed)})]
+    return [MDPW02, W_HEARTBEAT]
 
 
 def encode_worker_disconnect(version: int) -> list[Frame]:
@@ -340,6 +362,8 @@ def _parse_worker(version: int, frames: Sequence[Frame], at: int) -> PeerMessage
             raise ProtocolError("reply lacks the client address and empty delimiter")
         return WorkerReply(version, cmd == final, bytes(frames[at + 1]), list(frames[at + 3 :]))
     if cmd == heartbeat:
+        if n > at + 1 and version == 2:
+            return WorkerHeartbeat(version, parse_lanes_closed(frames[at + 1]))
         return WorkerHeartbeat(version)
     if cmd == ready:
         if n < at + 2:
@@ -356,6 +380,9 @@ def parse_worker_options(frame: Frame) -> WorkerOptions:
     raw = unpack(frame, "READY options")
     if not isinstance(raw, dict):
         raise ProtocolError("READY options frame is not a map")
+    lanes = raw.get("lanes", ())
+    if not isinstance(lanes, (list, tuple)):
+        raise ProtocolError("READY options: lanes must be a list of transport names")
     try:
         return WorkerOptions(
             credit=int_field(raw.get("credit", 1), "credit"),
@@ -364,9 +391,34 @@ def parse_worker_options(frame: Frame) -> WorkerOptions:
             ),
             liveness=int_field(raw.get("liveness", DEFAULT_LIVENESS), "liveness"),
             declared=True,
+            host=raw.get("host"),
+            lanes=tuple(lanes),
         )
     except TypeError as exc:
         raise ProtocolError(f"bad READY options: {exc}") from exc
+
+
+def parse_lanes_closed(frame: Frame) -> tuple[int, ...]:
+    """The lane sessions a worker's HEARTBEAT says it has closed (PROTOCOL.md §3.10).
+
+    >>> parse_lanes_closed(msgpack.packb({"lanes_closed": [3, 4]}))
+    (3, 4)
+    >>> parse_lanes_closed(msgpack.packb({"lanes_closed": ["x"]}))
+    Traceback (most recent call last):
+    ...
+    client.wire.errors.ProtocolError: HEARTBEAT: lanes_closed must list at most 4096 session ids
+    """
+    raw = unpack(frame, "HEARTBEAT options")
+    ids = raw.get("lanes_closed", ()) if isinstance(raw, dict) else None
+    if (
+        not isinstance(ids, (list, tuple))
+        or len(ids) > MAX_LANES_CLOSED
+        or not all(type(i) is int and 0 <= i < 2**64 for i in ids)
+    ):
+        raise ProtocolError(
+            f"HEARTBEAT: lanes_closed must list at most {MAX_LANES_CLOSED} session ids"
+        )
+    return tuple(ids)
 
 
 def parse_broker_reply(frames: Sequence[Frame]) -> BrokerReply:

@@ -26,6 +26,8 @@ _MAX_U64: Final = 2**64 - 1
 KIND_REQUEST: Final = "request"
 KIND_REPLY: Final = "reply"
 KIND_ERROR: Final = "error"
+KIND_LANE: Final = "lane"
+"""The broker asks a session's worker to create the session's lane (PROTOCOL.md §3.10)."""
 
 ERR_NO_WORKER: Final = "no_worker"
 ERR_QUEUE_FULL: Final = "queue_full"

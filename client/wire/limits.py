@@ -41,3 +41,12 @@ PLAIN_PEER_HEARTBEAT_MS: Final = 2500
 MIN_HEARTBEAT_MS: Final = 5
 MAX_HEARTBEAT_MS: Final = 60_000
 MAX_LIVENESS: Final = 100
+
+# --- Lanes (PROTOCOL.md §3.10) --------------------------------------------------------------
+
+MAX_HOST_ID_CHARS: Final = 128
+"""A worker's declared host identity and each lane transport name are at most this long."""
+MAX_LANE_TRANSPORTS: Final = 8
+"""A worker declares at most this many lane transports."""
+MAX_LANES_CLOSED: Final = 4096
+"""A HEARTBEAT lists at most this many closed lane sessions."""

@@ -1,0 +1,99 @@
+"""One lane message: the wire body's frames (header, then array frames) in one buffer.
+
+A lane carries the same header and arrays as the wire (PROTOCOL.md §3.2, §3.3), so
+handlers do not change. In front of them goes a 16-byte preamble, little-endian:
+
+====== ===== =========================================================================
+offset bytes field
+====== ===== =========================================================================
+0      8     ``awake_until_ns``: the sender polls for the answer until this
+             ``CLOCK_MONOTONIC`` time; the receiver wakes it with an event only after
+8      1     flags: bit 0 set on a FINAL reply (a PARTIAL has it clear; requests: 0)
+9      3     zero
+12     4     ``n``: the number of frames
+16     4n    each frame's length
+====== ===== =========================================================================
+
+then the frames, back to back.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final, NamedTuple
+
+from client.wire import Frame, ProtocolError
+from client.wire.limits import MAX_FRAMES
+
+FINAL: Final = 1
+_PREAMBLE: Final = struct.Struct("<QB3xI")
+_LEN: Final = struct.Struct("<I")
+
+
+class LaneMessage(NamedTuple):
+    """One message read off a lane, its frames sliced out of one copied buffer."""
+
+    awake_until_ns: int
+    final: bool
+    frames: list[memoryview]
+
+
+def packed_size(frames: Sequence[Frame]) -> int:
+    """The bytes :func:`pack_into` needs for ``frames``."""
+    return _PREAMBLE.size + 4 * len(frames) + sum(len(f) for f in frames)
+
+
+def pack_into(
+    buf: memoryview, frames: Sequence[Frame], awake_until_ns: int, final: bool = False
+) -> None:
+    """Write ``frames`` with the preamble into ``buf`` (a writable byte view of exactly
+    :func:`packed_size` bytes).
+
+    >>> frames = [b"head", b"\\x01\\x02"]
+    >>> buf = memoryview(bytearray(packed_size(frames)))
+    >>> pack_into(buf, frames, 7, final=True)
+    >>> m = unpack(bytes(buf))
+    >>> m.awake_until_ns, m.final, [bytes(f) for f in m.frames]
+    (7, True, [b'head', b'\\x01\\x02'])
+    """
+    n = len(frames)
+    _PREAMBLE.pack_into(buf, 0, awake_until_ns, FINAL if final else 0, n)
+    at = _PREAMBLE.size
+    for f in frames:
+        _LEN.pack_into(buf, at, len(f))
+        at += 4
+    for f in frames:
+        size = len(f)
+        buf[at : at + size] = f if type(f) is bytes else memoryview(f).cast("B")
+        at += size
+
+
+def unpack(data: bytes) -> LaneMessage:
+    """Read one lane message out of ``data``, which the caller owns (a copy of the
+    sample), so that the frames stay valid after the sample is released.
+
+    >>> unpack(b"\\x00" * 3)
+    Traceback (most recent call last):
+    ...
+    client.wire.errors.ProtocolError: lane message of 3 bytes is shorter than its preamble
+    """
+    size = len(data)
+    if size < _PREAMBLE.size:
+        raise ProtocolError(f"lane message of {size} bytes is shorter than its preamble")
+    awake_until_ns, flags, n = _PREAMBLE.unpack_from(data, 0)
+    if n > MAX_FRAMES or _PREAMBLE.size + 4 * n > size:
+        raise ProtocolError(f"lane message of {size} bytes cannot hold {n} frames")
+    view = memoryview(data)
+    at = _PREAMBLE.size + 4 * n
+    frames = []
+    for k in range(n):
+        (length,) = _LEN.unpack_from(data, _PREAMBLE.size + 4 * k)
+        end = at + length
+        if end > size:
+            raise ProtocolError(f"lane message of {size} bytes ends inside frame {k}")
+        frames.append(view[at:end])
+        at = end
+    if at != size:
+        raise ProtocolError(f"lane message has {size - at} bytes after its last frame")
+    return LaneMessage(awake_until_ns, bool(flags & FINAL), frames)
