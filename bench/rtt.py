@@ -124,8 +124,11 @@ async def _interleaved(
                 servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
                 samples[name] += await _round_trips(name, peer, size)
                 await peer.pause()
-                wall, own = _wall() - t0, time.process_time_ns() - own0
+                own = time.process_time_ns() - own0
                 wait_asleep(pids)
+                # Until the servers sleep: a server that polls after its last request
+                # (the broker's spin, a lane worker's) spends that CPU on this chunk.
+                wall = _wall() - t0
                 cpu[name].add(size, wall, own, servers0, processes_cpu_ns(pids))
     finally:
         for peer in connected.values():

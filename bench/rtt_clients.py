@@ -162,6 +162,31 @@ class NearloopClient(PeerClient):
         self._client.close()
 
 
+class LaneSessionClient(NearloopClient):
+    """A nearloop session on the ``echo`` worker over a shared-memory lane
+    (``lane="require"``: no lane, no peer)."""
+
+    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+        super().__init__(name, ctx, endpoint, payload)
+        self._session = self._client.open_session(ECHO_SERVICE, lane="require")
+
+    async def round_trips(self, n: int) -> list[int]:
+        """See :meth:`PeerClient.round_trips`."""
+        request, array, clock = self._session.request, self._array, _clock
+        out = [0] * n
+        for i in range(n):
+            t0 = clock()
+            reply = request(None, array)
+            out[i] = clock() - t0
+            _check_array(self.name, reply.arrays, array)
+        return out
+
+    async def aclose(self) -> None:
+        """See :meth:`PeerClient.aclose`."""
+        self._session.close()
+        await super().aclose()
+
+
 class AsyncNearloopClient(PeerClient):
     """A nearloop :class:`~client.AsyncClient` on the running loop (uvloop via client.run)."""
 

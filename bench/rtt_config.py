@@ -85,6 +85,14 @@ PEER_INFO: Final = {
             client="NearloopClient",
         ),
         PeerInfo(
+            name="lane",
+            label="nearloop session over the shared-memory lane (iceoryx2), Client -> Worker",
+            hops=2,
+            payload=_ARRAY,
+            stack="nearloop",
+            client="LaneSessionClient",
+        ),
+        PeerInfo(
             name="nearloop-async",
             label="nearloop broker, AsyncClient on uvloop -> Worker",
             hops=4,

@@ -3,11 +3,12 @@ memory and collects the replies, polling first and then sleeping on an event."""
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from client.lane.framing import LaneMessage, pack_into, packed_size, unpack
+from client.lane.framing import LaneMessage, pack, unpack
 from client.lane.iox import INITIAL_SLICE_BYTES, iox, lane_services, peer_dead
 from client.lane.worker_end import WAKE_MARGIN_NS
 from client.wire import Frame
@@ -52,13 +53,11 @@ class LaneClient:
 
     def send(self, rid: int, body: Sequence[Frame]) -> None:
         """Send request ``rid`` (its header and array frames); wake the worker if it may
-        have stopped polling. Raises :class:`WorkerGone` if the worker has left."""
-        if not self._worker_attached():
-            raise WorkerGone(self._gone_text())
-        now = time.monotonic_ns()
-        self.awake_until_ns = awake = now + self.spin_ns
-        sample = self.client.loan_slice_uninit(packed_size(body))
-        pack_into(sample.payload().as_memory_view().cast("B"), body, awake)
+        have stopped polling. (A worker that has gone is found by the wait.)"""
+        self.awake_until_ns = awake = time.monotonic_ns() + self.spin_ns
+        data = pack(body, awake)
+        sample = self.client.loan_slice_uninit(len(data))
+        ctypes.memmove(sample.payload_ptr, data, len(data))
         self.pending[rid] = sample.assume_init().send()
         if time.monotonic_ns() >= self.worker_awake_until_ns - WAKE_MARGIN_NS:
             self.notifier.notify()
@@ -70,7 +69,7 @@ class LaneClient:
         done = []
         for rid, pending in self.pending.items():
             while (resp := pending.receive()) is not None:
-                data = bytes(resp.payload().as_memory_view())
+                data = ctypes.string_at(resp.payload_ptr, resp.header.number_of_elements)
                 resp.delete()
                 msg = unpack(data)
                 if msg.awake_until_ns > self.worker_awake_until_ns:

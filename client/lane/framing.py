@@ -39,34 +39,17 @@ class LaneMessage(NamedTuple):
     frames: list[memoryview]
 
 
-def packed_size(frames: Sequence[Frame]) -> int:
-    """The bytes :func:`pack_into` needs for ``frames``."""
-    return _PREAMBLE.size + 4 * len(frames) + sum(len(f) for f in frames)
+def pack(frames: Sequence[Frame], awake_until_ns: int, final: bool = False) -> bytes:
+    """``frames`` with the preamble, in one buffer to copy into a sample.
 
-
-def pack_into(
-    buf: memoryview, frames: Sequence[Frame], awake_until_ns: int, final: bool = False
-) -> None:
-    """Write ``frames`` with the preamble into ``buf`` (a writable byte view of exactly
-    :func:`packed_size` bytes).
-
-    >>> frames = [b"head", b"\\x01\\x02"]
-    >>> buf = memoryview(bytearray(packed_size(frames)))
-    >>> pack_into(buf, frames, 7, final=True)
-    >>> m = unpack(bytes(buf))
+    >>> m = unpack(pack([b"head", b"\\x01\\x02"], 7, final=True))
     >>> m.awake_until_ns, m.final, [bytes(f) for f in m.frames]
     (7, True, [b'head', b'\\x01\\x02'])
     """
     n = len(frames)
-    _PREAMBLE.pack_into(buf, 0, awake_until_ns, FINAL if final else 0, n)
-    at = _PREAMBLE.size
-    for f in frames:
-        _LEN.pack_into(buf, at, len(f))
-        at += 4
-    for f in frames:
-        size = len(f)
-        buf[at : at + size] = f if type(f) is bytes else memoryview(f).cast("B")
-        at += size
+    lens = struct.pack(f"<{n}I", *map(len, frames))
+    pre = _PREAMBLE.pack(awake_until_ns, FINAL if final else 0, n)
+    return b"".join((pre, lens, *frames))
 
 
 def unpack(data: bytes) -> LaneMessage:

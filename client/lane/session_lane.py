@@ -64,14 +64,10 @@ class SessionLane:
         if frames:
             check_body_size(msg)
         call._lane = self
-        if self.lost is None:
-            try:
-                self.end.send(call.id, msg)
-            except WorkerGone as exc:
-                self._lose(str(exc))
         if self.lost is not None:
             call._on_final(self._lost_error())
             return
+        self.end.send(call.id, msg)
         self.calls[call.id] = call
 
     def deliver(self) -> bool:

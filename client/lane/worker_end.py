@@ -7,11 +7,12 @@ frees the lane when the client closes it or dies.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
-from client.lane.framing import pack_into, packed_size, unpack
+from client.lane.framing import pack, unpack
 from client.lane.iox import INITIAL_SLICE_BYTES, iox, lane_services, peer_dead
 from client.wire import Frame
 
@@ -62,7 +63,7 @@ class LaneServer:
         active = self.server.receive()
         if active is None:
             return None
-        data = bytes(active.payload().as_memory_view())
+        data = ctypes.string_at(active.payload_ptr, active.header.number_of_elements)
         msg = unpack(data)
         return LaneRequest(self, active, msg.frames, msg.awake_until_ns)
 
@@ -72,8 +73,9 @@ class LaneServer:
         """Send a reply (a PARTIAL, or the FINAL, which ends ``req``); wake the client if
         it may have stopped polling."""
         active = req.active
-        sample = active.loan_slice_uninit(packed_size(body))
-        pack_into(sample.payload().as_memory_view().cast("B"), body, awake_until_ns, final)
+        data = pack(body, awake_until_ns, final)
+        sample = active.loan_slice_uninit(len(data))
+        ctypes.memmove(sample.payload_ptr, data, len(data))
         sample.assume_init().send()
         if final:
             active.delete()

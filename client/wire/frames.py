@@ -363,7 +363,10 @@ def _parse_worker(version: int, frames: Sequence[Frame], at: int) -> PeerMessage
         return WorkerReply(version, cmd == final, bytes(frames[at + 1]), list(frames[at + 3 :]))
     if cmd == heartbeat:
         if n > at + 1 and version == 2:
-            return WorkerHeartbeat(version, parse_lanes_closed(frames[at + 1]))
+            try:
+                return WorkerHeartbeat(version, parse_lanes_closed(frames[at + 1]))
+            except ProtocolError:
+                pass  # RFC 18 has no frames here: a plain worker's extras are ignored
         return WorkerHeartbeat(version)
     if cmd == ready:
         if n < at + 2:
