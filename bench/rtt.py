@@ -46,11 +46,13 @@ from bench.endpoints import endpoint
 from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
 from bench.rtt_clients import PeerClient, open_peer_client
-from bench.rtt_config import PEER_INFO, RttConfig
+from bench.rtt_config import IDLE_LANE_S, PEER_INFO, RttConfig
 from bench.rtt_peers import RunningStack, start_stack
 from bench.rtt_report import (
     REWARM_PER_CHUNK,
     CpuUse,
+    IdleCpu,
+    IdleSpan,
     RttResult,
     format_table,
     legend,
@@ -95,13 +97,15 @@ async def _round_trips(name: str, peer: PeerClient, n: int) -> list[int]:
 
 async def _interleaved(
     config: RttConfig, peers: tuple[str, ...], stacks: dict[str | None, RunningStack]
-) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, CpuUse], str]:
+) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, CpuUse], str, IdleCpu | None]:
     """Warm every peer up, then time them in rotating round-robin chunks; each peer's
-    CPU use is counted over its timed chunks, in this process and in its servers."""
+    CPU use is counted over its timed chunks, in this process and in its servers. With
+    the lane peer, then measure what its open lane costs while idle."""
     payload = make_payload(config.payload_bytes, config.seed)
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     ctx: zmq.Context[Any] = zmq.Context()
     connected: dict[str, PeerClient] = {}
+    idle: IdleCpu | None = None
     try:
         for name in peers:
             ep = stacks[PEER_INFO[name].stack].endpoint
@@ -130,12 +134,29 @@ async def _interleaved(
                 # (the broker's spin, a lane worker's) spends that CPU on this chunk.
                 wall = _wall() - t0
                 cpu[name].add(size, wall, own, servers0, processes_cpu_ns(pids))
+        if "lane" in connected:
+            pids = stacks[PEER_INFO["lane"].stack].pids
+            with_lane = await _idle_cpu(pids, "with the lane open")
+            await connected.pop("lane").aclose()
+            idle = IdleCpu(with_lane, await _idle_cpu(pids, "with the lane closed"))
     finally:
         for peer in connected.values():
             await peer.aclose()
         ctx.destroy(linger=0)
     arrays = {name: np.asarray(v, dtype=np.int64) for name, v in samples.items()}
-    return arrays, cpu, loop_name
+    return arrays, cpu, loop_name, idle
+
+
+async def _idle_cpu(pids: tuple[int, ...], what: str) -> IdleSpan:
+    """The CPU this process (not waiting for anything) and the servers ``pids`` spend
+    over IDLE_LANE_S with no request."""
+    _progress(f"measuring idle CPU {what} over {IDLE_LANE_S} s")
+    wait_asleep(pids)
+    servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
+    await asyncio.sleep(IDLE_LANE_S)
+    own, wall, servers1 = time.process_time_ns() - own0, _wall() - t0, processes_cpu_ns(pids)
+    servers = None if servers0 is None or servers1 is None else servers1 - servers0
+    return IdleSpan(wall_ns=wall, client_ns=own, servers_ns=servers)
 
 
 def _runnable(peers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -161,7 +182,7 @@ def measure(config: RttConfig) -> RttResult:
         stacks: dict[str | None, RunningStack] = {None: RunningStack("", ())}
         stacks.update((s, start_stack(s, servers, make_endpoint)) for s in names)
         servers.wait_ready()
-        samples, cpu, loop_name = client.run(_interleaved(config, peers, stacks))
+        samples, cpu, loop_name, idle = client.run(_interleaved(config, peers, stacks))
     return RttResult(
         config=config,
         samples_ns=samples,
@@ -171,6 +192,7 @@ def measure(config: RttConfig) -> RttResult:
         versions=library_versions(),
         event_loop=loop_name,
         skipped=skipped,
+        idle_lane=idle,
     )
 
 

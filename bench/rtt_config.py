@@ -126,6 +126,10 @@ PEERS: Final = tuple(PEER_INFO)
 BASELINES: Final = ("shm-floor", "proxy")
 """The peers the "vs." ratios divide by: the co-located floor, and the C relay."""
 
+IDLE_LANE_S: Final = 2.0
+"""With the lane peer, how long the run then leaves its lane open and idle, to measure
+what an idle lane costs."""
+
 DEFAULT_N: Final = 20_000
 DEFAULT_WARMUP: Final = 1_000
 DEFAULT_ROUNDS: Final = 10

@@ -17,6 +17,40 @@ REWARM_PER_CHUNK: Final = 20
 """Untimed round trips before each chunk, so that no peer pays for waking after a pause."""
 
 
+@dataclass(frozen=True, slots=True)
+class IdleSpan:
+    """CPU spent over a span with no request: by the client process, and by the servers
+    (the lane's worker and the broker, heartbeating)."""
+
+    wall_ns: int
+    client_ns: int
+    servers_ns: int | None
+
+    def per_second_us(self) -> dict[str, float | None]:
+        """Microseconds of CPU per second, for the client and the servers."""
+        s = self.wall_ns / 1e9
+        return {
+            "client_us_per_s": self.client_ns / 1e3 / s,
+            "servers_us_per_s": None if self.servers_ns is None else self.servers_ns / 1e3 / s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IdleCpu:
+    """What an idle lane costs: the same idle span with the lane session open, and after
+    it was closed."""
+
+    lane_open: IdleSpan
+    lane_closed: IdleSpan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Both spans' CPU per second."""
+        return {
+            "lane_open": self.lane_open.per_second_us(),
+            "lane_closed": self.lane_closed.per_second_us(),
+        }
+
+
 @dataclass
 class CpuUse:
     """CPU time one peer spent over its timed chunks: in this process (its client) and in
@@ -83,6 +117,8 @@ class RttResult:
     """The asyncio loop class the AsyncClient ran on (uvloop when installed)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Peers that were asked for but not run, and why."""
+    idle_lane: IdleCpu | None = None
+    """What the lane peer's open lane cost while idle (None: the lane peer did not run)."""
 
     def vs(self, name: str, baseline: str) -> tuple[float | None, float | None]:
         """``name``'s (p50, p99) divided by ``baseline``'s, or None if it did not run."""
@@ -172,6 +208,16 @@ def format_table(result: RttResult) -> str:
         info = PEER_INFO[name]
         lines += [f"{name:<16}{info.label}", f"{'':<16}payload: {info.payload}"]
     lines += [f"skipped: {name}: {why}" for name, why in result.skipped.items()]
+    if result.idle_lane is not None:
+        lane_open = result.idle_lane.lane_open.per_second_us()
+        lane_closed = result.idle_lane.lane_closed.per_second_us()
+        lines.append(
+            "idle, µs of CPU per second: with the lane open, client "
+            f"{lane_open['client_us_per_s']:.0f}, servers (worker and broker, heartbeating) "
+            f"{_cell(lane_open['servers_us_per_s'], '.0f')}; after closing it, client "
+            f"{lane_closed['client_us_per_s']:.0f}, servers "
+            f"{_cell(lane_closed['servers_us_per_s'], '.0f')}."
+        )
     return "\n".join(lines)
 
 
@@ -227,6 +273,7 @@ def to_json_doc(result: RttResult) -> dict[str, Any]:
         },
         "method": method_text(cfg),
         "baselines": list(BASELINES),
+        "idle_lane": None if result.idle_lane is None else result.idle_lane.to_dict(),
         "unit": "microseconds",
         "peers": peers,
         "skipped": result.skipped,
