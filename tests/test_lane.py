@@ -28,7 +28,14 @@ from client.wire.lanes import LaneMode, is_lane_name
 from client.wire.limits import INLINE_ARRAY_MAX_BYTES
 from control_sim.stack.processes import START_TIMEOUT_S, wait_for_line
 from tests.callers import CLIENT_KINDS, Caller
-from tests.conftest import ROOT, LaneFiles, Stack, broker_stats, wait_for_workers
+from tests.conftest import (
+    ROOT,
+    LaneFiles,
+    Stack,
+    broker_stats,
+    stop_process,
+    wait_for_workers,
+)
 from tests.peers.mdp_rfc import PlainWorker, echo
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("client_kind", CLIENT_KINDS)]
@@ -121,7 +128,7 @@ def test_arrays_of_every_dtype_shape_and_size_round_trip_and_stay_valid_after_th
     stack: Stack, client_kind: str, lane: LaneMode, lane_files: LaneFiles
 ) -> None:
     b = stack.broker("ipc")
-    stack.worker(b.endpoint, "svc")
+    worker = stack.worker(b.endpoint, "svc")
     wait_for_workers(b.endpoint, "svc", 1)
     kept: list[tuple[Arrays, Arrays]] = []  # (a copy of what was sent, what came back)
     with Caller(b.endpoint, client_kind, timeout=20) as c:
@@ -140,7 +147,7 @@ def test_arrays_of_every_dtype_shape_and_size_round_trip_and_stay_valid_after_th
                 check_echo(other, list(s.request({"op": "echo"}, *other).arrays))
     for sent, got in kept:  # nothing still looks into shared memory
         check_echo(sent, got)
-    stack.close()
+    assert stop_process(worker) == 0  # a clean exit removes its iceoryx2 node
     lane_files.assert_none_left()
 
 
