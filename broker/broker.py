@@ -523,7 +523,6 @@ class Broker:
             sess = w.sessions.get(sid)
             if sess is not None and sess.lane is not None:
                 self._forget_session(sess)
-                self.stats["lanes_closed"] += 1
 
     def _close_session(self, ident: bytes, msg: ClientRequest, header: Header) -> None:
         arg = header.body
@@ -588,6 +587,9 @@ class Broker:
             w.pinned.append(req)
 
     def _forget_session(self, sess: SessionEntry) -> None:
+        if sess.lane is not None:  # closed by its client, freed by its worker, or lost
+            sess.lane = None
+            self.stats["lanes_closed"] += 1
         self.sessions.pop(sess.id, None)
         sess.worker.sessions.pop(sess.id, None)
 

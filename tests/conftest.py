@@ -157,3 +157,49 @@ def broker_stats(endpoint: str) -> dict[str, Any]:
     """One ``mmi.stats`` snapshot."""
     with Client(endpoint, timeout=5) as c:
         return c.broker_stats()
+
+
+class LaneFiles:
+    """What iceoryx2 keeps on this host (``/dev/shm/iox2_*`` and ``/tmp/iceoryx2``),
+    snapshotted by :meth:`mark`, so that a test can fail on anything its lanes leave."""
+
+    SHM = Path("/dev/shm")
+    STATE = Path("/tmp/iceoryx2")
+
+    def __init__(self) -> None:
+        self.before: set[str] = set()
+
+    @classmethod
+    def now(cls) -> set[str]:
+        files = {str(p) for p in cls.SHM.glob("iox2_*")}
+        if cls.STATE.is_dir():
+            files |= {str(p) for p in cls.STATE.rglob("*")}
+        return files
+
+    def mark(self) -> None:
+        """Take the snapshot that :meth:`assert_none_left` compares with."""
+        self.before = self.now()
+
+    def left(self) -> set[str]:
+        """What has appeared since :meth:`mark` (files other processes remove count
+        not)."""
+        return self.now() - self.before
+
+    def assert_none_left(self, timeout: float = 15) -> None:
+        """Wait (bounded) for the survivors' clean-up; fail naming what is left."""
+        try:
+            wait_until(lambda: not self.left(), timeout, "iceoryx2 files to go", every=0.05)
+        except AssertionError:
+            raise AssertionError(f"left behind: {sorted(self.left())}") from None
+
+
+@pytest.fixture
+def lane_files() -> LaneFiles:
+    """A :class:`LaneFiles` whose snapshot is taken now, after this process's own
+    iceoryx2 node exists (it lives as long as the process)."""
+    from client.lane.iox import process_node
+
+    process_node()
+    files = LaneFiles()
+    files.mark()
+    return files

@@ -15,6 +15,8 @@ from client.wire import Frame
 
 LIVENESS_CHECK_NS: Final = 50_000_000
 """While it sleeps, the client looks this often whether the worker is still there."""
+CLOSE_WAIT_NS: Final = 200_000_000
+"""On close, how long the client waits for the worker to free its end first."""
 
 
 class WorkerGone(Exception):
@@ -123,7 +125,17 @@ class LaneClient:
         for pending in self.pending.values():
             pending.delete()
         self.pending.clear()
-        for port in (self.client, self.notifier, self.listener):
+        # Say goodbye (the notifier's end), and let the worker free its end before this
+        # client port goes: iceoryx2's first server call after its client has gone
+        # stalls for ~300 ms, past the worker's heartbeats.
+        self.notifier.notify()
+        self.notifier.delete()
+        deadline_ns = time.monotonic_ns() + CLOSE_WAIT_NS
+        while self._worker_attached() and time.monotonic_ns() < deadline_ns:
+            if peer_dead(self.services.calls):
+                break
+            self.listener.timed_wait(iox().Duration.from_nanos(1_000_000))
+        for port in (self.client, self.listener):
             port.delete()
         self.services = None  # type: ignore[assignment]  # dropping it removes the lane
 

@@ -53,7 +53,12 @@ class LaneHub:
         """Every request waiting on any lane, oldest lane first; malformed ones are
         logged and dropped (no header: nothing to address an error to)."""
         got = []
-        for lane in self.lanes.values():
+        for sid, lane in list(self.lanes.items()):
+            if lane.detached():
+                # Free it before touching its server port: iceoryx2's first port call
+                # after a client has left stalls for ~300 ms, past a worker's heartbeats.
+                self.close(sid)
+                continue
             while True:
                 try:
                     req = lane.receive()
@@ -86,6 +91,7 @@ class LaneHub:
         if lane is not None:
             lane.close()
             self.closed_sessions.append(session)
+            self._guards.clear()  # a guard holds the lane's listener, and so its event
             self._waitset = None
             log.debug("lane %s freed (session %d)", lane.name, session)
 

@@ -87,6 +87,15 @@ class LaneServer:
         """Consume the events that woke (or would wake) the worker."""
         self.listener.try_wait()
 
+    def detached(self) -> bool:
+        """True once a client that attached has closed its end (a cheap look, no port
+        call; a client that died is found by :meth:`client_gone`)."""
+        # The client's notifier lives exactly as long as its end (see LaneClient).
+        if self.services.wake_worker.dynamic_config.number_of_notifiers:
+            self.attached = True
+            return False
+        return self.attached
+
     def client_gone(self, now_ns: int) -> bool:
         """True once the client has closed its end, or died (whose resources this
         removes), or never attached within :data:`ATTACH_TIMEOUT_NS`."""
