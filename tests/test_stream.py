@@ -40,6 +40,12 @@ def stack2() -> Iterator[LocalStack]:
         yield stack
 
 
+# The worker's dynamic batching (--max-wait-us) gathers the blocks the broker hands it; a
+# lane hands its worker what is waiting at once. The tests of that batching, and of what
+# the stream does while a batch is held open, run their streams through the broker.
+BROKER_ONLY = {"lane": "off"}
+
+
 @contextmanager
 def one_worker(*decoder_args: str, kind: str = "sync") -> Iterator[Caller]:
     """A broker and one pymatching worker started with these options, and a client."""
@@ -217,7 +223,7 @@ def test_a_retried_block_is_delivered_once_and_its_duplicate_counted(client_kind
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=9)
     blocks = [sampler.sample_block(100)[0] for _ in range(2)]
     with one_worker(*args, kind=client_kind) as c:
-        s = c.stream(SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
+        s = c.stream(SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5, **BROKER_ONLY)
         results = stream_all(s, blocks)
         assert s.stats.retried >= 1
 
@@ -240,7 +246,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=4)
     blocks = [sampler.sample_block(100)[0] for _ in range(3)]
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=60)
+        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=60, **BROKER_ONLY)
         results = stream_all(s, blocks, timeout=60)
     assert [(r.info["batch_blocks"], r.info["batch_shots"]) for r in results] == [(3, 300)] * 3
     assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
@@ -248,7 +254,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     # With room for more and a short wait, a lone block goes alone once the wait is over.
     args = ("--max-wait-us=200000", "--max-batch-shots=100000", "--credit=8")
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, window=8)
+        s = c.stream(SERVICE, sampler.dem, window=8, **BROKER_ONLY)
         (alone,) = stream_all(s, blocks[:1])
     assert (alone.info["batch_blocks"], alone.info["batch_shots"]) == (1, 100)
 
@@ -261,7 +267,7 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
     block = sampler.sample_block(100)[0]
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, block_timeout=30)
+        s = c.stream(SERVICE, sampler.dem, block_timeout=30, **BROKER_ONLY)
         (result,) = stream_all(s, [block])
         stats = c.broker_stats()
     assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
@@ -280,7 +286,7 @@ def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
     with one_worker("--max-wait-us=1500000", "--max-batch-shots=100000") as caller:
         c = caller.sync
         assert c is not None
-        s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
+        s = Stream(c, SERVICE, sampler.dem, block_timeout=30, lane="off")
         s.send(block)
         clock = PacingClock(c.spin_us // 2)
         clock.wait_next()
