@@ -122,6 +122,14 @@ def _distances(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _transports(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    known = ("lane", "broker")
+    if not values or any(v not in known for v in values):
+        raise argparse.ArgumentTypeError(f"need some of {', '.join(known)}, got {text!r}")
+    return values
+
+
 def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     """The ``stream`` subcommand's options."""
     p.add_argument(
@@ -137,8 +145,8 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
         "--block-shots", type=int, default=1000, help="shots per block in throughput runs"
     )
     p.add_argument(
-        "--periods-us", type=_int_list, default=(2000, 1000, 500, 300, 200, 100),
-        metavar="T,T,...", help="the paced sweep's periods (default: 2000,1000,500,300,200,100)",
+        "--periods-us", type=_int_list, default=(2000, 1000, 500, 200, 100),
+        metavar="T,T,...", help="the paced sweep's periods (default: 2000,1000,500,200,100)",
     )  # fmt: skip
     p.add_argument(
         "--paced-block-shots", type=int, default=100, help="shots per block in paced runs"
@@ -151,6 +159,11 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=_int_list, default=(1, 2), metavar="N,N,...",
         help="decoder worker counts to run (default: 1,2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--transports", type=_transports, default=("lane", "broker"), metavar="T,T,...",
+        help="lane (a shared-memory lane to each worker; fails without the lane extra) "
+        "and/or broker (every block through the broker) (default: lane,broker)",
     )  # fmt: skip
     add_seed(p, help="seeds the syndrome samples")
     add_json(p, what="the results and metadata")
@@ -270,6 +283,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 paced_blocks=args.paced_blocks,
                 paced_seconds=args.paced_seconds,
                 workers=args.workers,
+                transports=args.transports,
                 seed=args.seed,
                 json_path=args.json,
                 plot_path=args.plot,

@@ -155,6 +155,14 @@ class SessionState:
         if plan.mode == "auto":
             log.info("session %d on %r goes through the broker: %s", self.id, self.service, why)
 
+    def check_lane(self) -> bool:
+        """For a session over a lane: look whether its worker is still there; if it has
+        gone, every request in flight fails with :class:`~client.errors.SessionLost` now
+        (each call's ``on_done`` runs). True while it is there, or if the session has no
+        lane, or is closed (the broker watches that worker). A wait on one request looks
+        by itself; a caller that only receives (:meth:`Client.receive`) looks with this."""
+        return self.closed or self._lane is None or self._lane.check_worker()
+
     def _drop_lane(self) -> None:
         if self._lane is not None:
             self._lanes.remove(self._lane)

@@ -5,6 +5,11 @@ A block is one nearloop request to the decoder service, in the schema of
 :mod:`client.syndrome_block`. The model text goes to the broker's model store once
 (``nl.model.put``); blocks carry only its hash.
 
+Where the service's decoder workers share this host, a stream opens one session with a
+shared-memory lane to each (``lane="auto"``, the default) and sends their blocks over the
+lanes; the blocks of workers on other hosts go through the broker, which balances them.
+:mod:`client.stream_dispatch` decides, block by block, which way has room.
+
 :class:`StreamState` keeps a stream's books (the window, the reorder buffer, retries and
 expiry) and never waits. :class:`Stream` runs it on a :class:`~client.Client`, and
 :class:`AsyncStream` on an :class:`~client.AsyncClient`; they differ only in how they
@@ -13,6 +18,8 @@ wait for replies.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections import deque
@@ -29,21 +36,29 @@ from client.connection import Call
 from client.errors import (
     BadBlock,
     BrokerShutdown,
+    LaneUnavailable,
     NearloopError,
     ProtocolError,
     RequestTimeout,
+    ServiceUnavailable,
+    SessionLost,
     WindowFull,
     WorkerLost,
 )
 from client.messages import Message
+from client.session import LanePlan
+from client.stream_dispatch import Dispatcher, LaneSessionLike, Route
 from client.sync_client import Client
+from client.wire.lanes import LaneMode, check_lane_mode
+
+log = logging.getLogger("nearloop.stream")
 
 clock_ns: Final = time.perf_counter_ns
 
 DEFAULT_WINDOW: Final = 64
 DEFAULT_BLOCK_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
-_RETRIABLE: Final = (WorkerLost, BrokerShutdown)
+_RETRIABLE: Final = (WorkerLost, BrokerShutdown, SessionLost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +93,13 @@ class BlockResult:
 
 @dataclass(slots=True)
 class StreamStats:
-    """Counters of one stream; ``lost`` is what was sent and has no outcome yet."""
+    """Counters of one stream; ``lost`` is what was sent and has no outcome yet.
+
+    ``retried`` counts blocks sent again (after a timeout, or because their worker was
+    lost); ``lane_sent`` and ``broker_sent`` count every attempt by the way it went, and
+    ``lane_decoded`` and ``broker_decoded`` the blocks decoded by the way their result
+    came; ``lanes_lost`` counts lane workers that died or left mid-stream.
+    """
 
     sent: int = 0
     decoded: int = 0
@@ -88,6 +109,11 @@ class StreamStats:
     late: int = 0
     backlog_max: int = 0
     model_switches: int = 0
+    lane_sent: int = 0
+    broker_sent: int = 0
+    lane_decoded: int = 0
+    broker_decoded: int = 0
+    lanes_lost: int = 0
 
     @property
     def lost(self) -> int:
@@ -103,6 +129,7 @@ class _Block:
     model: str
     attempts: int = 0
     call: Call | None = None
+    route: Route | None = None
 
 
 def _model_text(model: Any) -> bytes:
@@ -121,9 +148,13 @@ class StreamState:
       timeout. It never drops a block.
     - Results are handed out in sequence order; a block that failed comes back with
       ``error`` set, in its place, and the stream goes on.
-    - A block whose worker died is re-dispatched by the broker; one that still gets no
-      reply within ``block_timeout`` (or that the broker gives up on) is sent again, up
-      to ``max_attempts``. A second reply for a (stream, seq) is dropped and counted.
+    - Each block goes the way with the most room (:mod:`client.stream_dispatch`): a
+      lane to a co-located worker, or the broker; with every way full, it waits here,
+      counted in the backlog, until a result frees room.
+    - A block whose worker died is re-dispatched by the broker, or, over a lane, sent
+      again another way; one that still gets no reply within ``block_timeout`` (or that
+      the broker gives up on) is sent again, up to ``max_attempts``. A second reply for
+      a (stream, seq) is dropped and counted.
     - A result that comes more than ``deadline_us`` after the block's emission is
       marked late.
 
@@ -142,6 +173,7 @@ class StreamState:
         block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_id: str | None = None,
+        lane: LaneMode = "auto",
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -153,6 +185,7 @@ class StreamState:
             raise ValueError(f"deadline_us must be > 0, got {deadline_us}")
         self.client = client
         self.service = service
+        self.lane_mode = check_lane_mode(lane)
         self.id = stream_id or os.urandom(6).hex()
         self.window = window
         self.deadline_ns = None if deadline_us is None else deadline_us * 1000
@@ -169,6 +202,73 @@ class StreamState:
         self._next_seq = 0
         self._next_out = 0
         self._timeouts: deque[tuple[int, int, int]] = deque()  # (deadline_ns, seq, attempt)
+        self._dispatch = Dispatcher([], broker_workers=0, use_broker=True, window=window)
+        self._waiting: deque[_Block] = deque()  # sent by the producer, with no route yet
+        self._filling = False
+        self._to_close: list[LaneSessionLike] = []  # sessions of lost lanes, to close
+
+    # --- the routes -----------------------------------------------------------------
+
+    def _lanes_wanted(self) -> bool:
+        """Whether to ask for lanes; LaneUnavailable for ``lane="require"`` where this
+        process cannot have any."""
+        plan = LanePlan.of(self.lane_mode)
+        if plan.ask is None and self.lane_mode == "auto":
+            log.info("stream %s to %r goes through the broker: %s", self.id, self.service,
+                     plan.why_not)  # fmt: skip
+        return plan.ask is not None
+
+    def _workers_of(self, stats: dict[str, Any]) -> int:
+        """How many workers the broker's ``mmi.stats`` counts for the service."""
+        entry = stats.get("services", {}).get(self.service, {})
+        n = entry.get("workers", 0) if isinstance(entry, dict) else 0
+        return n if isinstance(n, int) and n > 0 else 0
+
+    def _take_sessions(self, sessions: list[Any], workers: int) -> list[Any]:
+        """Route the blocks over the lanes of ``sessions`` (one per worker of
+        ``workers``), the rest through the broker; returns the sessions to close (those
+        without a lane, and a second one to the same worker). LaneUnavailable for
+        ``lane="require"`` unless every worker has a lane (the caller closes them all)."""
+        lanes: dict[str, Any] = {}
+        extra: list[Any] = []
+        for s in sessions:
+            if s.lane == "shm" and s.worker not in lanes:
+                lanes[s.worker] = s
+            else:
+                extra.append(s)
+        if self.lane_mode == "require" and (not workers or len(lanes) < workers):
+            why = sorted({str(s.lane_refused) for s in extra if s.lane_refused}) or [
+                f"{len(lanes)} of the service's {workers} workers have a lane"
+            ]
+            raise LaneUnavailable(
+                f"stream {self.id} to {self.service!r} with lane='require': {'; '.join(why)}"
+            )
+        self._dispatch = Dispatcher(
+            list(lanes.values()),
+            broker_workers=workers - len(lanes),
+            use_broker=self.lane_mode != "require",
+            window=self.window,
+        )
+        if lanes:
+            log.info("stream %s to %r: %d lane(s), %d worker(s) through the broker",
+                     self.id, self.service, len(lanes), workers - len(lanes))  # fmt: skip
+        return extra
+
+    @property
+    def lanes(self) -> list[str]:
+        """The workers (hex ZeroMQ identities) this stream reaches over a lane, still
+        there; the other blocks go through the broker."""
+        return [r.name for r in self._dispatch.lanes if r.lost is None]
+
+    def _sessions_open(self) -> list[Any]:
+        """Every lane session not yet closed, whether its worker is there or not."""
+        return [r.session for r in self._dispatch.lanes if r.session and not r.session.closed]
+
+    def _take_lost(self) -> list[Any]:
+        """The sessions of lanes lost since the last call, to close (outside a reply's
+        callback: closing one is a request to the broker)."""
+        lost, self._to_close = self._to_close, []
+        return [s for s in lost if not s.closed]
 
     # --- the model ------------------------------------------------------------------
 
@@ -206,22 +306,63 @@ class StreamState:
         self._inflight[seq] = block
         self.stats.sent += 1
         self.stats.backlog_max = max(self.stats.backlog_max, self.backlog)
-        self._submit(block)
+        self._waiting.append(block)
+        self._fill()
         return seq
 
-    def _submit(self, block: _Block) -> None:
+    def _fill(self) -> None:
+        """Send the waiting blocks, oldest first, while some route has room; fail them
+        if no route is left (``lane="require"`` with every lane's worker gone)."""
+        if self._filling:
+            return  # a send that failed at once re-entered: the outer loop goes on
+        self._filling = True
+        try:
+            waiting = self._waiting
+            while waiting:
+                route = self._dispatch.pick()
+                if route is None:
+                    if not self._dispatch.live:
+                        self._fail_waiting()
+                    return
+                block = waiting.popleft()
+                if block.seq in self._inflight:
+                    self._send_on(route, block)
+        finally:
+            self._filling = False
+
+    def _fail_waiting(self) -> None:
+        error = LaneUnavailable(
+            f"stream {self.id} to {self.service!r}: every lane's worker has gone, and "
+            "lane='require' keeps blocks off the broker"
+        )
+        while self._waiting:
+            block = self._waiting.popleft()
+            if block.seq in self._inflight:
+                self._complete(block, None, error, {})
+
+    def _send_on(self, route: Route, block: _Block) -> None:
         block.attempts += 1
         body = syndrome_block.request_body(
             self.id, block.seq, block.model, emitted_ns=block.emitted_ns
         )
-        call = self.client.submit(self.service, body, block.detections, timeout=self.block_timeout)
-        call.on_done = self._on_reply
+        timeout = self.block_timeout
+        if route.session is None:
+            call = self.client.submit(self.service, body, block.detections, timeout=timeout)
+            self.stats.broker_sent += 1
+        else:
+            call = route.session.submit(body, block.detections, timeout=timeout)
+            self.stats.lane_sent += 1
         self._attempts[call.id] = block.seq
+        self._dispatch.sent(route, call.id)
         if block.call is not None:
             self._supersede(block.call)
         block.call = call
-        deadline_ns = clock_ns() + int(self.block_timeout * 1e9)
+        block.route = route
+        deadline_ns = clock_ns() + int(timeout * 1e9)
         self._timeouts.append((deadline_ns, block.seq, block.attempts))
+        call.on_done = self._on_reply
+        if call.done:  # failed at once: its lane's worker had gone
+            self._on_reply(call)
 
     def _supersede(self, call: Call) -> None:
         # An earlier attempt stays registered, so that its late reply is seen (and
@@ -231,6 +372,7 @@ class StreamState:
             old = self._superseded.popleft()
             if self._attempts.pop(old.id, None) is not None:
                 old.abandon()
+                self._dispatch.done(old.id)
 
     # --- receiving ------------------------------------------------------------------
 
@@ -273,10 +415,20 @@ class StreamState:
             yield left_ns
 
     def _bounded_wait_ns(self, wait_ns: int) -> int:
-        """``wait_ns``, cut short at the next block deadline."""
+        """``wait_ns``, cut short at the next block deadline, and at the next look at the
+        lanes' workers."""
         if self._timeouts:
-            return min(wait_ns, max(0, self._timeouts[0][0] - clock_ns()))
+            wait_ns = min(wait_ns, max(0, self._timeouts[0][0] - clock_ns()))
+        check_ns = self._dispatch.next_check_ns()
+        if check_ns is not None:
+            wait_ns = min(wait_ns, max(0, check_ns - time.monotonic_ns()))
         return wait_ns
+
+    def _after_receive(self) -> None:
+        """After a receive: look at the lanes' workers, then retry the blocks past their
+        deadline."""
+        self._dispatch.check_lanes(time.monotonic_ns())
+        self._expire(clock_ns())
 
     def _expire(self, now: int) -> None:
         """Retry (or fail) every block past its deadline."""
@@ -296,14 +448,32 @@ class StreamState:
                 timeouts.popleft()
 
     def _on_reply(self, call: Call) -> None:
+        route = self._dispatch.done(call.id)
+        try:
+            self._take_reply(call, route)
+        finally:
+            self._fill()  # the reply freed room
+
+    def _take_reply(self, call: Call, route: Route | None) -> None:
         seq = self._attempts.pop(call.id, None)
         if seq is None:
             return
         outcome = call.outcome
+        if (
+            route is not None
+            and route.session is not None
+            and isinstance(outcome, SessionLost)
+            and self._dispatch.lose(route, str(outcome))
+        ):
+            self.stats.lanes_lost += 1
+            self._to_close.append(route.session)
+            log.warning("stream %s: lane to worker %s lost: %s", self.id, route.name, outcome)
         block = self._inflight.get(seq)
         if block is None:
             self.stats.duplicates_dropped += 1
             return
+        if call is not block.call and not isinstance(outcome, Message):
+            return  # an attempt already superseded failed; the block's latest goes on
         if isinstance(outcome, _RETRIABLE):
             self._retry_or_fail(block, outcome)
         elif isinstance(outcome, Message):
@@ -314,6 +484,10 @@ class StreamState:
             except ProtocolError as exc:
                 self._complete(block, None, exc, syndrome_block.reply_info(outcome))
             else:
+                if route is not None and route.session is not None:
+                    self.stats.lane_decoded += 1
+                else:
+                    self.stats.broker_decoded += 1
                 self._complete(block, predictions, None, info)
         elif isinstance(outcome, NearloopError):
             self._complete(block, None, outcome, {})
@@ -327,7 +501,8 @@ class StreamState:
             self._complete(block, None, error, {})
             return
         self.stats.retried += 1
-        self._submit(block)
+        self._waiting.appendleft(block)  # before the blocks not yet sent at all
+        self._fill()
 
     def _complete(
         self,
@@ -358,7 +533,7 @@ class StreamState:
         return (
             f"{type(self).__name__}({self.id}, service={self.service!r}, "
             f"model={self.model_hash[:12]}, sent={s.sent}, backlog={self.backlog}/{self.window}, "
-            f"lost={s.lost})"
+            f"lanes={len(self.lanes)}, lost={s.lost})"
         )
 
 
@@ -369,6 +544,12 @@ class Stream(StreamState):
     - :meth:`send` never waits while the window has room; when it is full it receives
       results until there is room, or raises :class:`WindowFull` after its timeout.
     - :meth:`poll` returns the results that are ready, in sequence order.
+    - ``lane``: ``"auto"`` (the default) sends the blocks of co-located workers over one
+      shared-memory lane each and the rest through the broker; ``"off"`` sends them all
+      through the broker; ``"require"`` raises :class:`~client.errors.LaneUnavailable`
+      unless every worker of the service has a lane, and never uses the broker for
+      blocks. :attr:`lanes` names the workers reached over a lane. :meth:`close` (or a
+      ``with`` block) closes the lanes.
 
     >>> s = Stream(client, "decode", dem, window=32, deadline_us=1000)  # doctest: +SKIP
     >>> seq = s.send(detections)                                         # doctest: +SKIP
@@ -388,6 +569,7 @@ class Stream(StreamState):
         block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_id: str | None = None,
+        lane: LaneMode = "auto",
     ) -> None:
         super().__init__(
             client,
@@ -397,8 +579,39 @@ class Stream(StreamState):
             block_timeout=block_timeout,
             max_attempts=max_attempts,
             stream_id=stream_id,
+            lane=lane,
         )
         self.switch_model(model)
+        self._open_routes()
+
+    def _open_routes(self) -> None:
+        """One lane session per co-located worker of the service (see the module)."""
+        if not self._lanes_wanted():
+            return
+        workers = self._workers_of(self.client.broker_stats())
+        sessions: list[Any] = []
+        try:
+            for _ in range(workers):
+                try:
+                    sessions.append(self.client.open_session(self.service, lane="auto"))
+                except ServiceUnavailable:
+                    break  # a worker left meanwhile
+            extra = self._take_sessions(sessions, workers)
+        except BaseException:
+            _close_quietly(sessions)
+            raise
+        _close_quietly(extra)
+
+    def close(self) -> None:
+        """Close the stream's lane sessions (their workers free the lanes). Results not
+        yet taken are dropped; the client stays open. Idempotent."""
+        _close_quietly(self._sessions_open())
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def switch_model(self, model: Any) -> str:
         """Use a new noise model for the blocks sent from now on; returns its hash.
@@ -455,7 +668,9 @@ class Stream(StreamState):
         if receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin):
             while receive(0):
                 pass  # take everything already here before looking at deadlines
-        self._expire(clock_ns())
+        self._after_receive()
+        if self._to_close:
+            _close_quietly(self._take_lost())
 
 
 class AsyncStream(StreamState):
@@ -482,8 +697,10 @@ class AsyncStream(StreamState):
         block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_id: str | None = None,
+        lane: LaneMode = "auto",
     ) -> AsyncStream:
-        """A stream to ``service`` whose blocks use ``model`` (see :meth:`switch_model`)."""
+        """A stream to ``service`` whose blocks use ``model`` (see :meth:`switch_model`),
+        over lanes where it can (``lane``, see :class:`Stream`)."""
         stream = cls(
             client,
             service,
@@ -492,9 +709,39 @@ class AsyncStream(StreamState):
             block_timeout=block_timeout,
             max_attempts=max_attempts,
             stream_id=stream_id,
+            lane=lane,
         )
         await stream.switch_model(model)
+        await stream._open_routes()
         return stream
+
+    async def _open_routes(self) -> None:
+        """One lane session per co-located worker of the service; see :class:`Stream`."""
+        if not self._lanes_wanted():
+            return
+        workers = self._workers_of(await self.client.broker_stats())
+        sessions: list[Any] = []
+        try:
+            for _ in range(workers):
+                try:
+                    sessions.append(await self.client.open_session(self.service, lane="auto"))
+                except ServiceUnavailable:
+                    break
+            extra = self._take_sessions(sessions, workers)
+        except BaseException:
+            await _aclose_quietly(sessions)
+            raise
+        await _aclose_quietly(extra)
+
+    async def close(self) -> None:
+        """Close the stream's lane sessions; see :meth:`Stream.close`."""
+        await _aclose_quietly(self._sessions_open())
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def switch_model(self, model: Any) -> str:
         """Use a new noise model for the blocks sent from now on; returns its hash. See
@@ -537,4 +784,21 @@ class AsyncStream(StreamState):
         then retry the blocks past their deadline. A receive takes every reply already
         here: the client's reader drains the socket."""
         await self.client.receive(self._bounded_wait_ns(wait_ns) / 1e9, spin=spin)
-        self._expire(clock_ns())
+        self._after_receive()
+        if self._to_close:
+            await _aclose_quietly(self._take_lost())
+
+
+def _close_quietly(sessions: list[Any]) -> None:
+    """Close sessions; one the broker has forgotten already (its worker died) says so,
+    and that is fine."""
+    for s in sessions:
+        with contextlib.suppress(NearloopError):
+            s.close()
+
+
+async def _aclose_quietly(sessions: list[Any]) -> None:
+    """:func:`_close_quietly`, for an :class:`~client.AsyncClient`'s sessions."""
+    for s in sessions:
+        with contextlib.suppress(NearloopError):
+            await s.close()

@@ -31,9 +31,12 @@ from client.session import (
     read_open_reply,
 )
 from client.wire.lanes import LaneMode
-from client.wire.transport import recv_by, recv_frames, spin_recv
+from client.wire.transport import recv_by, recv_frames, spin_recv, yield_cpu
 
 _RCVTIMEO: Final = int(zmq.RCVTIMEO)
+_EVENTS: Final = int(zmq.EVENTS)
+_POLLIN: Final = int(zmq.POLLIN)
+_NOBLOCK: Final = int(zmq.NOBLOCK)
 
 
 class PendingReply(Call):
@@ -168,14 +171,25 @@ class Client(ClientBase[PendingReply]):
         conn = self._conn
         sock = conn.socket()
         until_ns = time.monotonic_ns() + int(timeout * 1e9)
-        spin_ns = conn.spin_ns if spin else 0
+        if spin and conn.spin_ns:
+            # The spin looks at the lanes as well as the socket: a lane reply that came
+            # while it polled the socket alone would wait for the next slice.
+            spin_end = min(until_ns, time.monotonic_ns() + conn.spin_ns)
+            while True:
+                if conn.deliver_lanes():
+                    return True
+                if int(sock.getsockopt(_EVENTS)) & _POLLIN:
+                    conn.deliver(recv_frames(sock, _NOBLOCK, 4))
+                    return True
+                if time.monotonic_ns() >= spin_end:
+                    break
+                yield_cpu()
         while True:
             if conn.deliver_lanes():
                 return True
             now = time.monotonic_ns()
             slice_end = min(until_ns, now + int(LANE_RECEIVE_SLICE_S * 1e9))
-            frames = recv_by(sock, slice_end, min(spin_ns, slice_end - now), 4)
-            spin_ns = 0
+            frames = recv_by(sock, slice_end, 0, 4)
             if frames is not None:
                 conn.deliver(frames)
                 return True

@@ -258,3 +258,19 @@ class CallerStream:
         if isinstance(self.stream, Stream):
             return self.stream.switch_model(model)
         return self.caller.run(self.stream.switch_model(model))
+
+    @property
+    def lanes(self) -> list[str]:
+        return self.stream.lanes
+
+    def close(self) -> None:
+        if isinstance(self.stream, Stream):
+            self.stream.close()
+        else:
+            self.caller.run(self.stream.close())
+
+    def __enter__(self) -> CallerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -21,6 +21,7 @@ import pymatching
 import pytest
 
 from client import BadBlock, BlockResult, Stream, UnknownModel, WindowFull
+from client.lane.support import lane_support_missing
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.pacing import PacingClock
 from control_sim.qec.run import receive_until_tick
@@ -38,6 +39,12 @@ def stack2() -> Iterator[LocalStack]:
     """A broker and two pymatching workers."""
     with LocalStack(StackSpec(decoder_workers=2, decoder_args=("--credit=4",))) as stack:
         yield stack
+
+
+# The worker's dynamic batching (--max-wait-us) gathers the blocks the broker hands it; a
+# lane hands its worker what is waiting at once. The tests of that batching, and of what
+# the stream does while a batch is held open, run their streams through the broker.
+BROKER_ONLY = {"lane": "off"}
 
 
 @contextmanager
@@ -217,7 +224,7 @@ def test_a_retried_block_is_delivered_once_and_its_duplicate_counted(client_kind
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=9)
     blocks = [sampler.sample_block(100)[0] for _ in range(2)]
     with one_worker(*args, kind=client_kind) as c:
-        s = c.stream(SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5)
+        s = c.stream(SERVICE, sampler.dem, block_timeout=0.3, max_attempts=5, **BROKER_ONLY)
         results = stream_all(s, blocks)
         assert s.stats.retried >= 1
 
@@ -240,7 +247,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=4)
     blocks = [sampler.sample_block(100)[0] for _ in range(3)]
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=60)
+        s = c.stream(SERVICE, sampler.dem, window=8, block_timeout=60, **BROKER_ONLY)
         results = stream_all(s, blocks, timeout=60)
     assert [(r.info["batch_blocks"], r.info["batch_shots"]) for r in results] == [(3, 300)] * 3
     assert np.array_equal(predictions(results), offline(sampler, np.concatenate(blocks)))
@@ -248,7 +255,7 @@ def test_the_worker_batches_blocks_until_the_batch_is_full_or_its_wait_is_over()
     # With room for more and a short wait, a lone block goes alone once the wait is over.
     args = ("--max-wait-us=200000", "--max-batch-shots=100000", "--credit=8")
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, window=8)
+        s = c.stream(SERVICE, sampler.dem, window=8, **BROKER_ONLY)
         (alone,) = stream_all(s, blocks[:1])
     assert (alone.info["batch_blocks"], alone.info["batch_shots"]) == (1, 100)
 
@@ -261,7 +268,7 @@ def test_a_worker_keeps_heartbeating_while_its_batch_waits() -> None:
     sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=5)
     block = sampler.sample_block(100)[0]
     with one_worker(*args) as c:
-        s = c.stream(SERVICE, sampler.dem, block_timeout=30)
+        s = c.stream(SERVICE, sampler.dem, block_timeout=30, **BROKER_ONLY)
         (result,) = stream_all(s, [block])
         stats = c.broker_stats()
     assert result.info["batch_blocks"] == 1 and s.stats.retried == 0
@@ -280,7 +287,7 @@ def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
     with one_worker("--max-wait-us=1500000", "--max-batch-shots=100000") as caller:
         c = caller.sync
         assert c is not None
-        s = Stream(c, SERVICE, sampler.dem, block_timeout=30)
+        s = Stream(c, SERVICE, sampler.dem, block_timeout=30, lane="off")
         s.send(block)
         clock = PacingClock(c.spin_us // 2)
         clock.wait_next()
@@ -294,7 +301,7 @@ def test_a_paced_producer_receives_right_up_to_the_next_tick() -> None:
     assert len(taken) == 1 and np.array_equal(predictions(taken), offline(sampler, block))
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_bench_stream_at_small_size_writes_json_and_plot(tmp_path: Path) -> None:
     from bench.cli import main
 
@@ -302,21 +309,37 @@ def test_bench_stream_at_small_size_writes_json_and_plot(tmp_path: Path) -> None
     argv = ["stream", "--distances", "3", "--shots", "4000", "--block-shots", "500"]
     argv += ["--paced-blocks", "40", "--paced-seconds", "0.5", "--periods-us", "20000,5000"]
     argv += ["--workers", "1"]
+    transports = ["lane", "broker"] if lane_support_missing() is None else ["broker"]
+    argv += ["--transports", ",".join(transports)]
     assert main([*argv, "--json", str(out), "--plot", str(png)]) == 0
     (res,) = json.loads(out.read_text())["results"]
-    modes = [(r["mode"], r["workers"]) for r in res["throughput"]]
-    assert modes == [("offline", 0), ("streamed", 1)]
+    modes = [(r["mode"], r.get("transport"), r["workers"]) for r in res["throughput"]]
+    assert modes == [("offline", None, 0)] + [("streamed", t, 1) for t in transports]
     for r in res["throughput"]:
         assert r["lost"] == 0 and r["shots_per_s"] > 0
-    assert [(s["period_us"], s["workers"]) for s in res["paced"]] == [(20000, 1), (5000, 1)]
+    expected = [(t, p, 1) for t in transports for p in (20000, 5000)]
+    assert [(s["transport"], s["period_us"], s["workers"]) for s in res["paced"]] == expected
     # At least 40 blocks and at least 0.5 s each: 40 at 20 ms, 100 at 5 ms.
-    assert [s["blocks_decoded"] for s in res["paced"]] == [40, 100]
+    assert [s["blocks_decoded"] for s in res["paced"]] == [40, 100] * len(transports)
     for s in res["paced"]:
         assert s["lost"] == 0
         assert s["backlog_free"] == (s["backlog_max"] < s["window"])
         assert s["kept_up"] == (s["backlog_free"] and s["reaction_us"]["p99"] < s["period_us"])
-    free = [s["period_us"] for s in res["paced"] if s["backlog_free"]]
-    kept = [s["period_us"] for s in res["paced"] if s["kept_up"]]
-    assert res["smallest_period_backlog_free_us"] == {"1": min(free) if free else None}
-    assert res["smallest_period_kept_up_us"] == {"1": min(kept) if kept else None}
+        # Every block went the way its transport says.
+        over_lanes = s["transport"] == "lane"
+        assert (s["lane_sent"] > 0, s["broker_sent"] > 0) == (over_lanes, not over_lanes)
+        cpu = s["cpu"]
+        assert set(cpu) == {"producer_pct", "broker_pct", "workers_pct", "total_pct"}
+        assert cpu["producer_pct"] is not None and cpu["producer_pct"] > 0
+    for t in transports:
+        runs = [s for s in res["paced"] if s["transport"] == t]
+        free = [s["period_us"] for s in runs if s["backlog_free"]]
+        kept = [s["period_us"] for s in runs if s["kept_up"]]
+        assert res["smallest_period_backlog_free_us"][f"{t}/1"] == (min(free) if free else None)
+        assert res["smallest_period_kept_up_us"][f"{t}/1"] == (min(kept) if kept else None)
+    if len(transports) == 2:
+        assert [(r["workers"], r["period_us"]) for r in res["lane_vs_broker"]] == [
+            (1, 20000),
+            (1, 5000),
+        ]
     assert png.stat().st_size > 1000

@@ -91,7 +91,9 @@ class LaneHub:
         if lane is not None:
             lane.close()
             self.closed_sessions.append(session)
-            self._guards.clear()  # a guard holds the lane's listener, and so its event
+            # The wait set's guards hold the lane's listener, which keeps its event
+            # service (and its files) alive: drop them with the wait set.
+            self._guards.clear()
             self._waitset = None
             log.debug("lane %s freed (session %d)", lane.name, session)
 

@@ -104,6 +104,18 @@ class SessionLane:
         if done is not None:
             done._on_final(outcome)
 
+    def check_worker(self) -> bool:
+        """Look whether the worker's end is still there (a dead worker's resources are
+        removed on the way); if it has gone, fail every call in flight with SessionLost.
+        True while it is there. For a caller that waits on many lanes at once (a stream),
+        which :meth:`deliver` alone never tells of a worker that died."""
+        if self.lost is None:
+            try:
+                self.end.check_worker()
+            except WorkerGone as exc:
+                self._lose(str(exc))
+        return self.lost is None
+
     def _lose(self, why: str) -> None:
         """The worker's end is gone: fail every call in flight with SessionLost."""
         self.lost = why

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from client import BlockResult, Client, Stream
 from client.latency import LatencySummary
+from client.wire.lanes import LaneMode
 from control_sim.errors import ControlSimError
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.names import SamplerName
@@ -52,6 +53,8 @@ class QecConfig:
     has compiled the model (dispatch is round-robin) before the clock starts."""
     backend: SamplerName = "stim"
     block_timeout_s: float = 10.0
+    lane: LaneMode = "auto"
+    """The stream's ``lane=``: lanes to co-located workers (``auto``), or not."""
 
     def __post_init__(self) -> None:
         if self.shots < 1 or self.block_shots < 1:
@@ -90,9 +93,15 @@ class _Tally:
 
 
 def run_qec(
-    config: QecConfig, endpoint: str, *, source: SyndromeSource | None = None
+    config: QecConfig,
+    endpoint: str,
+    *,
+    source: SyndromeSource | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the stream against the broker at ``endpoint``; returns the JSON summary."""
+    """Run the stream against the broker at ``endpoint``; returns the JSON summary.
+    ``on_start`` is called as the clock starts, after the warm-up and the sampling (a
+    benchmark reads its CPU counters there)."""
     src = source or open_source(config.spec, backend=config.backend, seed=config.seed)
     clock = PacingClock(config.period_us)
     deadline_us = config.deadline_us if config.deadline_us is not None else config.period_us
@@ -106,28 +115,35 @@ def run_qec(
             window=config.window,
             deadline_us=deadline_us,
             block_timeout=config.block_timeout_s,
+            lane=config.lane,
         )
-        blocks = _blocks(src, config)
-        t0 = time.perf_counter_ns()
-        for dets, obs in blocks:
-            receive_until_tick(stream, clock, tally.take)
-            emitted = clock.wait_next()
-            seq = stream.send(dets, emitted_ns=emitted, timeout=config.block_timeout_s)
-            tally.truth[seq] = obs
-            tally.take(stream.poll(0))
-        tally.take(stream.drain(DRAIN_TIMEOUT_S))
-        wall_ns = time.perf_counter_ns() - t0
+        with stream:
+            blocks = _blocks(src, config)
+            if on_start is not None:
+                on_start()
+            t0 = time.perf_counter_ns()
+            for dets, obs in blocks:
+                receive_until_tick(stream, clock, tally.take)
+                emitted = clock.wait_next()
+                seq = stream.send(dets, emitted_ns=emitted, timeout=config.block_timeout_s)
+                tally.truth[seq] = obs
+                tally.take(stream.poll(0))
+            tally.take(stream.drain(DRAIN_TIMEOUT_S))
+            wall_ns = time.perf_counter_ns() - t0
     return _summary(config, src, stream, clock, tally, wall_ns)
 
 
 def _warm_up(client: Client, config: QecConfig, src: SyndromeSource) -> None:
     if not config.warmup_blocks:
         return
-    warm = Stream(client, config.decoder_service, src.dem, window=config.warmup_blocks)
+    warm = Stream(
+        client, config.decoder_service, src.dem, window=config.warmup_blocks, lane=config.lane
+    )
     dets, _ = src.sample_block(1)
-    for _ in range(config.warmup_blocks):
-        warm.send(dets, timeout=config.block_timeout_s)
-    results = warm.drain(DRAIN_TIMEOUT_S)
+    with warm:
+        for _ in range(config.warmup_blocks):
+            warm.send(dets, timeout=config.block_timeout_s)
+        results = warm.drain(DRAIN_TIMEOUT_S)
     if warm.stats.decoded != config.warmup_blocks:
         errors = [str(r.error) for r in results if r.error is not None][:3]
         raise ControlSimError(
@@ -212,6 +228,8 @@ def _summary(
         "duplicates_dropped": s.duplicates_dropped,
         "retried": s.retried,
         "lost": s.lost,
+        "lane_sent": s.lane_sent,
+        "broker_sent": s.broker_sent,
         "logical_errors": frame.logical_errors,
         "ler": frame.ler if decoded_shots else None,
         "reaction_us": reaction,
