@@ -59,6 +59,26 @@ def qpu(qpu_endpoint: str) -> Iterator[QpuClient]:
         yield QpuClient(c, timeout=10)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(None, id="any-worker"),
+        pytest.param("off", id="session-broker"),
+        pytest.param("require", id="session-lane", marks=needs_lanes),
+    ]
+)
+def each_qpu(request: pytest.FixtureRequest, qpu_endpoint: str) -> Iterator[QpuClient]:
+    """A QpuClient calling any worker through the broker, or through a session, over the
+    broker or a lane."""
+    lane = request.param
+    with Client(qpu_endpoint, timeout=10) as c:
+        if lane is None:
+            yield QpuClient(c, timeout=10)
+            return
+        with QpuClient.open(c, lane=lane, timeout=10) as q:
+            assert q.lane == ("shm" if lane == "require" else "zmq")
+            yield q
+
+
 # --- QpuClient --------------------------------------------------------------------------
 
 
@@ -113,7 +133,8 @@ def test_energy_fn_sends_only_the_circuit_id_and_the_parameters(qpu: QpuClient) 
 
 
 @pytest.mark.timeout(60)
-def test_register_qpy_and_sample(qpu: QpuClient) -> None:
+def test_register_qpy_and_sample(each_qpu: QpuClient) -> None:
+    qpu = each_qpu
     theta = Parameter("theta")
     circuit = QuantumCircuit(2)
     circuit.ry(theta, 0)
@@ -135,7 +156,8 @@ def test_register_qpy_and_sample(qpu: QpuClient) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_service_errors_arrive_with_their_type(qpu: QpuClient) -> None:
+def test_service_errors_arrive_with_their_type(each_qpu: QpuClient) -> None:
+    qpu = each_qpu
     info = qpu.register_qasm3(*h2_registration())
     cases: list[tuple[str, Callable[[], object]]] = [
         ("unknown_circuit", lambda: qpu.estimate("no-such-circuit", np.zeros(4))),
