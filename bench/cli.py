@@ -218,9 +218,10 @@ def build_parser(prog: str = PROG) -> CommandParser:
     vqe = add_command(
         commands,
         "vqe",
-        help="H2 VQE loop iteration through the broker vs in-process, side by side",
-        description="The same H2 VQE (exact estimator) through a local broker and qpu worker, "
-        "and in-process, interleaved: per-iteration p50/p99/p99.9/max and the overhead.",
+        help="H2 VQE loop iteration over a lane, through the broker and in-process",
+        description="The same H2 VQE (exact estimator) over a lane to a local qpu worker, "
+        "through its broker, and in-process, interleaved: per-iteration p50/p99/p99.9/max, "
+        "the overhead of each and CPU use.",
     )
     add_vqe_arguments(vqe)
     return parser

@@ -1,34 +1,39 @@
-"""``python -m bench vqe``: the VQE parameter loop through the broker against in-process.
+"""``python -m bench vqe``: the VQE parameter loop over a lane and through the broker,
+against in-process.
 
-Two peers run the same H2 VQE (:mod:`control_sim.vqe.h2`: 2 qubits, 4 parameters, the exact
-estimator) with the same optimizer and seeds, in this process:
+Three peers run the same H2 VQE (:mod:`control_sim.vqe.h2`: 2 qubits, 4 parameters, the
+exact estimator) with the same optimizer and seeds, in this process:
 
 - **in-process**: the optimizer calls the QPU evaluator directly
   (:func:`control_sim.vqe.driver.in_process_energy`), no middleware;
-- **broker**: the optimizer calls the ``qpu`` service through a local broker and one
-  ``python -m control_sim qpu`` worker on ipc:// (:class:`control_sim.qpu.client.QpuClient`:
-  the circuit is registered once, then each call carries its id and the parameters).
+- **lane**: the optimizer calls the ``qpu`` service through a session on a local broker's
+  one ``python -m control_sim qpu`` worker, over the session's shared-memory lane
+  (``QpuClient.open(lane="require")``: what ``control_sim vqe`` does by default);
+- **broker**: the same through a second session with ``lane="off"``: every call crosses
+  four process hops on ipc:// (client -> broker -> worker -> broker -> client).
+
+Both remote peers register the circuit once; then each call carries its id and the
+parameters. Where this process cannot use lanes (the extra is missing, or
+``NEARLOOP_NO_LANE`` is set), the lane peer is skipped and the report says why.
 
 What is timed is one optimizer iteration (``time.perf_counter_ns()`` between the
 optimizer's callbacks): its energy call(s) plus the optimizer's own work. Each VQE run's
 first iteration also holds the optimizer's start-up (SPSA's 32-point calibration) and
-is left out. Both peers warm up first, and are then timed in rotating round-robin
-chunks (as in ``bench rtt``) so that drift on a shared machine hits both alike.
-The overhead is the broker's median minus the in-process median, as a percentage of the
-in-process median; the goal is 10 % or less.
+is left out. The peers warm up first, and are then timed in rotating round-robin chunks
+(as in ``bench rtt``) so that drift on a shared machine hits them alike. A peer's
+overhead is its median minus the in-process median, as a percentage of the in-process
+median; the goal is 10 % or less. CPU time is counted over the timed chunks, in this
+process and in the broker and worker (read asleep, :mod:`bench.cpu`), per iteration and
+as cores kept busy: the lane polls, and that CPU is what decoders would need.
 
-Why the numbers are what they are (2-core development VM, SPSA, 2000 iterations per
-peer, three runs): in-process, an SPSA iteration is one 2-point exact aer estimate (p50
-~160-270 µs a call) and a few µs of numpy. Through the broker a call costs ~530-880 µs:
-a relay round trip, four process hops (client -> broker -> worker -> broker -> client),
-~170-260 µs on its own (a request the worker answers without evaluating), plus the same
-evaluation in the worker, where it takes ~300-400 µs rather than ~180-230 µs because it
-runs right after a wake-up, with cold caches, on two cores that three processes share.
-So the loop is 3-3.5x slower, +200 to +250 % at p50 (the latest run: 180 µs in-process
-against 563 µs through the broker). On a problem this small the middleware costs more
-than the quantum evaluation; overhead ≤ 10 % needs evaluations some ten times longer
-than the round trip, i.e. several milliseconds (wider circuits, or shots:
-``control_sim vqe --shots 1000`` measured +24 % to +44 %).
+Why the broker's numbers are what they are (2-core development VM, SPSA, 2000 iterations
+per peer, three runs before lanes existed): in-process, an SPSA iteration is one 2-point
+exact aer estimate (p50 ~160-270 µs a call) and a few µs of numpy. Through the broker a
+call costs ~530-880 µs: a relay round trip, four process hops, ~170-260 µs on its own (a
+request the worker answers without evaluating), plus the same evaluation in the worker,
+where it takes ~300-400 µs rather than ~180-230 µs because it runs right after a
+wake-up, with cold caches, on two cores that three processes share. So the loop was
+3-3.5x slower, +200 to +250 % at p50.
 """
 
 from __future__ import annotations
@@ -44,13 +49,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from bench.cpu import processes_cpu_ns, wait_asleep
 from bench.errors import BenchError
 from bench.machine import banner, describe_machine, library_versions
 from bench.rtt import chunk_sizes, rotated
-from bench.rtt_report import REWARM_PER_CHUNK
+from bench.rtt_report import REWARM_PER_CHUNK, CpuUse
 from bench.stats import LatencySummary, ratio
-from client import Client, NearloopError
+from client import Client, LaneUnavailable, NearloopError
 from client.arguments import write_json
+from client.lane.support import lane_support_missing
 from control_sim.qpu.client import QpuClient
 from control_sim.qpu.schema import CircuitInfo
 from control_sim.stack.local_stack import LocalStack, StackSpec
@@ -66,10 +73,11 @@ from control_sim.vqe.comparison import (
 from control_sim.vqe.driver import EnergyFn, OptimizerName, in_process_energy, run_h2_vqe
 
 BASELINE: Final = "in-process"
-PEERS: Final = (BASELINE, "broker")
+PEERS: Final[tuple[str, ...]] = (BASELINE, "lane", "broker")
 PEER_LABELS: Final = {
     BASELINE: "QpuEvaluator called in the optimizer's process (no middleware)",
-    "broker": "QpuClient -> broker -> python -m control_sim qpu worker, ipc://",
+    "lane": "QpuClient session -> python -m control_sim qpu worker, shared-memory lane",
+    "broker": "QpuClient session -> broker -> python -m control_sim qpu worker, ipc://",
 }
 OVERHEAD_GOAL_PCT: Final = 10.0
 EXTRA_LIBRARIES: Final = ("qiskit", "qiskit-aer", "scipy")
@@ -112,6 +120,8 @@ class _Peer:
     iteration_us: list[float] = field(default_factory=list)
     call_us: list[float] = field(default_factory=list)
     error_mha: list[float] = field(default_factory=list)
+    cpu: CpuUse = field(default_factory=CpuUse)
+    """CPU over the timed chunks; its ``round_trips`` count iterations."""
 
     def run_chunk(self, config: VqeBenchConfig, iterations: int, first_seed: int) -> None:
         """VQE runs from seeds ``first_seed, first_seed + 1, ...`` until ``iterations``
@@ -139,25 +149,40 @@ def _ns(us: list[float]) -> npt.NDArray[np.int64]:
     return np.rint(np.asarray(us, dtype=np.float64) * 1e3).astype(np.int64)
 
 
-def _measure(config: VqeBenchConfig, remote: EnergyFn) -> tuple[dict[str, _Peer], dict[str, float]]:
-    peers = {BASELINE: _Peer(in_process_energy()), "broker": _Peer(remote)}
+def _measure(
+    config: VqeBenchConfig, remote: dict[str, EnergyFn], pids: tuple[int, ...]
+) -> tuple[dict[str, _Peer], dict[str, float]]:
+    """Time the in-process peer and each of ``remote`` (by peer name), interleaved; the
+    servers ``pids`` are read for CPU time before and after each timed chunk."""
+    energies: dict[str, EnergyFn] = {BASELINE: in_process_energy(), **remote}
+    peers = {name: _Peer(energies[name]) for name in PEERS if name in energies}
+    order = tuple(peers)
     batch = 2 if config.optimizer == "spsa" else 1
-    _progress(f"warming up both peers ({config.warmup} energy calls each)")
+    _progress(f"warming up {', '.join(order)} ({config.warmup} energy calls each)")
     for peer in peers.values():
         warm_up(peer.energy, calls=max(1, config.warmup), batch=batch)
     chunks = chunk_sizes(config.iterations, config.rounds)
     began = time.perf_counter_ns()
-    wall_s = dict.fromkeys(peers, 0.0)
+    wall_s: dict[str, float] = dict.fromkeys(peers, 0.0)
     for r, size in enumerate(chunks):
         _progress(f"round {r + 1}/{config.rounds}: {size} iterations per peer")
-        for name in rotated(PEERS, r):
+        for name in rotated(order, r):
             peer = peers[name]
             warm_up(peer.energy, calls=REWARM_PER_CHUNK, batch=batch)
-            t0 = time.perf_counter_ns()
+            # A polling thread's CPU time is brought up to date only when it sleeps, so
+            # the servers are read asleep (the lane worker sleeps ~1 ms after its last call).
+            wait_asleep(pids)
+            servers0, own0, t0 = processes_cpu_ns(pids), time.process_time_ns(), _wall()
             peer.run_chunk(config, size, config.seed + r * _RUN_SEED_STRIDE)
-            wall_s[name] += (time.perf_counter_ns() - t0) / 1e9
-    wall_s["total"] = (time.perf_counter_ns() - began) / 1e9
+            wall, own = _wall() - t0, time.process_time_ns() - own0
+            wait_asleep(pids)
+            peer.cpu.add(size, wall, own, servers0, processes_cpu_ns(pids))
+            wall_s[name] += wall / 1e9
+    wall_s["total"] = (_wall() - began) / 1e9
     return peers, wall_s
+
+
+_wall = time.perf_counter_ns
 
 
 def method_text(config: VqeBenchConfig) -> str:
@@ -167,10 +192,13 @@ def method_text(config: VqeBenchConfig) -> str:
         f"Per peer: {config.warmup} untimed warm-up energy calls, then {config.iterations} "
         f"timed optimizer iterations in {config.rounds} rounds; in each round every peer "
         f"makes {REWARM_PER_CHUNK} untimed calls and then runs VQE from the round's seeds "
-        "(the same for both peers, so they follow the same trajectories), and the peer order "
+        "(the same for every peer, so they follow the same trajectories), and the peer order "
         "rotates each round. An iteration is timed with time.perf_counter_ns() between the "
         "optimizer's callbacks; each run's first iteration (the optimizer's start-up) is "
-        "left out. The broker and its one qpu worker run in their own processes on ipc://."
+        "left out. The broker and its one qpu worker run in their own processes on ipc://; "
+        "the lane and broker peers are two sessions on that worker, one over its "
+        "shared-memory lane, one with lane='off'. CPU is counted over the timed chunks, in "
+        "this process and in the broker and worker."
     )
 
 
@@ -183,24 +211,69 @@ class VqeBenchResult:
     summaries: dict[str, LatencySummary]
 
 
+def _open_lane(client: Client) -> tuple[QpuClient | None, str | None]:
+    """A session over a lane, or None and why not."""
+    missing = lane_support_missing()
+    if missing is not None:
+        return None, missing
+    try:
+        return QpuClient.open(client, lane="require", timeout=CALL_TIMEOUT_S), None
+    except LaneUnavailable as exc:
+        return None, str(exc)
+
+
 def measure(config: VqeBenchConfig) -> VqeBenchResult:
-    """Start the local stack, time both peers, and stop the stack (always)."""
+    """Start the local stack, time the peers, and stop the stack (always)."""
     machine = describe_machine()
     _progress("starting a broker and one qpu worker over ipc://")
+    skipped: dict[str, str] = {}
+    vqe = VqeConfig(optimizer=config.optimizer)
     with (
         LocalStack(StackSpec(qpu_workers=1)) as stack,
         Client(stack.endpoint, timeout=CALL_TIMEOUT_S) as client,
     ):
-        qpu = QpuClient(client, timeout=CALL_TIMEOUT_S)
+        name = "broker"
         try:
-            remote, info = remote_h2_energy(qpu, VqeConfig(optimizer=config.optimizer))
-            peers, wall_s = _measure(config, remote)
+            remote: dict[str, EnergyFn] = {}
+            with QpuClient.open(client, lane="off", timeout=CALL_TIMEOUT_S) as brokered:
+                remote["broker"], info = remote_h2_energy(brokered, vqe)
+                name = "lane"
+                lane, why = _open_lane(client)
+                if lane is None:
+                    skipped["lane"] = f"no lane: {why}"
+                    _progress(f"skipping the lane peer: {why}")
+                    peers, wall_s = _measure(config, remote, stack.servers.pids)
+                else:
+                    with lane:
+                        remote["lane"], _ = remote_h2_energy(lane, vqe)
+                        peers, wall_s = _measure(config, remote, stack.servers.pids)
         except NearloopError as exc:
-            raise BenchError(f"the broker peer failed: {type(exc).__name__}: {exc}") from exc
+            raise BenchError(f"the {name} peer failed: {type(exc).__name__}: {exc}") from exc
     samples = {name: _ns(p.iteration_us) for name, p in peers.items()}
     summaries = {name: LatencySummary.of(s) for name, s in samples.items()}
-    doc = _document(config, machine, info, peers, summaries, wall_s)
+    doc = _document(config, machine, info, peers, summaries, wall_s, skipped)
     return VqeBenchResult(doc=doc, samples_ns=samples, summaries=summaries)
+
+
+def _cpu_doc(cpu: CpuUse) -> dict[str, Any]:
+    n = cpu.round_trips or 1
+    return {
+        "client_us_per_iteration": cpu.client_ns / n / 1e3,
+        "servers_us_per_iteration": None if cpu.servers_ns is None else cpu.servers_ns / n / 1e3,
+        "us_per_iteration": cpu.us_per_round_trip(),
+        "cores_busy": cpu.cores(),
+    }
+
+
+def _overhead(s: LatencySummary, base: LatencySummary) -> dict[str, Any]:
+    pct = (s.p50_us - base.p50_us) / base.p50_us * 100.0
+    return {
+        "p50_us": s.p50_us - base.p50_us,
+        "p50_ratio": ratio(s.p50_us, base.p50_us),
+        "p50_pct": pct,
+        "p99_pct": (s.p99_us - base.p99_us) / base.p99_us * 100.0,
+        "meets_goal": pct <= OVERHEAD_GOAL_PCT,
+    }
 
 
 def _document(
@@ -210,6 +283,7 @@ def _document(
     peers: dict[str, _Peer],
     summaries: dict[str, LatencySummary],
     wall_s: dict[str, float],
+    skipped: dict[str, str],
 ) -> dict[str, Any]:
     base = summaries[BASELINE]
     out: dict[str, Any] = {}
@@ -224,9 +298,8 @@ def _document(
             "runs": len(p.error_mha),
             "error_mha_max": max(p.error_mha),
             "wall_s": wall_s[name],
+            "cpu": _cpu_doc(p.cpu),
         }
-    broker = summaries["broker"]
-    overhead_pct = (broker.p50_us - base.p50_us) / base.p50_us * 100.0
     return {
         "benchmark": "vqe",
         "date": machine["date"],
@@ -253,13 +326,9 @@ def _document(
         "baseline": BASELINE,
         "unit": "microseconds",
         "peers": out,
-        "overhead": {
-            "p50_us": broker.p50_us - base.p50_us,
-            "p50_pct": overhead_pct,
-            "p99_pct": (broker.p99_us - base.p99_us) / base.p99_us * 100.0,
-            "goal_pct": OVERHEAD_GOAL_PCT,
-            "meets_goal": overhead_pct <= OVERHEAD_GOAL_PCT,
-        },
+        "skipped": skipped,
+        "goal_pct": OVERHEAD_GOAL_PCT,
+        "overhead": {name: _overhead(summaries[name], base) for name in out if name != BASELINE},
         "wall_s": wall_s["total"],
     }
 
@@ -278,27 +347,42 @@ def format_report(doc: dict[str, Any]) -> str:
     head = (
         f"{'peer':<12}{'n':>7}{'p50 µs':>10}{'p99 µs':>10}{'p99.9 µs':>10}{'max µs':>10}"
         f"{'p50 vs. in-proc':>17}{'p99 vs. in-proc':>17}{'call p50 µs':>13}"
+        f"{'CPU µs/it':>11}{'cores':>7}"
     )
     lines += [head, "-" * len(head)]
     for name, p in doc["peers"].items():
+        cpu = p["cpu"]
         lines.append(
             f"{name:<12}{p['n']:>7}{p['p50_us']:>10.1f}{p['p99_us']:>10.1f}{p['p999_us']:>10.1f}"
             f"{p['max_us']:>10.1f}{p['p50_vs_inproc']:>16.2f}x{p['p99_vs_inproc']:>16.2f}x"
             f"{p['call_us']['p50']:>13.1f}"
+            f"{_cell(cpu['us_per_iteration'], '.1f'):>11}{_cell(cpu['cores_busy'], '.2f'):>7}"
         )
-    o = doc["overhead"]
+    lines.append("")
+    goal = doc["goal_pct"]
+    for name, o in doc["overhead"].items():
+        verdict = "meets" if o["meets_goal"] else "misses"
+        lines.append(
+            f"overhead of the {name} (p50): {o['p50_us']:+.1f} µs = {o['p50_pct']:+.1f}% of "
+            f"the in-process median, {o['p50_ratio']:.2f}x ({verdict} the {goal:.0f}% goal); "
+            f"at p99 {o['p99_pct']:+.1f}%"
+        )
+    for name, why in doc["skipped"].items():
+        lines.append(f"skipped {name}: {why}")
     runs = ", ".join(f"{name} {p['runs']}" for name, p in doc["peers"].items())
-    verdict = "meets" if o["meets_goal"] else "misses"
     lines += [
-        "",
-        f"overhead of the broker (p50): +{o['p50_us']:.1f} µs = {o['p50_pct']:+.1f}% of the "
-        f"in-process median ({verdict} the {o['goal_pct']:.0f}% goal); at p99 {o['p99_pct']:+.1f}%",
         f"VQE runs: {runs}; "
         f"worst error {max(p['error_mha_max'] for p in doc['peers'].values()):.4f} mHa; "
         f"{cfg['optimizer']} on {doc['problem']['molecule'].upper()}, exact estimator",
+        "CPU µs/it: CPU time per iteration, this process and the broker and worker together; "
+        "cores: that over wall time",
     ]
     lines += [f"{name:<12}{PEER_LABELS[name]}" for name in doc["peers"]]
     return "\n".join(lines)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
 
 
 def main(config: VqeBenchConfig) -> int:
@@ -316,7 +400,7 @@ def main(config: VqeBenchConfig) -> int:
         from bench.plot import save_rtt_figure
 
         title = (
-            f"H2 VQE loop iteration ({config.optimizer}, exact estimator): through the broker "
+            f"H2 VQE loop iteration ({config.optimizer}, exact estimator): lane and broker "
             f"vs in-process, n={config.iterations} per peer · {doc['machine']['cpu_model']} · "
             f"{doc['date']}"
         )

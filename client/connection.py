@@ -103,6 +103,8 @@ class LaneRoute(Protocol):
 
     def deliver(self) -> bool: ...
 
+    def check_worker(self) -> bool: ...
+
     def wait(self, call: Any) -> None: ...
 
     async def wait_async(self, call: Any) -> None: ...
@@ -378,10 +380,15 @@ class Connection(Generic[CallT]):
             done._on_final(outcome)
 
     def deliver_lanes(self) -> bool:
-        """Hand every reply waiting on the client's lanes to its call; True if any."""
+        """Hand every reply waiting on the client's lanes to its call; True if any. When
+        none came, fail the calls of a lane whose worker has gone (``check_worker``): that
+        error is delivered too."""
         got = False
         for lane in self.lanes:
             got = lane.deliver() or got
+        if not got:
+            for lane in self.lanes:
+                got = lane.check_worker() or got
         return got
 
     def forget(self, call: Call) -> None:

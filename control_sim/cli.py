@@ -10,7 +10,8 @@
 ``nearloop demo|qpu|vqe|qec`` are the same commands. Subcommands import what they need
 only when they run, so ``--help`` is fast. Exit status: 0 done, 1 the run failed (a
 block failed, a server did not start), 2 a user error (bad options, nothing at
-``--connect``, a noise model too large to send), 130 interrupted.
+``--connect``, a noise model too large to send, ``--lane require`` with no lane to be
+had), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    from client.errors import BadModel, NearloopError, PayloadTooLarge, RemotePayloadTooLarge
+    from client.errors import (
+        BadModel,
+        LaneUnavailable,
+        NearloopError,
+        PayloadTooLarge,
+        RemotePayloadTooLarge,
+    )
     from control_sim.errors import ControlSimError, StackUnavailable
     from control_sim.stack.processes import interrupts_raise
 
@@ -84,8 +91,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 return run_demo_command(command, args)
             if args.command == "vqe":
                 return run_vqe_command(command, args)
-    except (StackUnavailable, PayloadTooLarge, RemotePayloadTooLarge, BadModel) as exc:
-        return fail(exc, USAGE_ERROR)  # the user's to fix: the endpoint, a worker, the size
+    except (
+        StackUnavailable,
+        PayloadTooLarge,
+        RemotePayloadTooLarge,
+        BadModel,
+        LaneUnavailable,
+    ) as exc:
+        # the user's to fix: the endpoint, a worker, the size, a lane that cannot be had
+        return fail(exc, USAGE_ERROR)
     except (ControlSimError, NearloopError) as exc:
         return fail(exc, RUN_FAILED)
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from client.nearloop_command import SUBCOMMANDS
+from client.wire.lanes import LANE_MODES
 from tests.conftest import ROOT, one_line_error, run_module
 
 pytestmark = pytest.mark.timeout(60)
@@ -151,6 +152,18 @@ def test_the_shared_flags_are_spelled_one_way() -> None:
                 assert getattr(action.type, "__name__", "") == "endpoint", prog
             if action.dest == "json":
                 assert action.metavar == "OUT", prog
+            if action.dest == "lane":
+                assert tuple(action.choices or ()) == LANE_MODES, prog
+                assert action.default == "auto", prog
+
+
+@pytest.mark.parametrize("name", ["vqe", "demo"])
+def test_both_parameter_loop_commands_take_lane(name: str) -> None:
+    done = nearloop(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--lane {auto,off,require}" in done.stdout
+    done = nearloop(name, "--lane", "sometimes")
+    assert done.returncode == 2 and "argument --lane: invalid choice" in done.stderr
 
 
 # --- user errors through the real commands ------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from client.lane.support import lane_support_missing
 from control_sim.stack.local_stack import LocalStack, StackSpec
 from tests.conftest import Stack, one_line_error, run_module
 
@@ -30,6 +31,9 @@ def test_the_demo_starts_its_stack_runs_both_loops_and_says_so(tmp_path: Path) -
     assert vqe["chemically_accurate"] and 0 <= vqe["error_mha"] < 1.6
     assert abs(vqe["exact_energy"] - -1.857275) < 1e-5  # the published H2 value
     assert vqe["loop_us"]["p50"] > 0 and vqe["inproc_loop_us"]["p50"] > 0
+    # --lane auto, the default: the QPU worker is co-located, so a lane where lanes work
+    assert vqe["lane_mode"] == "auto"
+    assert vqe["lane"] == ("shm" if lane_support_missing() is None else "zmq")
     assert qec["blocks_decoded"] == qec["blocks_sent"] == 20 and qec["lost"] == 0
     assert qec["reaction_us"]["p50"] > 0 and qec["ler"] is not None
     for text in ("VQE H2", "chemically accurate", "in-process p50", "LER", "reaction p50"):
@@ -40,8 +44,11 @@ def test_the_demo_starts_its_stack_runs_both_loops_and_says_so(tmp_path: Path) -
 def test_the_demo_uses_an_existing_broker_with_connect(tmp_path: Path) -> None:
     spec = StackSpec(decoder_workers=1, qpu_workers=1)
     with LocalStack(spec) as stack:
-        proc, s = _demo(tmp_path, "--connect", stack.endpoint, "--optimizer", "cobyla")
+        args = ["--connect", stack.endpoint, "--optimizer", "cobyla", "--lane", "off"]
+        proc, s = _demo(tmp_path, *args)
     assert not s["local_stack"] and s["endpoint"] == stack.endpoint
+    assert (s["vqe"]["lane"], s["vqe"]["lane_refused"]) == ("zmq", "lane='off'")
+    assert "transport through the broker (lane='off')" in proc.stdout
     assert s["vqe"]["optimizer"] == "cobyla" and s["vqe"]["chemically_accurate"]
     assert s["qec"]["lost"] == 0 and s["qec"]["blocks_failed"] == 0
     assert s["qec"]["decoder"] == "pymatching"  # what the workers said, not a label

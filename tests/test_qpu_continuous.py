@@ -1,4 +1,6 @@
-"""Continuous mode through a real broker and real ``python -m control_sim qpu`` workers."""
+"""Continuous mode through a real broker and real ``python -m control_sim qpu`` workers,
+over a shared-memory lane (what a co-located :class:`QpuSession` gets by default) and
+through the broker (``lane="off"``)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,24 @@ import numpy as np
 import pytest
 
 from client import Client, RemoteError, SessionLost
+from client.lane.support import lane_support_missing
+from client.wire.lanes import LaneMode
 from control_sim.qpu.session import QpuSession
 from tests.conftest import START_TIMEOUT_S, Stack, spawn, wait_for_line, wait_for_workers
 
 pytestmark = pytest.mark.timeout(90)
+
+TRANSPORTS = [
+    pytest.param("off", id="broker"),
+    pytest.param(
+        "require",
+        id="lane",
+        marks=pytest.mark.skipif(
+            lane_support_missing() is not None, reason=f"no lanes: {lane_support_missing()}"
+        ),
+    ),
+]
+"""``lane=`` for a QpuSession through the broker and over a lane (where lanes work)."""
 
 RY = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit q; ry(a) q;'
 """<Z> after ry(a) on |0> is cos(a): each parameter version has its own exact value."""
@@ -34,12 +50,16 @@ def _register(c: Client) -> str:
     return str(reply.body["circuit"])
 
 
-def test_results_carry_the_parameter_version_that_produced_them(stack: Stack) -> None:
+@pytest.mark.parametrize("lane", TRANSPORTS)
+def test_results_carry_the_parameter_version_that_produced_them(
+    stack: Stack, lane: LaneMode
+) -> None:
     b = stack.broker("ipc")
     _qpu_worker(stack, b.endpoint)
     wait_for_workers(b.endpoint, "qpu", 1)
     thetas = [0.3, 1.1, 2.5]
-    with Client(b.endpoint, timeout=10) as c, QpuSession(c) as qs:
+    with Client(b.endpoint, timeout=10) as c, QpuSession(c, lane=lane) as qs:
+        assert qs.session.lane == ("shm" if lane == "require" else "zmq")
         cid = _register(c)
         run = qs.run(cid, [thetas[0]], window=4)
         seen = [run.next() for _ in range(5)]
@@ -95,25 +115,32 @@ def test_the_worker_runs_at_most_window_batches_ahead_of_the_consumer(stack: Sta
         assert run.stop()["batches"] >= 10
 
 
+@pytest.mark.parametrize("lane", TRANSPORTS)
 def test_a_continuous_run_whose_worker_is_killed_fails_within_bounded_time(
-    stack: Stack,
+    stack: Stack, lane: LaneMode
 ) -> None:
     b = stack.broker("ipc")
     victim = _qpu_worker(stack, b.endpoint)
     wait_for_workers(b.endpoint, "qpu", 1)
     with Client(b.endpoint, timeout=10) as c:
         cid = _register(c)
-        qs = QpuSession(c)
+        qs = QpuSession(c, lane=lane)
         run = qs.run(cid, [0.5], window=4)
         for _ in range(5):
             run.next()
         os.kill(victim.pid, signal.SIGKILL)
-        # Found dead by its silence, or by its connection's end when the broker sends to
-        # it (an ack of the window, say): either way the broker fails the run with
-        # session_lost, long before the client's own 10 s timeout could.
-        with pytest.raises(SessionLost, match=r"missed its heartbeats|could not be sent to"):
+        # Through the broker: found dead by its silence, or by its connection's end when
+        # the broker sends to it (an ack of the window, say), and the broker fails the run
+        # with session_lost. Over a lane: the client sees the worker's end of the lane go.
+        # Either way long before the client's own 10 s timeout could.
+        gone = r"missed its heartbeats|could not be sent to"
+        if lane == "require":
+            gone = r"the worker's end of lane nl_[0-9a-f]{32} is gone"
+        began = time.monotonic()
+        with pytest.raises(SessionLost, match=gone):
             while True:
                 run.next()  # results already on the way, then the error
+        assert time.monotonic() - began < 10  # not the client's timeout
         with pytest.raises(SessionLost):
             run.update([0.1])
         qs.session.close()

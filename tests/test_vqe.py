@@ -11,6 +11,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-igno
 
 from client import Client, RemoteError
 from client.errors import remote_error
+from client.lane.support import lane_support_missing
 from control_sim.qpu.client import CircuitInfo, QpuClient
 from control_sim.qpu.errors import QpuError
 from control_sim.qpu.evaluator import QpuEvaluator
@@ -29,8 +33,12 @@ from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.vqe import h2
 from control_sim.vqe.comparison import VqeConfig, compare_h2_vqe, run_vqe_session
 from control_sim.vqe.driver import h2_registration
-from tests.conftest import one_line_error, run_module
+from tests.conftest import ROOT, one_line_error, run_module
 from tests.test_qpu_core import BELL_QASM
+
+LANES_MISSING = lane_support_missing()
+needs_lanes = pytest.mark.skipif(LANES_MISSING is not None, reason=f"no lanes: {LANES_MISSING}")
+"""For tests that need this process to use lanes (the extra installed, NEARLOOP_NO_LANE unset)."""
 
 REQUIRED_FIELDS = {
     "energy", "exact_energy", "error_mha", "iterations", "evaluations", "loop_us",
@@ -49,6 +57,26 @@ def qpu_endpoint() -> Iterator[str]:
 def qpu(qpu_endpoint: str) -> Iterator[QpuClient]:
     with Client(qpu_endpoint, timeout=10) as c:
         yield QpuClient(c, timeout=10)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(None, id="any-worker"),
+        pytest.param("off", id="session-broker"),
+        pytest.param("require", id="session-lane", marks=needs_lanes),
+    ]
+)
+def each_qpu(request: pytest.FixtureRequest, qpu_endpoint: str) -> Iterator[QpuClient]:
+    """A QpuClient calling any worker through the broker, or through a session, over the
+    broker or a lane."""
+    lane = request.param
+    with Client(qpu_endpoint, timeout=10) as c:
+        if lane is None:
+            yield QpuClient(c, timeout=10)
+            return
+        with QpuClient.open(c, lane=lane, timeout=10) as q:
+            assert q.lane == ("shm" if lane == "require" else "zmq")
+            yield q
 
 
 # --- QpuClient --------------------------------------------------------------------------
@@ -105,7 +133,8 @@ def test_energy_fn_sends_only_the_circuit_id_and_the_parameters(qpu: QpuClient) 
 
 
 @pytest.mark.timeout(60)
-def test_register_qpy_and_sample(qpu: QpuClient) -> None:
+def test_register_qpy_and_sample(each_qpu: QpuClient) -> None:
+    qpu = each_qpu
     theta = Parameter("theta")
     circuit = QuantumCircuit(2)
     circuit.ry(theta, 0)
@@ -127,7 +156,8 @@ def test_register_qpy_and_sample(qpu: QpuClient) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_service_errors_arrive_with_their_type(qpu: QpuClient) -> None:
+def test_service_errors_arrive_with_their_type(each_qpu: QpuClient) -> None:
+    qpu = each_qpu
     info = qpu.register_qasm3(*h2_registration())
     cases: list[tuple[str, Callable[[], object]]] = [
         ("unknown_circuit", lambda: qpu.estimate("no-such-circuit", np.zeros(4))),
@@ -179,6 +209,40 @@ def test_vqe_with_shots_reports_a_finite_error_at_the_returned_point(qpu_endpoin
     assert s["same_result"] and s["inproc_error_mha"] == pytest.approx(s["error_mha"])
 
 
+@needs_lanes
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("optimizer", ["spsa", "cobyla"])
+def test_vqe_over_a_lane_returns_what_the_broker_and_in_process_return(
+    qpu_endpoint: str, optimizer: str
+) -> None:
+    base = VqeConfig(optimizer=optimizer, maxiter=40, seed=3, warmup_calls=2)  # type: ignore[arg-type]
+    lane = compare_h2_vqe(qpu_endpoint, base)  # lane="auto", the default: co-located here
+    broker = compare_h2_vqe(qpu_endpoint, VqeConfig(**{**_fields(base), "lane": "off"}))
+    assert (lane.lane, lane.lane_refused) == ("shm", None)
+    assert (broker.lane, broker.lane_refused) == ("zmq", "lane='off'")
+    # Same seed, same optimizer, same deterministic evaluator: the same numbers exactly.
+    for a, b in [(lane.remote, broker.remote), (lane.remote, lane.inproc)]:
+        assert np.array_equal(a.x, b.x) and a.energy == b.energy
+        assert np.array_equal(a.history, b.history) and a.calls == b.calls
+    assert lane.same_result and broker.same_result
+
+
+@needs_lanes
+@pytest.mark.timeout(60)
+def test_vqe_with_shots_over_a_lane_sees_the_same_shot_noise_as_in_process(
+    qpu_endpoint: str,
+) -> None:
+    s = run_vqe_session(
+        qpu_endpoint, VqeConfig(shots=300, maxiter=30, seed=4, warmup_calls=1, lane="require")
+    )
+    assert s["lane"] == "shm" and s["lane_mode"] == "require"
+    assert s["same_result"] and s["inproc_energy"] == s["energy"]
+
+
+def _fields(config: VqeConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in VqeConfig.__dataclass_fields__}
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -221,7 +285,43 @@ def test_vqe_cli_prints_a_readable_summary(qpu_endpoint: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "cobyla, exact estimator" in done.stdout
     assert "chemically accurate" in done.stdout and "NOT" not in done.stdout
-    assert "through broker p50" in done.stdout and "in-process p50" in done.stdout
+    via = "over the lane" if LANES_MISSING is None else "through broker"
+    assert f"loop     {via} p50" in done.stdout and "in-process p50" in done.stdout
+    done = run_module("control_sim", "vqe", "--connect", qpu_endpoint, "--lane", "off")
+    assert done.returncode == 0, done.stderr
+    assert "transport through the broker (lane='off')" in done.stdout
+    assert "loop     through broker p50" in done.stdout
+
+
+@needs_lanes
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lane", ["require", "off"])
+def test_vqe_cli_lane_option_picks_the_transport_and_says_so(
+    tmp_path: Path, qpu_endpoint: str, lane: str
+) -> None:
+    out = tmp_path / "vqe.json"
+    args = ["--connect", qpu_endpoint, "--maxiter", "20", "--lane", lane, "--json", str(out)]
+    done = run_module("control_sim", "vqe", *args)
+    assert done.returncode == 0, done.stderr
+    s = json.loads(out.read_text())
+    assert s["lane_mode"] == lane and s["same_result"]
+    if lane == "require":
+        assert s["lane"] == "shm" and s["lane_refused"] is None
+    else:
+        assert s["lane"] == "zmq" and s["lane_refused"] == "lane='off'"
+
+
+@pytest.mark.timeout(60)
+def test_vqe_cli_lane_require_without_lanes_is_one_clear_error(qpu_endpoint: str) -> None:
+    env = {**os.environ, "NEARLOOP_NO_LANE": "1"}
+    args = ["--connect", qpu_endpoint, "--maxiter", "5", "--lane", "require"]
+    done = subprocess.run(
+        [sys.executable, "-m", "control_sim", "vqe", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    line = one_line_error(done)
+    assert "lane='require'" in line and "NEARLOOP_NO_LANE" in line
+    assert done.stdout == ""  # it stopped before any VQE ran
 
 
 @pytest.mark.timeout(60)
@@ -233,6 +333,8 @@ def test_vqe_cli_refuses_bad_input_clearly(qpu_endpoint: str) -> None:
     assert "no worker for 'nosuch'" in line and "nearloop qpu --connect" in line
     line = one_line_error(run_module("control_sim", "vqe", "--connect", "localhost:5555"))
     assert "'localhost:5555' names no transport" in line
+    line = one_line_error(run_module("control_sim", "vqe", "--lane", "fast"))
+    assert "argument --lane: invalid choice: 'fast'" in line
 
 
 # --- the benchmark ------------------------------------------------------------------------
@@ -245,7 +347,9 @@ def test_bench_vqe_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
     done = run_module("bench", "vqe", *args, "--json", str(out_json), "--plot", str(out_png))
     assert done.returncode == 0, done.stderr
     doc = json.loads(out_json.read_text())
-    assert set(doc["peers"]) == {"in-process", "broker"}
+    remote = {"broker"} if LANES_MISSING is not None else {"lane", "broker"}
+    assert set(doc["peers"]) == {"in-process"} | remote
+    assert set(doc["skipped"]) == ({"lane"} if LANES_MISSING is not None else set())
     base = doc["peers"]["in-process"]
     for name, p in doc["peers"].items():
         assert p["n"] == 60, name
@@ -253,12 +357,21 @@ def test_bench_vqe_smoke_writes_table_json_and_plot(tmp_path: Path) -> None:
         assert p["p50_vs_inproc"] == pytest.approx(p["p50_us"] / base["p50_us"])
         assert math.isfinite(p["error_mha_max"]) and p["runs"] == 2  # too short to converge
         assert name in done.stdout
-    o = doc["overhead"]
-    broker_p50 = doc["peers"]["broker"]["p50_us"]
-    assert o["p50_pct"] == pytest.approx((broker_p50 - base["p50_us"]) / base["p50_us"] * 100)
-    assert o["goal_pct"] == 10 and o["meets_goal"] == (o["p50_pct"] <= 10)
+        cpu = p["cpu"]
+        assert cpu["client_us_per_iteration"] > 0 and cpu["cores_busy"] > 0, name
+        if cpu["servers_us_per_iteration"] is not None:  # readable where /proc has schedstat
+            assert cpu["us_per_iteration"] == pytest.approx(
+                cpu["client_us_per_iteration"] + cpu["servers_us_per_iteration"]
+            )
+    assert doc["goal_pct"] == 10 and set(doc["overhead"]) == remote
+    for name, o in doc["overhead"].items():
+        p50 = doc["peers"][name]["p50_us"]
+        assert o["p50_pct"] == pytest.approx((p50 - base["p50_us"]) / base["p50_us"] * 100)
+        assert o["p50_ratio"] == pytest.approx(p50 / base["p50_us"])
+        assert o["meets_goal"] == (o["p50_pct"] <= 10)
+        assert f"overhead of the {name} (p50)" in done.stdout
     assert doc["config"]["iterations"] == 60 and doc["config"]["optimizer"] == "spsa"
     assert doc["machine"]["cpu_count"] >= 1 and doc["date"]
     assert {"pyzmq", "numpy", "qiskit", "qiskit-aer"} <= set(doc["versions"])
-    assert "p50 vs. in-proc" in done.stdout and "overhead of the broker" in done.stdout
+    assert "p50 vs. in-proc" in done.stdout and "CPU µs/it" in done.stdout
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from client.connection import TTL_SHARE, Call
 from client.errors import RequestTimeout, remote_error
-from client.lane.client_end import LaneClient, WorkerGone
+from client.lane.client_end import LIVENESS_CHECK_NS, LaneClient, WorkerGone
 from client.lane.framing import LaneMessage
 from client.messages import Message
 from client.wire import (
@@ -45,6 +45,7 @@ class SessionLane:
         self.malformed_replies = 0
         self.lost: str | None = None
         """Why the worker's end is gone; every request fails with SessionLost after."""
+        self._next_check_ns = 0
 
     def send(self, call: Call, body: Any, arrays: Sequence[npt.NDArray[Any]]) -> None:
         """Send ``call``'s request (its id and timeout are set) over the lane; a lane
@@ -76,6 +77,27 @@ class SessionLane:
         for rid, msg in got:
             self._deliver_one(rid, msg)
         return bool(got)
+
+    def check_worker(self) -> bool:
+        """With calls in flight, fail them with SessionLost if the worker's end has gone;
+        True if it did (their errors were delivered).
+
+        For callers that deliver without waiting on a call (``Client.receive``, awaiting
+        a long request's PARTIALs), which never sleep on the lane, where :meth:`wait`
+        looks. It looks at most every ``LIVENESS_CHECK_NS``: a look costs a few hundred µs.
+        """
+        if not self.calls or self.lost is not None:
+            return False
+        now = time.monotonic_ns()
+        if now < self._next_check_ns:
+            return False
+        self._next_check_ns = now + LIVENESS_CHECK_NS
+        try:
+            self.end.check_worker()
+        except WorkerGone as exc:
+            self._lose(str(exc))
+            return True
+        return False
 
     def _deliver_one(self, rid: int, msg: LaneMessage) -> None:
         try:

@@ -6,7 +6,9 @@
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
 once the broker has answered its READY, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
 continuous runs in sessions included (:mod:`control_sim.qpu.continuous`; at most
-``credit - 1`` at once, so that a slot always stays free for their updates).
+``credit - 1`` at once, so that a slot always stays free for their updates). Like every
+:class:`client.worker.Worker`, it serves shared-memory lanes to the sessions of clients on
+its host (the runs' PARTIALs, sent from the idle callback, go over the lane too).
 SIGINT/SIGTERM make it say DISCONNECT and exit 0.
 
 Only the standard library, :mod:`client.arguments` and the service's name are imported

@@ -1,8 +1,11 @@
 """The optimizer's side of the ``qpu`` service: register once, then send only parameters.
 
-:class:`QpuClient` wraps a :class:`client.Client` and calls the ``qpu`` service through
-the broker, building every request and reading every reply with the types of
-:mod:`control_sim.qpu.schema`. A circuit and its observables are registered once
+:class:`QpuClient` wraps a :class:`client.Client` and calls the ``qpu`` service, building
+every request and reading every reply with the types of :mod:`control_sim.qpu.schema`.
+Made with :meth:`QpuClient.open`, it calls through a :class:`client.Session` pinned to one
+worker, over a shared-memory lane when that worker shares this host (``lane="auto"``,
+the default) and through the broker otherwise; made directly, each call goes through the
+broker to whichever worker is free. A circuit and its observables are registered once
 (:meth:`QpuClient.register_qasm3`, :meth:`QpuClient.register_qpy`); after that a call
 carries the circuit id, a few scalars and the parameter array, nothing else.
 
@@ -15,8 +18,8 @@ Errors of the service arrive typed: a refusal raises the class of
 This module imports only the client library and numpy, so an optimizer process needs
 neither qiskit nor aer.
 
->>> with Client(endpoint) as c:                                     # doctest: +SKIP
-...     qpu = QpuClient(c)
+>>> with Client(endpoint) as c, QpuClient.open(c) as qpu:           # doctest: +SKIP
+...     qpu.lane                                  # "shm" when co-located, else "zmq"
 ...     info = qpu.register_qasm3(h2.ANSATZ_QASM3, [list(h2.PAULI_TERMS)])
 ...     values, stds = qpu.estimate(info.circuit, np.zeros(info.num_parameters))
 """
@@ -30,7 +33,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
-from client import Client, Message
+from client import Client, Message, Session
+from client.wire.lanes import LaneMode
 from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
     SEED_BOUND,
@@ -54,22 +58,80 @@ __all__ = ["CircuitInfo", "Observable", "QpuClient", "SampleReply"]
 
 
 class QpuClient:
-    """Calls the ``qpu`` service through a broker, on a :class:`client.Client` it borrows.
+    """Calls the ``qpu`` service on a :class:`client.Client` it borrows: through the
+    broker, or through ``session`` (a :class:`client.Session` on the service, pinned to
+    one worker, which :meth:`open` makes).
 
     Every call waits at most ``timeout`` seconds (``RequestTimeout`` after that). Not
     thread-safe, like the client under it.
     """
 
-    def __init__(self, client: Client, service: str = DEFAULT_SERVICE, *, timeout: float = 5.0):
+    def __init__(
+        self,
+        client: Client,
+        service: str = DEFAULT_SERVICE,
+        *,
+        timeout: float = 5.0,
+        session: Session | None = None,
+    ):
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 s, got {timeout}")
+        if session is not None and (session.client is not client or session.service != service):
+            raise ValueError(
+                f"the session ({session.service!r}) must be one of this client's, on {service!r}"
+            )
         self.client = client
         self.service = service
         self.timeout = timeout
+        self.session = session
+
+    @classmethod
+    def open(
+        cls,
+        client: Client,
+        service: str = DEFAULT_SERVICE,
+        *,
+        lane: LaneMode = "auto",
+        timeout: float = 5.0,
+    ) -> QpuClient:
+        """A :class:`QpuClient` calling through a new session on ``service``, which
+        :meth:`close` (or the ``with`` block's end) closes.
+
+        ``lane`` is :meth:`client.Client.open_session`'s: ``"auto"`` takes a shared-memory
+        lane where the pinned worker shares this host and goes through the broker
+        otherwise; ``"require"`` raises :class:`client.errors.LaneUnavailable` without
+        one; ``"off"`` goes through the broker. :attr:`lane` says which it got.
+        """
+        session = client.open_session(service, lane=lane, timeout=timeout)
+        return cls(client, service, timeout=timeout, session=session)
+
+    @property
+    def lane(self) -> str:
+        """``"shm"`` (a session over a shared-memory lane) or ``"zmq"`` (the broker)."""
+        return "zmq" if self.session is None else self.session.lane
+
+    @property
+    def lane_refused(self) -> str | None:
+        """Why the calls go through the broker, when they do (None over a lane)."""
+        if self.session is None:
+            return "no session: each call goes to any worker through the broker"
+        return self.session.lane_refused
+
+    def close(self) -> None:
+        """Close the session, if this client has one (idempotent); the client stays open."""
+        if self.session is not None:
+            self.session.close(timeout=self.timeout)
+
+    def __enter__(self) -> QpuClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         where = self.client.endpoint
-        return f"QpuClient({self.service!r} via {where!r}, timeout={self.timeout:g} s)"
+        how = "" if self.session is None else f", session {self.session.id} over {self.lane}"
+        return f"QpuClient({self.service!r} via {where!r}{how}, timeout={self.timeout:g} s)"
 
     def register_qasm3(self, source: str, observables: Sequence[Observable] = ()) -> CircuitInfo:
         """Register an OpenQASM 3 program (``input float[64]`` parameters) and observables.
@@ -134,17 +196,29 @@ class QpuClient:
         rng = np.random.default_rng(seed) if shots is not None and seed is not None else None
         # Built once: a call changes only the seed in it, and sends the parameters.
         body = Estimate(circuit_id, shots, None).to_body()
-        request = self.client.request
-        service, timeout = self.service, self.timeout
+        timeout = self.timeout
         read = EstimateReply.frames_of
+        if self.session is not None:
+            session_request = self.session.request
 
-        def energy(xs: NDArray[np.float64]) -> NDArray[np.float64]:
+            def energy(xs: NDArray[np.float64]) -> NDArray[np.float64]:
+                if rng is not None:
+                    body["seed"] = int(rng.integers(SEED_BOUND))
+                values, _ = read(session_request(body, params_frame(xs), timeout=timeout))
+                return values[:, 0]
+
+            return energy
+        request, service = self.client.request, self.service
+
+        def brokered_energy(xs: NDArray[np.float64]) -> NDArray[np.float64]:
             if rng is not None:
                 body["seed"] = int(rng.integers(SEED_BOUND))
             values, _ = read(request(service, body, params_frame(xs), timeout=timeout))
             return values[:, 0]
 
-        return energy
+        return brokered_energy
 
     def _call(self, body: dict[str, Any], *arrays: NDArray[Any]) -> Message:
+        if self.session is not None:
+            return self.session.request(body, *arrays, timeout=self.timeout)
         return self.client.request(self.service, body, *arrays, timeout=self.timeout)

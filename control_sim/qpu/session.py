@@ -1,7 +1,8 @@
 """The optimizer's side of continuous mode: :class:`QpuSession`, and its running loop.
 
 A :class:`QpuSession` is one session on the ``qpu`` service: it opens a
-:class:`client.Session` (the broker pins it to one worker), speaks the session ops of
+:class:`client.Session` (the broker pins it to one worker; over a shared-memory lane
+when that worker shares this host, unless ``lane="off"``), speaks the session ops of
 :mod:`control_sim.qpu.continuous` through it, and closes it. :meth:`QpuSession.run`
 starts a shot loop on that worker and returns its :class:`ContinuousRun`, whose results
 stream back as PARTIAL replies. Requests are built and replies read with the types of
@@ -24,6 +25,7 @@ from numpy.typing import ArrayLike
 
 import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
 from client import Client, Message, PendingReply, RequestTimeout, Session
+from client.wire.lanes import LaneMode
 from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
     DEFAULT_WINDOW,
@@ -145,16 +147,23 @@ class ContinuousRun:
 class QpuSession:
     """A session on the ``qpu`` service, pinned to one worker, for continuous runs.
 
-    It opens its :class:`client.Session` (``session``) at once; :meth:`close` (or the
-    ``with`` block's end) forgets the session's state on the worker, then in the broker.
+    It opens its :class:`client.Session` (``session``) at once, with ``lane`` as
+    :meth:`client.Client.open_session` takes it (``session.lane`` says which transport it
+    got); :meth:`close` (or the ``with`` block's end) forgets the session's state on the
+    worker, then in the broker.
     """
 
     def __init__(
-        self, client: Client, service: str = DEFAULT_SERVICE, *, timeout: float = 10.0
+        self,
+        client: Client,
+        service: str = DEFAULT_SERVICE,
+        *,
+        timeout: float = 10.0,
+        lane: LaneMode = "auto",
     ) -> None:
         self.client = client
         self.timeout = timeout
-        self.session = client.open_session(service, timeout=timeout)
+        self.session = client.open_session(service, lane=lane, timeout=timeout)
 
     def run(
         self,

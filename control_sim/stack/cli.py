@@ -14,6 +14,7 @@ from client.arguments import (
     write_json,
 )
 from control_sim.qpu.names import DEFAULT_SERVICE as DEFAULT_QPU_SERVICE
+from control_sim.vqe.cli import add_lane
 from decoders.names import DEFAULT_DECODER_SERVICE
 
 _positive = int_at_least(1)
@@ -33,6 +34,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="surface-code shots streamed to the decoders",
     )  # fmt: skip
     add_seed(p, help="seeds the VQE and the syndrome samples")
+    add_lane(p)
     add_json(p)
 
 
@@ -46,7 +48,13 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
     try:
         config = replace(
             base,
-            vqe=replace(base.vqe, optimizer=args.optimizer, maxiter=args.maxiter, seed=args.seed),
+            vqe=replace(
+                base.vqe,
+                optimizer=args.optimizer,
+                maxiter=args.maxiter,
+                seed=args.seed,
+                lane=args.lane,
+            ),
             qec=replace(base.qec, shots=args.qec_shots, seed=args.seed),
         )
     except ValueError as exc:

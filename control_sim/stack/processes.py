@@ -76,6 +76,11 @@ class ServerGroup:
             self._unready.popleft()
         return lines
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The process ids of the servers started, oldest first (to read their CPU time)."""
+        return tuple(proc.pid for _, proc in self._procs)
+
     def process(self, name: str) -> subprocess.Popen[str]:
         """The process started under ``name``."""
         for n, proc in self._procs:

@@ -19,9 +19,19 @@ from client.arguments import (
     int_at_least,
     write_json,
 )
+from client.wire.lanes import LANE_MODES
 from control_sim.qpu.names import DEFAULT_SERVICE
 
 DEFAULT_TIMEOUT_S = 5.0
+
+
+def add_lane(p: argparse.ArgumentParser) -> None:
+    """``--lane auto|off|require``: the QPU session's transport (``vqe`` and ``demo``)."""
+    p.add_argument(
+        "--lane", choices=LANE_MODES, default="auto",
+        help="the qpu session's transport: a shared-memory lane when the worker shares this "
+        "host, else the broker (auto); always the broker (off); a lane or an error (require)",
+    )  # fmt: skip
 
 
 def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +48,7 @@ def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
     add_seed(p, help="seeds the start point, SPSA's perturbations and the shot seeds")
     add_maxiter(p, help="SPSA iterations or COBYLA evaluations (default: 300 SPSA, 150 COBYLA)")
     add_timeout_s(p, default=DEFAULT_TIMEOUT_S, help="bound on each call to the service")
+    add_lane(p)
     add_json(p)
 
 
@@ -46,6 +57,7 @@ def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
 
     Without ``--connect`` it starts a local stack (a broker and one ``qpu`` worker); with
     it, the broker must answer and serve ``--service`` (else a one-line error, exit 2).
+    ``--lane require`` with no lane to be had is the same kind of error (``LaneUnavailable``).
     Errors of the service or the transport during the run reach :func:`control_sim.cli.main`,
     which prints them as one line and exits 1.
     """
@@ -61,6 +73,7 @@ def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
             maxiter=args.maxiter,
             service=args.service,
             timeout_s=args.timeout_s,
+            lane=args.lane,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -1,14 +1,16 @@
 """The driver through the ``qpu`` service, beside the same driver in-process: ``control_sim vqe``.
 
 :func:`compare_h2_vqe` runs the transport-agnostic loop of :mod:`control_sim.vqe.driver`
-on H2 twice. It registers the H2 ansatz and Hamiltonian with the ``qpu`` service
-once, runs VQE on it through the broker (only the circuit id and the parameters cross
-the wire per call), then runs the same optimizer from the same seed in this process
-with no middleware (:func:`control_sim.vqe.driver.in_process_energy`). Both sides warm up
-with the same untimed calls first. With shots, both sides draw their per-call simulator
-seeds from one generator seeded alike, so the two runs see the same shot noise and, the
-service being deterministic, follow the same trajectory: any difference in the result
-is the middleware's fault. :func:`run_vqe_session` turns that into the JSON summary.
+on H2 twice. It opens a session on the ``qpu`` service (over a shared-memory lane when
+the pinned worker shares this host and :attr:`VqeConfig.lane` allows it, else through
+the broker), registers the H2 ansatz and Hamiltonian there once, runs VQE on it (only
+the circuit id and the parameters cross per call), then runs the same optimizer from
+the same seed in this process with no middleware
+(:func:`control_sim.vqe.driver.in_process_energy`). Both sides warm up with the same
+untimed calls first. With shots, both sides draw their per-call simulator seeds from
+one generator seeded alike, so the two runs see the same shot noise and, the service
+being deterministic, follow the same trajectory: any difference in the result is the
+middleware's fault. :func:`run_vqe_session` turns that into the JSON summary.
 
 Loop latency is the wall time of one optimizer iteration (its energy calls plus the
 optimizer's own work). Iteration 1 also holds the optimizer's start-up (SPSA's
@@ -26,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from client import Client
+from client.wire.lanes import LaneMode, check_lane_mode
 from control_sim.errors import ControlSimError
 from control_sim.qpu.client import QpuClient
 from control_sim.qpu.names import DEFAULT_SERVICE
@@ -66,6 +69,9 @@ class VqeConfig:
     """Bound on each call to the service."""
     warmup_calls: int = 20
     """Untimed energy calls on each side before its run."""
+    lane: LaneMode = "auto"
+    """The session's transport: ``"auto"`` a shared-memory lane when the worker shares
+    this host, else the broker; ``"require"`` a lane or an error; ``"off"`` the broker."""
 
     def __post_init__(self) -> None:
         if self.molecule not in MOLECULES:
@@ -78,6 +84,7 @@ class VqeConfig:
             raise ValueError(f"maxiter must be >= 1, got {self.maxiter}")
         if self.warmup_calls < 0 or self.timeout_s <= 0:
             raise ValueError("need warmup_calls >= 0 and timeout_s > 0")
+        check_lane_mode(self.lane)
 
     @property
     def budget(self) -> int:
@@ -87,7 +94,8 @@ class VqeConfig:
 
 @dataclass(frozen=True, eq=False)
 class VqeComparison:
-    """The same VQE through the broker (``remote``) and in this process (``inproc``)."""
+    """The same VQE through the ``qpu`` service (``remote``) and in this process
+    (``inproc``)."""
 
     config: VqeConfig
     circuit: CircuitInfo
@@ -95,6 +103,10 @@ class VqeComparison:
     inproc: VqeResult
     session_s: float
     """Everything: registration, warm-ups and both runs."""
+    lane: str
+    """The remote run's transport: ``"shm"`` (a lane) or ``"zmq"`` (the broker)."""
+    lane_refused: str | None
+    """Why the remote run went through the broker, if it did."""
 
     @property
     def same_result(self) -> bool:
@@ -159,9 +171,11 @@ def compare_h2_vqe(endpoint: str, config: VqeConfig) -> VqeComparison:
 
     with Client(endpoint, timeout=config.timeout_s) as client:
         require_service(client, config.service)
-        qpu = QpuClient(client, config.service, timeout=config.timeout_s)
-        remote_energy, info = remote_h2_energy(qpu, config)
-        remote = run(remote_energy)
+        with QpuClient.open(
+            client, config.service, lane=config.lane, timeout=config.timeout_s
+        ) as qpu:
+            remote_energy, info = remote_h2_energy(qpu, config)
+            remote = run(remote_energy)
     inproc = run(in_process_energy(shots=config.shots, seed=config.seed))
     return VqeComparison(
         config=config,
@@ -169,6 +183,8 @@ def compare_h2_vqe(endpoint: str, config: VqeConfig) -> VqeComparison:
         remote=remote,
         inproc=inproc,
         session_s=(time.perf_counter_ns() - began) / 1e9,
+        lane=qpu.lane,
+        lane_refused=qpu.lane_refused,
     )
 
 
@@ -184,6 +200,9 @@ def summarize(cmp: VqeComparison) -> dict[str, Any]:
         "seed": c.seed,
         "maxiter": c.budget,
         "service": c.service,
+        "lane_mode": c.lane,
+        "lane": cmp.lane,
+        "lane_refused": cmp.lane_refused,
         "circuit": cmp.circuit.circuit,
         "num_qubits": cmp.circuit.num_qubits,
         "num_parameters": cmp.circuit.num_parameters,
@@ -242,13 +261,27 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['calls']} calls"
     )
     lo, li, rt = s["loop_us"], s["inproc_loop_us"], s["call_us"]
+    via = transport_name(s["lane"])
     lines += [
-        f"  loop     through broker p50 {lo['p50']:.0f} us  p99 {lo['p99']:.0f} us | "
+        f"  transport {transport_line(s['lane'], s['lane_refused'])}",
+        f"  loop     {via} p50 {lo['p50']:.0f} us  p99 {lo['p99']:.0f} us | "
         f"in-process p50 {li['p50']:.0f} us  p99 {li['p99']:.0f} us | "
         f"{s['loop_p50_vs_inproc']:.2f}x ({s['overhead_pct']:+.0f}%)",
-        f"  call     round trip through broker p50 {rt['p50']:.0f} us  p99 {rt['p99']:.0f} us",
-        f"  wall     {s['wall_s']:.3f} s through broker, {s['inproc_wall_s']:.3f} s in-process "
+        f"  call     round trip {via} p50 {rt['p50']:.0f} us  p99 {rt['p99']:.0f} us",
+        f"  wall     {s['wall_s']:.3f} s {via}, {s['inproc_wall_s']:.3f} s in-process "
         f"({s['session_s']:.2f} s session); same result in-process: "
         f"{'yes' if s['same_result'] else 'no'} ({s['inproc_error_mha']:.4f} mHa)",
     ]
     return "\n".join(lines)
+
+
+def transport_name(lane: str) -> str:
+    """How the summary names a run's transport: ``"over the lane"`` or ``"through broker"``."""
+    return "over the lane" if lane == "shm" else "through broker"
+
+
+def transport_line(lane: str, refused: str | None) -> str:
+    """One line on the transport a run used, and why not the lane when it was not."""
+    if lane == "shm":
+        return "shared-memory lane to the pinned qpu worker (the broker only paired them)"
+    return f"through the broker ({refused or 'no lane'})"
