@@ -103,7 +103,7 @@ class LaneRoute(Protocol):
 
     def deliver(self) -> bool: ...
 
-    def check_worker(self) -> bool: ...
+    def fail_if_worker_gone(self) -> bool: ...
 
     def wait(self, call: Any) -> None: ...
 
@@ -381,14 +381,14 @@ class Connection(Generic[CallT]):
 
     def deliver_lanes(self) -> bool:
         """Hand every reply waiting on the client's lanes to its call; True if any. When
-        none came, fail the calls of a lane whose worker has gone (``check_worker``): that
-        error is delivered too."""
+        none came, fail the calls of a lane whose worker has gone
+        (``fail_if_worker_gone``): that error is delivered too."""
         got = False
         for lane in self.lanes:
             got = lane.deliver() or got
         if not got:
             for lane in self.lanes:
-                got = lane.check_worker() or got
+                got = lane.fail_if_worker_gone() or got
         return got
 
     def forget(self, call: Call) -> None:

@@ -78,7 +78,7 @@ class SessionLane:
             self._deliver_one(rid, msg)
         return bool(got)
 
-    def check_worker(self) -> bool:
+    def fail_if_worker_gone(self) -> bool:
         """With calls in flight, fail them with SessionLost if the worker's end has gone;
         True if it did (their errors were delivered).
 
