@@ -151,17 +151,8 @@ def test_arrays_of_every_dtype_shape_and_size_round_trip_and_stay_valid_after_th
     lane_files.assert_none_left()
 
 
-LATE_READER_STALLS = pytest.mark.xfail(
-    strict=True,
-    reason="a lane reply to a client whose reply buffer is full (MAX_RESPONSES_BUFFERED) "
-    "blocks the worker inside iceoryx2's send (RetryUntilDelivered), heartbeats and all: "
-    "the broker expires the worker, the worker's reconnect drops the deferred reply, and "
-    "the client waits for its own timeout (issue 14; reported to the lead)",
-)
-
-
 @pytest.mark.parametrize(
-    "late_reader", [False, pytest.param(True, marks=LATE_READER_STALLS)], ids=["reading", "late"]
+    "late_reader", [False, True], ids=["reading", "late"]
 )
 def test_partials_come_over_the_lane_in_order_then_the_final(
     stack: Stack, client_kind: str, late_reader: bool

@@ -101,18 +101,9 @@ time.sleep(60)  # holds the lane until it is killed
 """
 
 
-WORKER_BLOCKS_ON_A_DEAD_READER = pytest.mark.xfail(
-    strict=True,
-    reason="the worker keeps sending PARTIALs to the killed client; once the lane's reply "
-    "buffer is full, iceoryx2's send (RetryUntilDelivered) blocks the worker for good, "
-    "heartbeats and all: the broker expires it and the lane is never freed (issue 14; "
-    "reported to the lead)",
-)
-
-
 @pytest.mark.parametrize(
     "mid_stream",
-    [False, pytest.param(True, marks=WORKER_BLOCKS_ON_A_DEAD_READER)],
+    [False, True],
     ids=["idle", "mid-stream"],
 )
 def test_a_client_killed_holding_a_lane_has_it_freed_by_the_worker(

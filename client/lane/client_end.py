@@ -8,11 +8,19 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from client.lane.framing import LaneMessage, pack, unpack
-from client.lane.iox import INITIAL_SLICE_BYTES, iox, lane_services, peer_dead
+from client.lane.framing import LaneMessage, pack, pack_ack, unpack
+from client.lane.iox import (
+    INITIAL_SLICE_BYTES,
+    MAX_RESPONSES_BUFFERED,
+    iox,
+    lane_services,
+    peer_dead,
+)
 from client.lane.worker_end import WAKE_MARGIN_NS
 from client.wire import Frame
 
+ACK_EVERY: Final = MAX_RESPONSES_BUFFERED // 2
+"""The client acknowledges the replies it has read after this many."""
 LIVENESS_CHECK_NS: Final = 50_000_000
 """While it sleeps, the client looks this often whether the worker is still there."""
 CLOSE_WAIT_NS: Final = 200_000_000
@@ -51,6 +59,10 @@ class LaneClient:
         self.worker_awake_until_ns = 0
         """The worker polls until this time (the latest it told the client)."""
         self.closed = False
+        self.replies_read = 0
+        """Replies read so far; the worker holds replies while it has sent
+        MAX_RESPONSES_BUFFERED more than this end has acknowledged."""
+        self._acked = 0
         self._next_check_ns = 0
 
     def send(self, rid: int, body: Sequence[Frame]) -> None:
@@ -82,7 +94,21 @@ class LaneClient:
                     break
         for rid in done:
             self.pending.pop(rid).delete()
+        if got:
+            self.replies_read += len(got)
+            if self.replies_read - self._acked >= ACK_EVERY:
+                self._ack()
         return got
+
+    def _ack(self) -> None:
+        """Tell the worker how many replies this end has read, so it may send more."""
+        data = pack_ack(self.replies_read)
+        sample = self.client.loan_slice_uninit(len(data))
+        ctypes.memmove(sample.payload_ptr, data, len(data))
+        sample.assume_init().send().delete()  # no reply comes to an acknowledgement
+        self._acked = self.replies_read
+        if time.monotonic_ns() >= self.worker_awake_until_ns - WAKE_MARGIN_NS:
+            self.notifier.notify()
 
     def may_sleep(self, checked_at_ns: int) -> bool:
         """True if a poll that began at ``checked_at_ns`` and found nothing lets the

@@ -8,7 +8,9 @@ offset bytes field
 ====== ===== =========================================================================
 0      8     ``awake_until_ns``: the sender polls for the answer until this
              ``CLOCK_MONOTONIC`` time; the receiver wakes it with an event only after
-8      1     flags: bit 0 set on a FINAL reply (a PARTIAL has it clear; requests: 0)
+8      1     flags: bit 0 set on a FINAL reply (a PARTIAL has it clear; requests: 0);
+             bit 1 on an acknowledgement (a client's, with no frames: the first field
+             then counts the replies it has read in all)
 9      3     zero
 12     4     ``n``: the number of frames
 16     4n    each frame's length
@@ -27,6 +29,7 @@ from client.wire import Frame, ProtocolError
 from client.wire.limits import MAX_FRAMES
 
 FINAL: Final = 1
+ACK: Final = 2
 _PREAMBLE: Final = struct.Struct("<QB3xI")
 _LEN: Final = struct.Struct("<I")
 
@@ -35,8 +38,20 @@ class LaneMessage(NamedTuple):
     """One message read off a lane, its frames sliced out of one copied buffer."""
 
     awake_until_ns: int
+    """For an acknowledgement: the replies its client has read in all."""
     final: bool
     frames: list[memoryview]
+    ack: bool = False
+
+
+def pack_ack(replies_read: int) -> bytes:
+    """A client's acknowledgement: it has read ``replies_read`` replies in all.
+
+    >>> m = unpack(pack_ack(12))
+    >>> m.ack, m.awake_until_ns, m.frames
+    (True, 12, [])
+    """
+    return _PREAMBLE.pack(replies_read, ACK, 0)
 
 
 def pack(frames: Sequence[Frame], awake_until_ns: int, final: bool = False) -> bytes:
@@ -79,4 +94,4 @@ def unpack(data: bytes) -> LaneMessage:
         at = end
     if at != size:
         raise ProtocolError(f"lane message has {size - at} bytes after its last frame")
-    return LaneMessage(awake_until_ns, bool(flags & FINAL), frames)
+    return LaneMessage(awake_until_ns, bool(flags & FINAL), frames, bool(flags & ACK))

@@ -82,7 +82,13 @@ class LaneHub:
             return
         self._next_reap_ns = now_ns + REAP_EVERY_NS
         for sid, lane in list(self.lanes.items()):
-            if lane.client_gone(now_ns):
+            if lane.overflowing:
+                log.warning(
+                    "lane %s: its client left %d replies unread; freeing the lane",
+                    lane.name, len(lane.backlog),
+                )  # fmt: skip
+                self.close(sid)
+            elif lane.client_gone(now_ns):
                 self.close(sid)
 
     def close(self, session: int) -> None:

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from client.lane.framing import pack, unpack
-from client.lane.iox import INITIAL_SLICE_BYTES, iox, lane_services, peer_dead
+from client.lane.iox import (
+    INITIAL_SLICE_BYTES,
+    MAX_RESPONSES_BUFFERED,
+    iox,
+    lane_services,
+    peer_dead,
+)
 from client.wire import Frame
 
 ATTACH_TIMEOUT_NS: Final = 30 * 1_000_000_000
 """A lane whose client has not attached this long after it was made is freed."""
+MAX_BACKLOG: Final = 4096
+"""Replies a worker holds for a client that reads none of them; past this the lane is
+taken to be broken and freed (its client's calls fail with SessionLost)."""
 WAKE_MARGIN_NS: Final = 20_000
 """A peer said it polls until time t; a message sent later than t minus this margin wakes
 it with an event, in case it has just gone to sleep."""
@@ -56,32 +66,63 @@ class LaneServer:
         self.created_ns = time.monotonic_ns()
         self.served = 0
         self.closed = False
+        # Replies sent and replies the client says it has read: never more than
+        # MAX_RESPONSES_BUFFERED apart, so that iceoryx2's send never waits for a reader
+        # (it would hold the worker, heartbeats and all). The rest wait in the backlog.
+        self.sent = 0
+        self.acked = 0
+        self.backlog: deque[tuple[LaneRequest, bytes, bool]] = deque()
+
+    @property
+    def overflowing(self) -> bool:
+        """True when the client has left :data:`MAX_BACKLOG` replies unread."""
+        return len(self.backlog) > MAX_BACKLOG
 
     def receive(self) -> LaneRequest | None:
         """The next request, or None. Raises ProtocolError for one that does not parse
-        (the caller answers it with an error)."""
-        active = self.server.receive()
-        if active is None:
-            return None
-        data = ctypes.string_at(active.payload_ptr, active.header.number_of_elements)
-        msg = unpack(data)
-        return LaneRequest(self, active, msg.frames, msg.awake_until_ns)
+        (the caller answers it with an error). A client's acknowledgements are taken in
+        on the way, and release held replies."""
+        while True:
+            active = self.server.receive()
+            if active is None:
+                return None
+            data = ctypes.string_at(active.payload_ptr, active.header.number_of_elements)
+            msg = unpack(data)
+            if not msg.ack:
+                return LaneRequest(self, active, msg.frames, msg.awake_until_ns)
+            active.delete()
+            if msg.awake_until_ns > self.acked:
+                self.acked = msg.awake_until_ns
+                self._send_backlog()
 
     def respond(
         self, req: LaneRequest, body: Sequence[Frame], final: bool, awake_until_ns: int
     ) -> None:
-        """Send a reply (a PARTIAL, or the FINAL, which ends ``req``); wake the client if
-        it may have stopped polling."""
-        active = req.active
+        """Send a reply (a PARTIAL, or the FINAL, which ends ``req``), or hold it while
+        the client has :data:`MAX_RESPONSES_BUFFERED` unread; wake the client if it may
+        have stopped polling."""
         data = pack(body, awake_until_ns, final)
+        if self.backlog or self.sent - self.acked >= MAX_RESPONSES_BUFFERED:
+            self.backlog.append((req, data, final))
+            return
+        self._send(req, data, final)
+
+    def _send(self, req: LaneRequest, data: bytes, final: bool) -> None:
+        active = req.active
         sample = active.loan_slice_uninit(len(data))
         ctypes.memmove(sample.payload_ptr, data, len(data))
         sample.assume_init().send()
+        self.sent += 1
         if final:
             active.delete()
             self.served += 1
         if time.monotonic_ns() >= req.client_awake_until_ns - WAKE_MARGIN_NS:
             self.notifier.notify()
+
+    def _send_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog and self.sent - self.acked < MAX_RESPONSES_BUFFERED:
+            self._send(*backlog.popleft())
 
     def drain_wakeups(self) -> None:
         """Consume the events that woke (or would wake) the worker."""
@@ -114,6 +155,10 @@ class LaneServer:
         if self.closed:
             return
         self.closed = True
+        held = {id(req.active): req.active for req, _, _ in self.backlog}
+        for active in held.values():
+            active.delete()
+        self.backlog.clear()
         for port in (self.server, self.listener, self.notifier):
             port.delete()
         self.services = None  # type: ignore[assignment]  # dropping it removes the lane
