@@ -109,6 +109,8 @@ class LaneRoute(Protocol):
 
     async def wait_async(self, call: Any) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class Call:
     """A request in flight: its id, service, deadline, and what has come back for it.
@@ -404,7 +406,11 @@ class Connection(Generic[CallT]):
         return RequestTimeout(call.service, call.id, call.timeout)
 
     def close(self) -> None:
-        """Close the socket. Calls still in flight stay registered, and get no reply."""
+        """Close the socket and drop the ends of the sessions' lanes (their workers free
+        them). Calls still in flight stay registered, and get no reply."""
+        lanes, self.lanes = self.lanes, []
+        for lane in lanes:
+            lane.close()
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None

@@ -164,7 +164,7 @@ class SessionState:
         return self.closed or self._lane is None or self._lane.check_worker()
 
     def _drop_lane(self) -> None:
-        if self._lane is not None:
+        if self._lane is not None and self._lane in self._lanes:
             self._lanes.remove(self._lane)
             self._lane.close()
 

@@ -43,8 +43,7 @@ class LaneHub:
         """Make lane ``name`` for ``session`` (the broker asked); raises if it cannot."""
         if session in self.lanes:
             raise ProtocolError(f"session {session} has a lane already")
-        if not self.lanes:
-            remove_dead_nodes()  # what killed peers left, before this worker adds more
+        remove_dead_nodes()  # what killed peers left, before this worker adds more
         self.lanes[session] = LaneServer(name, session)
         self._waitset = None
         log.debug("lane %s opened for session %d", name, session)
