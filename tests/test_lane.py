@@ -151,9 +151,7 @@ def test_arrays_of_every_dtype_shape_and_size_round_trip_and_stay_valid_after_th
     lane_files.assert_none_left()
 
 
-@pytest.mark.parametrize(
-    "late_reader", [False, True], ids=["reading", "late"]
-)
+@pytest.mark.parametrize("late_reader", [False, True], ids=["reading", "late"])
 def test_partials_come_over_the_lane_in_order_then_the_final(
     stack: Stack, client_kind: str, late_reader: bool
 ) -> None:
