@@ -136,8 +136,12 @@ class DeferredReply:
 
     @property
     def open(self) -> bool:
-        """True until the FINAL is sent or the connection it came on has ended."""
-        return not self.done and self._connection == self._state.connection
+        """True until the FINAL is sent or what it came on has ended: the connection to
+        the broker, or for a lane's request, the lane."""
+        req = self._req
+        if isinstance(req, BrokerRequest):
+            return not self.done and self._connection == self._state.connection
+        return not self.done and not req.lane.closed
 
     def partial(self, result: Any) -> bool:
         """Queue a PARTIAL reply (a result as a handler returns one); False if not open."""

@@ -98,8 +98,9 @@ def test_a_lane_worker_killed_mid_stream_loses_nothing_and_leaves_nothing(
             for i, b in enumerate(blocks):
                 s.send(b, timeout=30)
                 if i == 15:
-                    # Nothing has read the reply of the block just sent: it is in flight.
-                    assert s.backlog > 0
+                    # Mid-stream: blocks keep coming, and the victim holds its share of
+                    # the window (an async send may already have read a reply or two,
+                    # so how many are in flight at this instant is not fixed).
                     victim.send_signal(signal.SIGKILL)
                     victim.wait(10)
                 results += s.poll(0)

@@ -72,6 +72,9 @@ class LaneServer:
         self.sent = 0
         self.acked = 0
         self.backlog: deque[tuple[LaneRequest, bytes, bool]] = deque()
+        self.unfinished: dict[int, Any] = {}
+        """The ActiveRequests without their FINAL yet, by id(): a reply deferred for a
+        client that is gone would keep the lane's memory alive; closing drops them."""
 
     @property
     def overflowing(self) -> bool:
@@ -89,6 +92,7 @@ class LaneServer:
             data = ctypes.string_at(active.payload_ptr, active.header.number_of_elements)
             msg = unpack(data)
             if not msg.ack:
+                self.unfinished[id(active)] = active
                 return LaneRequest(self, active, msg.frames, msg.awake_until_ns)
             active.delete()
             if msg.awake_until_ns > self.acked:
@@ -114,6 +118,7 @@ class LaneServer:
         sample.assume_init().send()
         self.sent += 1
         if final:
+            del self.unfinished[id(active)]
             active.delete()
             self.served += 1
         if time.monotonic_ns() >= req.client_awake_until_ns - WAKE_MARGIN_NS:
@@ -155,10 +160,10 @@ class LaneServer:
         if self.closed:
             return
         self.closed = True
-        held = {id(req.active): req.active for req, _, _ in self.backlog}
-        for active in held.values():
-            active.delete()
         self.backlog.clear()
+        for active in self.unfinished.values():
+            active.delete()
+        self.unfinished.clear()
         for port in (self.server, self.listener, self.notifier):
             port.delete()
         self.services = None  # type: ignore[assignment]  # dropping it removes the lane
