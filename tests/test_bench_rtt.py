@@ -109,8 +109,10 @@ def test_the_floors_run_and_leave_no_shared_memory_behind(tmp_path: Path) -> Non
         assert p["p50_vs_proxy"] is None  # proxy did not run: no ratio, and the table says so
         _assert_cpu_use(name, p["cpu"])
     assert "vs. proxy: n/a" in proc.stdout
-    # The floor polls on both sides: it keeps more than one core busy.
-    assert doc["peers"]["shm-floor"]["cpu"]["cores_busy"] > 1.0
+    # The floor polls on both sides: its server spends CPU on every round trip too (how
+    # many cores that keeps busy depends on what else the machine runs).
+    floor_cpu = doc["peers"]["shm-floor"]["cpu"]
+    assert floor_cpu["servers_us_per_round_trip"] > 0 and floor_cpu["client_us_per_round_trip"] > 0
     assert _shm_floor_segments() == before
 
 
