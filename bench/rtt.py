@@ -60,6 +60,7 @@ from bench.rtt_report import (
 )
 from bench.stats import LatencySummary
 from client.arguments import write_json
+from client.lane.support import lane_support_missing
 from control_sim.stack.processes import ServerGroup, interrupts_raise
 
 
@@ -164,6 +165,8 @@ def _runnable(peers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
     skipped: dict[str, str] = {}
     if "rpcq" in peers and importlib.util.find_spec("rpcq") is None:
         skipped["rpcq"] = "rpcq is not installed (pip install 'nearloop[bench]')"
+    if "lane" in peers and (missing := lane_support_missing()) is not None:
+        skipped["lane"] = f"no lane here: {missing}"
     return tuple(p for p in peers if p not in skipped), skipped
 
 

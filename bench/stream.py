@@ -32,15 +32,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
 from bench.cpu import processes_cpu_ns, wait_asleep
+from bench.errors import BenchError
 from bench.machine import describe_machine, library_versions
 from client.arguments import DEFAULT_P, DEFAULT_SEED, write_json
+from client.lane.support import lane_support_missing
 from client.latency import LatencySummary
 from client.wire.lanes import LaneMode
 from control_sim.qec.codes import CodeSpec
@@ -220,7 +222,16 @@ def lane_vs_broker(sweep: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(config: StreamBenchConfig) -> dict[str, Any]:
-    """Every measurement of one run, as the JSON document."""
+    """Every measurement of one run, as the JSON document. Without lanes here, the lane
+    transport is skipped, and the document says why."""
+    skipped: dict[str, str] = {}
+    if "lane" in config.transports and (missing := lane_support_missing()) is not None:
+        skipped["lane"] = f"no lane here: {missing}"
+        print(f"skipping the lane transport: {missing}", flush=True)
+        rest = tuple(t for t in config.transports if t != "lane")
+        if not rest:
+            raise BenchError(f"no transport left to run: {skipped['lane']}")
+        config = replace(config, transports=rest)
     per_distance = []
     for d in config.distances:
         spec = CodeSpec("surface", d, d, config.p)
@@ -259,6 +270,7 @@ def run(config: StreamBenchConfig) -> dict[str, Any]:
         "versions": library_versions(),
         "date": time.strftime("%Y-%m-%d"),
         "results": per_distance,
+        "skipped": skipped,
     }
 
 

@@ -17,7 +17,16 @@ import pytest
 import zmq
 
 from client import Client
+from client.lane.support import lane_support_missing
 from control_sim.stack.processes import START_TIMEOUT_S, wait_for_line
+
+LANES_MISSING = lane_support_missing()
+"""Why this process cannot use shared-memory lanes (the extra missing, or
+``NEARLOOP_NO_LANE`` set), or None."""
+needs_lanes = pytest.mark.skipif(
+    LANES_MISSING is not None, reason=f"no lanes here: {LANES_MISSING}"
+)
+"""For a test that needs a lane; everything else passes without the lane extra."""
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,12 +33,18 @@ from tests.conftest import (
     LaneFiles,
     Stack,
     broker_stats,
+    needs_lanes,
     stop_process,
     wait_for_workers,
 )
 from tests.peers.mdp_rfc import PlainWorker, echo
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("client_kind", CLIENT_KINDS)]
+# A lane on every path here (without one, see test_sessions and test_stream_lanes).
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("client_kind", CLIENT_KINDS),
+    needs_lanes,
+]
 
 MIB = 1 << 20
 

@@ -17,9 +17,17 @@ import pytest
 from client import SessionLost
 from control_sim.stack.processes import START_TIMEOUT_S, wait_for_line
 from tests.callers import CLIENT_KINDS, Caller
-from tests.conftest import ROOT, LaneFiles, Stack, broker_stats, wait_for_workers, wait_until
+from tests.conftest import (
+    ROOT,
+    LaneFiles,
+    Stack,
+    broker_stats,
+    needs_lanes,
+    wait_for_workers,
+    wait_until,
+)
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), needs_lanes]  # every test here holds a lane
 
 REQUEST_TIMEOUT_S = 30
 LOST_WITHIN_S = 10

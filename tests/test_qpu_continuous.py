@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 
 from client import Client, RemoteError, SessionLost
-from client.lane.support import lane_support_missing
 from client.wire.lanes import LaneMode
 from control_sim.qpu.session import QpuSession
-from tests.conftest import START_TIMEOUT_S, Stack, spawn, wait_for_line, wait_for_workers
+from tests.conftest import (
+    START_TIMEOUT_S,
+    Stack,
+    needs_lanes,
+    spawn,
+    wait_for_line,
+    wait_for_workers,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,9 +31,7 @@ TRANSPORTS = [
     pytest.param(
         "require",
         id="lane",
-        marks=pytest.mark.skipif(
-            lane_support_missing() is not None, reason=f"no lanes: {lane_support_missing()}"
-        ),
+        marks=needs_lanes,
     ),
 ]
 """``lane=`` for a QpuSession through the broker and over a lane (where lanes work)."""

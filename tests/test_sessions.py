@@ -22,7 +22,7 @@ from client import (
 )
 from client.wire.lanes import LaneMode
 from tests.callers import CLIENT_KINDS, Caller
-from tests.conftest import Stack, broker_stats, wait_for_workers, wait_until
+from tests.conftest import Stack, broker_stats, needs_lanes, wait_for_workers, wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("client_kind", CLIENT_KINDS)]
 
@@ -51,7 +51,7 @@ def test_requests_of_a_session_stay_on_one_worker_and_sessions_spread(
         assert broker_stats(b.endpoint)["sessions"] == 0
 
 
-@pytest.mark.parametrize("lane", ["off", "require"])
+@pytest.mark.parametrize("lane", ["off", pytest.param("require", marks=needs_lanes)])
 def test_a_deferred_reply_streams_partials_while_the_worker_serves_other_requests(
     stack: Stack, client_kind: str, lane: LaneMode
 ) -> None:
@@ -69,7 +69,7 @@ def test_a_deferred_reply_streams_partials_while_the_worker_serves_other_request
         assert [p.body["tick"] for p in stream.partials] == list(range(40))
 
 
-@pytest.mark.parametrize("lane", ["off", "require"])
+@pytest.mark.parametrize("lane", ["off", pytest.param("require", marks=needs_lanes)])
 def test_a_session_request_waits_for_its_workers_credit_then_runs(
     stack: Stack, client_kind: str, lane: LaneMode
 ) -> None:

@@ -309,10 +309,12 @@ def test_bench_stream_at_small_size_writes_json_and_plot(tmp_path: Path) -> None
     argv = ["stream", "--distances", "3", "--shots", "4000", "--block-shots", "500"]
     argv += ["--paced-blocks", "40", "--paced-seconds", "0.5", "--periods-us", "20000,5000"]
     argv += ["--workers", "1"]
+    # Both transports by default; without lanes here the lane is skipped, and said so.
     transports = ["lane", "broker"] if lane_support_missing() is None else ["broker"]
-    argv += ["--transports", ",".join(transports)]
     assert main([*argv, "--json", str(out), "--plot", str(png)]) == 0
-    (res,) = json.loads(out.read_text())["results"]
+    doc = json.loads(out.read_text())
+    assert set(doc["skipped"]) == ({"lane"} - set(transports))
+    (res,) = doc["results"]
     modes = [(r["mode"], r.get("transport"), r["workers"]) for r in res["throughput"]]
     assert modes == [("offline", None, 0)] + [("streamed", t, 1) for t in transports]
     for r in res["throughput"]:

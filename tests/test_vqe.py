@@ -25,7 +25,6 @@ from qiskit.circuit import Parameter  # type: ignore[import-untyped, unused-igno
 
 from client import Client, RemoteError
 from client.errors import remote_error
-from client.lane.support import lane_support_missing
 from control_sim.qpu.client import CircuitInfo, QpuClient
 from control_sim.qpu.errors import QpuError
 from control_sim.qpu.evaluator import QpuEvaluator
@@ -33,12 +32,8 @@ from control_sim.stack.local_stack import LocalStack, StackSpec
 from control_sim.vqe import h2
 from control_sim.vqe.comparison import VqeConfig, compare_h2_vqe, run_vqe_session
 from control_sim.vqe.driver import h2_registration
-from tests.conftest import ROOT, one_line_error, run_module
+from tests.conftest import LANES_MISSING, ROOT, needs_lanes, one_line_error, run_module
 from tests.test_qpu_core import BELL_QASM
-
-LANES_MISSING = lane_support_missing()
-needs_lanes = pytest.mark.skipif(LANES_MISSING is not None, reason=f"no lanes: {LANES_MISSING}")
-"""For tests that need this process to use lanes (the extra installed, NEARLOOP_NO_LANE unset)."""
 
 REQUIRED_FIELDS = {
     "energy", "exact_energy", "error_mha", "iterations", "evaluations", "loop_us",
