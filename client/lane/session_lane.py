@@ -92,12 +92,7 @@ class SessionLane:
         if now < self._next_check_ns:
             return False
         self._next_check_ns = now + LIVENESS_CHECK_NS
-        try:
-            self.end.check_worker()
-        except WorkerGone as exc:
-            self._lose(str(exc))
-            return True
-        return False
+        return not self.check_worker()
 
     def _deliver_one(self, rid: int, msg: LaneMessage) -> None:
         try:

@@ -145,15 +145,9 @@ class LaneServer:
     def client_gone(self, now_ns: int) -> bool:
         """True once the client has closed its end, or died (whose resources this
         removes), or never attached within :data:`ATTACH_TIMEOUT_NS`."""
-        if peer_dead(self.services.calls):
+        if peer_dead(self.services.calls) or self.detached():
             return True
-        # The client's notifier lives exactly as long as its end (see LaneClient).
-        clients: int = self.services.wake_worker.dynamic_config.number_of_notifiers
-        if clients:
-            self.attached = True
-        elif not self.attached:
-            return now_ns - self.created_ns > ATTACH_TIMEOUT_NS
-        return clients == 0
+        return not self.attached and now_ns - self.created_ns > ATTACH_TIMEOUT_NS
 
     def close(self) -> None:
         """Drop the worker's end; with the client's gone too, iceoryx2 removes the lane."""
