@@ -264,6 +264,24 @@ def add_worker_options(p: argparse.ArgumentParser, *, credit: int, what: str) ->
     add_log_level(p)
 
 
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+"""Loopback: metrics carry service names and queue states, so exposing them is a choice."""
+
+
+def add_metrics_options(p: argparse.ArgumentParser, *, what: str) -> None:
+    """``--metrics-port`` and ``--metrics-host``, the same on every part that exports
+    (:mod:`client.metrics_export`)."""
+    p.add_argument(
+        "--metrics-port", type=int_at_least(0, 65535), default=None, metavar="PORT",
+        help=f"serve Prometheus metrics of {what} at http://HOST:PORT/metrics (0: any free "
+        "port), announced on a line starting with METRICS",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",
+        help=f"address the metrics endpoint binds (default {DEFAULT_METRICS_HOST})",
+    )  # fmt: skip
+
+
 def configure_logging(level: str) -> None:
     """Log at ``level`` on stderr, with times: what a server process does at its start."""
     logging.basicConfig(

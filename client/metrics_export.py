@@ -1,0 +1,85 @@
+"""Serving Prometheus metrics over HTTP: one exporter for the broker, workers and producers.
+
+Each process that exports (``--metrics-port``) serves its own registry from a daemon
+thread that :mod:`prometheus_client` runs. The command-line options are
+:func:`client.arguments.add_metrics_options`. Nothing here touches a hot path: collectors
+read the counters their part keeps, at scrape time, on the exporter's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from client.wire.histogram import NsHistogram
+
+METRICS_LINE: Final = "METRICS"
+"""The first word of the line a part prints once it serves ``/metrics``:
+``METRICS http://HOST:PORT/metrics``."""
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the library's default process, platform and GC metrics."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsServer:
+    """A running ``/metrics`` endpoint."""
+
+    host: str
+    port: int
+    """The bound port: the one asked for, or the one the system picked for port 0."""
+    server: WSGIServer
+
+    @property
+    def url(self) -> str:
+        """Where to scrape."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
+
+    Raises OSError when the address cannot be bound (in use, not local).
+    """
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(host, int(server.server_port), server)
+
+
+def histogram_family(
+    name: str,
+    documentation: str,
+    labels: Sequence[str],
+    histograms: Mapping[tuple[str, ...], NsHistogram],
+) -> HistogramMetricFamily:
+    """A Prometheus histogram in seconds, one sample set per label values, read from
+    :class:`~client.wire.histogram.NsHistogram` counters (a snapshot of each, taken
+    without locking: a scrape may miss an observation made while it reads, never more)."""
+    family = HistogramMetricFamily(name, documentation, labels=list(labels))
+    for values, h in list(histograms.items()):
+        counts = list(h.counts)
+        cumulative, buckets = 0, []
+        for bound_ns, n in zip((*h.bounds_ns, None), counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound_ns is None else repr(bound_ns / 1e9), cumulative))
+        family.add_metric(list(values), buckets, sum_value=h.sum_ns / 1e9)
+    return family
