@@ -14,16 +14,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.flood_config import (
+    DEFAULT_HANDSHAKES,
+    DEFAULT_PARALLEL,
+    DEFAULT_QUIET_N,
+    FloodConfig,
+)
 from bench.rtt_config import (
     BASELINES,
     DEFAULT_N,
     DEFAULT_PAYLOAD_BYTES,
+    DEFAULT_PEERS,
     DEFAULT_ROUNDS,
     DEFAULT_SEED,
     DEFAULT_WARMUP,
     PEERS,
     RttConfig,
     parse_peers,
+    with_extras,
 )
 from client.arguments import (
     RUN_FAILED,
@@ -67,11 +75,38 @@ def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
         help="ipc:// in a temp dir, or tcp:// on 127.0.0.1",
     )  # fmt: skip
     p.add_argument(
-        "--peers", default=",".join(PEERS),
-        help=f"comma list from {', '.join(PEERS)} (default: all; the ratios need "
-        f"{' and '.join(BASELINES)})",
+        "--peers", default=",".join(DEFAULT_PEERS),
+        help=f"comma list from {', '.join(PEERS)} (default: {', '.join(DEFAULT_PEERS)}; the "
+        f"ratios need {' and '.join(BASELINES)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--curve", action="store_true",
+        help="add direct-curve and nearloop-curve (CURVE keys, ZAP allow-lists), each beside "
+        "its twin without CURVE (direct, nearloop); needs --transport tcp",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics", action="store_true",
+        help="add nearloop-metrics (the broker serving /metrics, scraped every second), "
+        "beside its twin nearloop",
     )  # fmt: skip
     add_seed(p, default=DEFAULT_SEED, help="seeds the payload bytes")
+    add_json(p, what="the results and metadata")
+    add_plot(p, "a latency plot")
+
+
+def add_flood_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``flood`` subcommand's options."""
+    p.add_argument(
+        "--handshakes", type=int, default=DEFAULT_HANDSHAKES,
+        help="CURVE handshakes with unknown keys in the flood",
+    )  # fmt: skip
+    p.add_argument(
+        "--parallel", type=int, default=DEFAULT_PARALLEL, help="handshakes in flight at once"
+    )
+    p.add_argument(
+        "--n", type=int, default=DEFAULT_QUIET_N,
+        help="round trips timed before the flood, and again after it",
+    )  # fmt: skip
     add_json(p, what="the results and metadata")
     add_plot(p, "a latency plot")
 
@@ -200,6 +235,15 @@ def build_parser(prog: str = PROG) -> CommandParser:
         description="Round trip of one request at a time through each peer, interleaved.",
     )
     add_rtt_arguments(rtt)
+    flood = add_command(
+        commands,
+        "flood",
+        help="a good CURVE client's round trip before, during and after a flood of "
+        "handshakes with bad keys",
+        description="Time an allowed client through a CURVE broker while another process "
+        "makes handshakes with unknown keys.",
+    )
+    add_flood_arguments(flood)
     decoders = add_command(
         commands,
         "decoders",
@@ -236,7 +280,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 rounds=args.rounds,
                 payload_bytes=args.payload_bytes,
                 transport=args.transport,
-                peers=parse_peers(args.peers),
+                peers=with_extras(
+                    parse_peers(args.peers),
+                    tuple(e for e in ("curve", "metrics") if getattr(args, e)),
+                ),
                 seed=args.seed,
                 json_path=args.json,
                 plot_path=args.plot,
@@ -246,6 +293,20 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from bench.rtt import main as rtt_main
 
         return rtt_main(config)
+    if args.command == "flood":
+        from bench.auth_flood import main as flood_main
+
+        try:
+            fconfig = FloodConfig(
+                handshakes=args.handshakes,
+                parallel=args.parallel,
+                quiet_n=args.n,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        return flood_main(fconfig)
     if args.command == "decoders":
         from bench.decoders_gpu import DecodersBenchConfig, parse_batch_shots
         from bench.decoders_gpu import main as decoders_main

@@ -44,9 +44,10 @@ import client
 from bench.cpu import processes_cpu_ns, wait_asleep
 from bench.endpoints import endpoint
 from bench.errors import BenchError
+from bench.keys import BenchKeys
 from bench.machine import describe_machine, library_versions
 from bench.rtt_clients import PeerClient, open_peer_client
-from bench.rtt_config import IDLE_LANE_S, PEER_INFO, RttConfig
+from bench.rtt_config import IDLE_LANE_S, PEER_INFO, RttConfig, chunk_sizes
 from bench.rtt_peers import RunningStack, start_stack
 from bench.rtt_report import (
     REWARM_PER_CHUNK,
@@ -67,12 +68,6 @@ from control_sim.stack.processes import ServerGroup, interrupts_raise
 def make_payload(size: int, seed: int) -> bytes:
     """``size`` seeded random bytes."""
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
-
-
-def chunk_sizes(n: int, rounds: int) -> list[int]:
-    """Split ``n`` round trips into ``rounds`` chunks that differ by at most one."""
-    base, extra = divmod(n, rounds)
-    return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
 def rotated(peers: tuple[str, ...], by: int) -> tuple[str, ...]:
@@ -109,8 +104,8 @@ async def _interleaved(
     idle: IdleCpu | None = None
     try:
         for name in peers:
-            ep = stacks[PEER_INFO[name].stack].endpoint
-            connected[name] = open_peer_client(name, ctx, ep, payload)
+            stack = stacks[PEER_INFO[name].stack]
+            connected[name] = open_peer_client(name, ctx, stack.endpoint, payload, stack.curve)
         _progress(f"warming up {', '.join(peers)} ({config.warmup} round trips each)")
         for name, peer in connected.items():  # the first round trip is the readiness check
             await _round_trips(name, peer, max(1, config.warmup))
@@ -181,9 +176,14 @@ def measure(config: RttConfig) -> RttResult:
     with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp, ServerGroup() as servers:
         make_endpoint = partial(endpoint, config.transport, Path(tmp))
         names = [s for s in dict.fromkeys(PEER_INFO[p].stack for p in peers) if s is not None]
+        keys = (
+            BenchKeys.create(Path(tmp) / "keys")
+            if any(PEER_INFO[p].extra == "curve" for p in peers)
+            else None
+        )
         _progress(f"starting {', '.join(names) or 'no'} servers over {config.transport}://")
         stacks: dict[str | None, RunningStack] = {None: RunningStack("", ())}
-        stacks.update((s, start_stack(s, servers, make_endpoint)) for s in names)
+        stacks.update((s, start_stack(s, servers, make_endpoint, keys)) for s in names)
         servers.wait_ready()
         samples, cpu, loop_name, idle = client.run(_interleaved(config, peers, stacks))
     return RttResult(

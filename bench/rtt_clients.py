@@ -17,6 +17,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import zmq
+from zmq.auth import load_certificate
 
 from bench.errors import BenchError, EchoMismatch
 from bench.rtt_config import PEER_INFO
@@ -56,13 +57,29 @@ class PeerClient(ABC):
 
 
 class DealerClient(PeerClient):
-    """A pyzmq DEALER that sends the payload as one frame and waits for it to come back."""
+    """A pyzmq DEALER that sends the payload as one frame and waits for it to come back;
+    a CURVE client of the server's key with ``curve=(certificate, server certificate)``."""
 
-    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+    def __init__(
+        self,
+        name: str,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        payload: bytes,
+        curve: tuple[str, str] | None = None,
+    ) -> None:
         self.name = name
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.rcvtimeo = int(REPLY_TIMEOUT_S * 1000)
+        if curve is not None:
+            public, secret = load_certificate(curve[0])
+            server, _ = load_certificate(curve[1])
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (
+                public,
+                secret,
+                server,
+            )
         sock.connect(endpoint)
         self._sock = sock
         self._payload = payload
@@ -140,11 +157,19 @@ class MdpClient(PeerClient):
 
 
 class NearloopClient(PeerClient):
-    """A nearloop :class:`~client.Client` calling the ``echo`` service through the broker."""
+    """A nearloop :class:`~client.Client` calling the ``echo`` service through the broker
+    (with its ``curve=`` keys, if given)."""
 
-    def __init__(self, name: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> None:
+    def __init__(
+        self,
+        name: str,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        payload: bytes,
+        curve: tuple[str, str] | None = None,
+    ) -> None:
         self.name = name
-        self._client = Client(endpoint, timeout=REPLY_TIMEOUT_S, context=ctx)
+        self._client = Client(endpoint, timeout=REPLY_TIMEOUT_S, context=ctx, curve=curve)
         self._array = np.frombuffer(payload, dtype=np.uint8)
         self._request: Callable[..., Message] = partial(self._client.request, ECHO_SERVICE)
         """The one call a round trip times: here a request through the broker."""
@@ -318,15 +343,24 @@ class ShmFloorClient(PeerClient):
         self._control.close(linger=0)
 
 
-PeerClientFactory = Callable[[str, zmq.Context[Any], str, bytes], PeerClient]
-"""``(peer name, zmq context, endpoint, payload) -> PeerClient``: a class above."""
+PeerClientFactory = Callable[..., PeerClient]
+"""``(peer name, zmq context, endpoint, payload[, curve=]) -> PeerClient``: a class above;
+those of peers on CURVE stacks take ``curve=``."""
 
 
-def open_peer_client(peer: str, ctx: zmq.Context[Any], endpoint: str, payload: bytes) -> PeerClient:
+def open_peer_client(
+    peer: str,
+    ctx: zmq.Context[Any],
+    endpoint: str,
+    payload: bytes,
+    curve: tuple[str, str] | None = None,
+) -> PeerClient:
     """Connect the client of ``peer``, the class its :class:`~bench.rtt_config.PeerInfo`
-    names, to ``endpoint``."""
+    names, to ``endpoint``, with the CURVE keys ``curve`` of its stack, if it has them."""
     factory: PeerClientFactory = globals()[PEER_INFO[peer].client]
-    return factory(peer, ctx, endpoint, payload)
+    if curve is None:
+        return factory(peer, ctx, endpoint, payload)
+    return factory(peer, ctx, endpoint, payload, curve=curve)
 
 
 def _check_array(peer: str, got: tuple[npt.NDArray[Any], ...], sent: npt.NDArray[Any]) -> None:

@@ -27,6 +27,11 @@ class PeerInfo:
     """The server processes it needs (:func:`bench.rtt_peers.start_stack`); None: none."""
     client: str
     """The name of its peer client class in :mod:`bench.rtt_clients`."""
+    twin: str | None = None
+    """The peer it differs from by one feature (CURVE, metrics): the report states its
+    ratio to that one, measured side by side in the same run."""
+    extra: str | None = None
+    """Not run by default: the option that adds it (``--curve``, ``--metrics``)."""
 
 
 _ARRAY: Final = "a uint8 numpy array as a raw frame after the msgpack header"
@@ -61,6 +66,17 @@ PEER_INFO: Final = {
             client="DealerClient",
         ),
         PeerInfo(
+            name="direct-curve",
+            label="pyzmq DEALER <-> DEALER echo as direct, over CURVE (libzmq's own "
+            "encryption, no ZAP): what CURVE costs a bare socket pair",
+            hops=2,
+            payload="one raw frame, encrypted",
+            stack="direct-curve",
+            client="DealerClient",
+            twin="direct",
+            extra="curve",
+        ),
+        PeerInfo(
             name="proxy",
             label="C zmq.proxy ROUTER/DEALER -> DEALER echo",
             hops=4,
@@ -83,6 +99,28 @@ PEER_INFO: Final = {
             payload=_ARRAY,
             stack="nearloop",
             client="NearloopClient",
+        ),
+        PeerInfo(
+            name="nearloop-curve",
+            label="nearloop broker with CURVE on tcp (ZAP allow-lists), Client -> Worker, "
+            "each with its own key",
+            hops=4,
+            payload=_ARRAY + ", encrypted",
+            stack="nearloop-curve",
+            client="NearloopClient",
+            twin="nearloop",
+            extra="curve",
+        ),
+        PeerInfo(
+            name="nearloop-metrics",
+            label="nearloop broker serving /metrics, scraped once a second by another "
+            "process, Client -> Worker",
+            hops=4,
+            payload=_ARRAY,
+            stack="nearloop-metrics",
+            client="NearloopClient",
+            twin="nearloop",
+            extra="metrics",
         ),
         PeerInfo(
             name="lane",
@@ -123,6 +161,14 @@ PEER_INFO: Final = {
 PEERS: Final = tuple(PEER_INFO)
 """Every peer's name, in table order."""
 
+DEFAULT_PEERS: Final = tuple(name for name, p in PEER_INFO.items() if p.extra is None)
+"""The peers a run has unless told otherwise: all but the ones ``--curve`` and
+``--metrics`` add."""
+
+EXTRAS: Final = {"curve": "tcp", "metrics": None}
+"""The options that add peers, and the transport each needs (CURVE is for tcp: ipc is
+guarded by file modes)."""
+
 BASELINES: Final = ("shm-floor", "proxy")
 """The peers the "vs." ratios divide by: the co-located floor, and the C relay."""
 
@@ -149,7 +195,7 @@ class RttConfig:
     """Each peer's ``n`` round trips are split into this many chunks, taken round-robin."""
     payload_bytes: int = DEFAULT_PAYLOAD_BYTES
     transport: Transport = "ipc"
-    peers: tuple[str, ...] = PEERS
+    peers: tuple[str, ...] = DEFAULT_PEERS
     seed: int = DEFAULT_SEED
     json_path: Path | None = None
     plot_path: Path | None = None
@@ -172,6 +218,27 @@ class RttConfig:
             )
         if len(set(self.peers)) != len(self.peers):
             raise ValueError(f"peers listed twice: {', '.join(self.peers)}")
+        for name in self.peers:
+            need = EXTRAS.get(PEER_INFO[name].extra or "")
+            if need is not None and self.transport != need:
+                raise ValueError(f"peer {name} needs --transport {need}")
+
+
+def with_extras(peers: tuple[str, ...], extras: tuple[str, ...]) -> tuple[str, ...]:
+    """``peers`` plus the peers each of ``extras`` adds (and their twins), in table order.
+
+    >>> with_extras(("proxy",), ("curve",))
+    ('direct', 'direct-curve', 'proxy', 'nearloop', 'nearloop-curve')
+    """
+    added = {n for n, p in PEER_INFO.items() if p.extra in extras}
+    added |= {twin for n in added if (twin := PEER_INFO[n].twin) is not None}
+    return tuple(p for p in PEERS if p in set(peers) | added)
+
+
+def chunk_sizes(n: int, rounds: int) -> list[int]:
+    """Split ``n`` round trips into ``rounds`` chunks that differ by at most one."""
+    base, extra = divmod(n, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
 def parse_peers(text: str) -> tuple[str, ...]:

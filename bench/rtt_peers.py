@@ -2,7 +2,9 @@
 
 Peers that share servers share a *stack* (:attr:`bench.rtt_config.PeerInfo.stack`):
 ``nearloop``, ``nearloop-async`` and ``broker-mdp`` talk to the same broker, one request
-at a time, so none disturbs the others.
+at a time, so none disturbs the others. The ``-curve`` and ``-metrics`` stacks are the
+same servers with CURVE keys (:class:`bench.keys.BenchKeys`) or with ``/metrics`` served
+and scraped.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from control_sim.stack.processes import ServerGroup
+from bench.keys import BenchKeys
+from client.metrics_export import METRICS_LINE
+from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup, wait_for_line
 
 _SERVERS: Final = "bench.rtt_servers"
 
@@ -23,17 +27,30 @@ class RunningStack:
 
     endpoint: str
     pids: tuple[int, ...]
+    curve: tuple[str, str] | None = None
+    """The clients' ``curve=`` (their certificate and the server's), on a CURVE stack."""
 
 
-def start_stack(stack: str, servers: ServerGroup, endpoint: Callable[[str], str]) -> RunningStack:
+SCRAPE_INTERVAL_MS: Final = 1000
+"""How often the ``-metrics`` stack's scraper fetches ``/metrics``: more often than
+Prometheus's usual 15 s, so the exporter's cost shows if it has one."""
+
+
+def start_stack(
+    stack: str, servers: ServerGroup, endpoint: Callable[[str], str], keys: BenchKeys | None
+) -> RunningStack:
     """Start the server processes of ``stack``.
 
-    ``endpoint(name)`` makes a fresh endpoint. The caller waits for READY afterwards, so
-    that every stack starts in parallel.
+    ``endpoint(name)`` makes a fresh endpoint; ``keys`` are the CURVE stacks' (None: no
+    CURVE stack runs). The caller waits for READY afterwards, so that every stack starts
+    in parallel.
     """
 
     def start(name: str, *args: str) -> int:
         return servers.start(name, ["-m", _SERVERS, *args]).pid
+
+    if stack.endswith("-curve") and keys is None:
+        raise ValueError(f"stack {stack} needs keys")
 
     if stack == "shm-floor":
         ep = endpoint("shm-floor")
@@ -53,6 +70,31 @@ def start_stack(stack: str, servers: ServerGroup, endpoint: Callable[[str], str]
             servers.start("broker", ["-m", "broker", "--bind", ep]).pid,
             start("nearloop worker", "nearloop-worker", "--connect", ep),
             start("plain MDP worker", "mdp-echo-worker", "--connect", ep),
+        ]
+    elif stack == "direct-curve" and keys is not None:
+        ep = endpoint("direct-curve")
+        pids = [
+            start("direct CURVE echo", "dealer-echo", "--bind", ep,
+                  "--curve-secret", str(keys.broker_secret))
+        ]  # fmt: skip
+        return RunningStack(ep, tuple(pids), keys.client_curve())
+    elif stack == "nearloop-curve" and keys is not None:
+        ep = endpoint("broker-curve")
+        pids = [
+            servers.start("CURVE broker", ["-m", "broker", "--bind", ep, *keys.broker_args()]).pid,
+            start("CURVE nearloop worker", "nearloop-worker", "--connect", ep, *keys.worker_args()),
+        ]
+        return RunningStack(ep, tuple(pids), keys.client_curve())
+    elif stack == "nearloop-metrics":
+        ep = endpoint("broker-metrics")
+        broker = servers.start(
+            "metrics broker", ["-m", "broker", "--bind", ep, "--metrics-port", "0"]
+        )
+        url = wait_for_line(broker, METRICS_LINE, START_TIMEOUT_S, name="metrics broker").split()[1]
+        pids = [
+            broker.pid,
+            start("metrics worker", "nearloop-worker", "--connect", ep),
+            start("scraper", "scraper", "--url", url, "--interval-ms", str(SCRAPE_INTERVAL_MS)),
         ]
     elif stack == "rpcq":
         ep = endpoint("rpcq")

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.machine import banner
-from bench.rtt_config import BASELINES, PEER_INFO, RttConfig
+from bench.rtt_config import BASELINES, PEER_INFO, RttConfig, chunk_sizes
 from bench.stats import LatencySummary, ratio
 
 REWARM_PER_CHUNK: Final = 20
@@ -120,6 +120,15 @@ class RttResult:
     idle_lane: IdleCpu | None = None
     """What the lane peer's open lane cost while idle (None: the lane peer did not run)."""
 
+    def twins(self) -> dict[str, TwinRatio]:
+        """Each peer that ran beside its twin (:attr:`PeerInfo.twin`): the ratios to it."""
+        out = {}
+        for name in self.summaries:
+            twin = PEER_INFO[name].twin
+            if twin is not None and twin in self.summaries:
+                out[name] = TwinRatio.of(self, name, twin)
+        return out
+
     def vs(self, name: str, baseline: str) -> tuple[float | None, float | None]:
         """``name``'s (p50, p99) divided by ``baseline``'s, or None if it did not run."""
         base = self.summaries.get(baseline)
@@ -127,6 +136,51 @@ class RttResult:
         if base is None:
             return None, None
         return ratio(s.p50_us, base.p50_us), ratio(s.p99_us, base.p99_us)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinRatio:
+    """A peer against its twin, the same path less one feature (CURVE, metrics).
+
+    Whether a difference is more than noise: the run's rounds time both peers close
+    together, so each round gives one p50 ratio. If the overall ratio is within the spread
+    of the per-round ratios, the rounds themselves disagree by that much.
+    """
+
+    twin: str
+    p50: float | None
+    p99: float | None
+    round_p50_min: float
+    round_p50_max: float
+
+    @classmethod
+    def of(cls, result: RttResult, name: str, twin: str) -> TwinRatio:
+        """Ratios of ``name`` to ``twin`` in ``result``, overall and round by round."""
+        r50, r99 = result.vs(name, twin)
+        sizes = chunk_sizes(result.config.n, result.config.rounds)
+        per_round = [
+            float(np.median(a) / np.median(b))
+            for a, b in zip(
+                _chunks(result.samples_ns[name], sizes),
+                _chunks(result.samples_ns[twin], sizes),
+                strict=True,
+            )
+        ]
+        return cls(twin, r50, r99, min(per_round), max(per_round))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "twin": self.twin,
+            "p50_vs_twin": self.p50,
+            "p99_vs_twin": self.p99,
+            "round_p50_vs_twin_min": self.round_p50_min,
+            "round_p50_vs_twin_max": self.round_p50_max,
+        }
+
+
+def _chunks(samples: npt.NDArray[np.int64], sizes: list[int]) -> list[npt.NDArray[np.int64]]:
+    return np.split(samples, np.cumsum(sizes)[:-1])
 
 
 def method_text(config: RttConfig) -> str:
@@ -207,6 +261,12 @@ def format_table(result: RttResult) -> str:
     for name in result.summaries:
         info = PEER_INFO[name]
         lines += [f"{name:<16}{info.label}", f"{'':<16}payload: {info.payload}"]
+    for name, t in result.twins().items():
+        lines.append(
+            f"{name} vs. {t.twin} (side by side): p50 {_ratio_text(t.p50)}, p99 "
+            f"{_ratio_text(t.p99)}; p50 ratio round by round "
+            f"{_ratio_text(t.round_p50_min)}..{_ratio_text(t.round_p50_max)}."
+        )
     lines += [f"skipped: {name}: {why}" for name, why in result.skipped.items()]
     if result.idle_lane is not None:
         lane_open = result.idle_lane.lane_open.per_second_us()
@@ -242,17 +302,20 @@ def to_json_doc(result: RttResult) -> dict[str, Any]:
     """The JSON document: metadata, method, and each peer's summary, ratios and CPU use."""
     cfg = result.config
     peers: dict[str, Any] = {}
+    twins = result.twins()
     for name, s in result.summaries.items():
         info = PEER_INFO[name]
         ratios: dict[str, float | None] = {}
         for base in BASELINES:
             ratios[ratio_key("p50", base)], ratios[ratio_key("p99", base)] = result.vs(name, base)
+        twin = twins.get(name)
         peers[name] = {
             "label": info.label,
             "hops": info.hops,
             "payload": info.payload,
             **s.to_dict(),
             **ratios,
+            **({} if twin is None else twin.to_dict()),
             "cpu": result.cpu[name].to_dict(),
         }
     return {

@@ -1,13 +1,20 @@
 """The server side of each ``rtt`` peer, one process each: ``python -m bench.rtt_servers KIND``.
 
-- ``dealer-echo --bind EP | --connect EP``: a DEALER that sends every message back as it
-  came, envelope included. Bound, it is the direct peer; connected to a proxy's backend,
-  it is the proxy's worker (the zguide "asyncsrv" pattern: the ROUTER's identity frame
-  rides through the worker and routes the reply home).
+- ``dealer-echo --bind EP | --connect EP [--curve-secret FILE]``: a DEALER that sends
+  every message back as it came, envelope included. Bound, it is the direct peer (a CURVE
+  server with ``--curve-secret``); connected to a proxy's backend, it is the proxy's
+  worker (the zguide "asyncsrv" pattern: the ROUTER's identity frame rides through the
+  worker and routes the reply home).
 - ``proxy --frontend EP --backend EP``: libzmq's C ``zmq.proxy`` between a ROUTER
   frontend and a DEALER backend, both bound.
-- ``nearloop-worker --connect EP``: a :class:`client.Worker` for service ``echo`` that
-  returns the request's body and arrays.
+- ``nearloop-worker --connect EP [--curve CERT BROKER_CERT]``: a :class:`client.Worker`
+  for service ``echo`` that returns the request's body and arrays.
+- ``flooder --connect EP --server-cert FILE --handshakes N --parallel P``: CURVE
+  handshakes with fresh random keys (:mod:`bench.auth_flood`), ``P`` at a time, each
+  socket closed once its monitor reports the handshake's end; prints READY, then
+  ``DONE N REFUSED ACCEPTED`` when all are over.
+- ``scraper --url URL --interval-ms MS``: fetches ``/metrics`` every ``MS`` and parses it
+  with :mod:`prometheus_client.parser`, as Prometheus would scrape the broker.
 - ``rpcq-server --bind EP``: an :class:`rpcq.Server` with an ``echo`` method.
 - ``shm-echo --bind EP``: the shared-memory floor's server (:mod:`bench.rtt_floor`): a
   REP socket that attaches mailboxes and, on ``go``, busy-polls one until it is stopped.
@@ -24,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import zmq
 
@@ -48,11 +55,18 @@ def _ready() -> None:
     print("READY", flush=True)
 
 
-def dealer_echo(*, bind: str | None, connect: str | None) -> None:
+def dealer_echo(*, bind: str | None, connect: str | None, curve_secret: str | None) -> None:
     """Echo every multipart message on a DEALER socket, unchanged."""
     ctx: zmq.Context[Any] = zmq.Context()
     sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    if curve_secret is not None:
+        from zmq.auth import load_certificate
+
+        public, secret = load_certificate(curve_secret)
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
     if bind is not None:
         sock.bind(bind)
     if connect is not None:
@@ -74,14 +88,33 @@ def proxy(*, frontend: str, backend: str) -> None:
     zmq.proxy(front, back)
 
 
-def nearloop_worker(*, connect: str) -> None:
+def nearloop_worker(*, connect: str, curve: tuple[str, str] | None) -> None:
     """Serve ``echo`` through the broker at ``connect`` until SIGTERM."""
     from client import Message, Payload, run_worker
 
     def echo(m: Message) -> Payload:
         return Payload(body=m.body, arrays=m.arrays)
 
-    run_worker(connect, ECHO_SERVICE, echo)  # prints READY each time the broker takes it
+    # It prints READY each time the broker takes it.
+    run_worker(connect, ECHO_SERVICE, echo, curve=curve)
+
+
+def scraper(*, url: str, interval_ms: int) -> None:
+    """Scrape ``url`` every ``interval_ms`` and parse what comes back, until stopped."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> int:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return sum(1 for _ in text_string_to_metric_families(reply.read().decode()))
+
+    scrape()
+    _ready()
+    while True:
+        due = time.monotonic_ns() + interval_ms * 1_000_000
+        scrape()
+        time.sleep(max(0, due - time.monotonic_ns()) / 1e9)  # a period, not a wait on a condition
 
 
 def mdp_echo_worker(*, connect: str) -> None:
@@ -108,6 +141,58 @@ def mdp_echo_worker(*, connect: str) -> None:
         if time.monotonic_ns() >= due:
             sock.send_multipart(heartbeat)
             due = time.monotonic_ns() + interval_ns
+
+
+_HANDSHAKE_ENDS: Final = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "refused",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "refused",
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "accepted",
+}
+_HANDSHAKE_TIMEOUT_S: Final = 30.0
+
+
+def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int) -> None:
+    """Make ``handshakes`` CURVE handshakes with unknown keys, ``parallel`` at a time."""
+    from zmq.auth import load_certificate
+    from zmq.utils.monitor import recv_monitor_message
+
+    server_key, _ = load_certificate(server_cert)
+    ctx: zmq.Context[Any] = zmq.Context()
+    poller = zmq.Poller()
+    open_: dict[zmq.Socket[bytes], tuple[zmq.Socket[bytes], float]] = {}
+    counts = {"refused": 0, "accepted": 0}
+    started = 0
+    events = 0
+    for event in _HANDSHAKE_ENDS:
+        events |= event
+    _ready()
+    while started < handshakes or open_:
+        while started < handshakes and len(open_) < parallel:
+            sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.reconnect_ivl = 60_000  # one handshake per socket: no retry before it closes
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.curve_serverkey = server_key
+            monitor = sock.get_monitor_socket(events)
+            poller.register(monitor, zmq.POLLIN)
+            sock.connect(connect)
+            open_[monitor] = (sock, time.monotonic() + _HANDSHAKE_TIMEOUT_S)
+            started += 1
+        for monitor, _ in poller.poll(1000):
+            outcome = _HANDSHAKE_ENDS.get(recv_monitor_message(monitor)["event"])
+            if outcome is None:
+                continue
+            counts[outcome] += 1
+            sock, _deadline = open_.pop(monitor)
+            poller.unregister(monitor)
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+        if open_ and time.monotonic() > min(deadline for _, deadline in open_.values()):
+            raise SystemExit(f"flooder: a handshake got no answer in {_HANDSHAKE_TIMEOUT_S} s")
+    print(f"DONE {handshakes} {counts['refused']} {counts['accepted']}", flush=True)
+    signal.pause()  # the benchmark stops us
 
 
 def rpcq_server(*, bind: str) -> None:
@@ -146,10 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     where = echo.add_mutually_exclusive_group(required=True)
     where.add_argument("--bind")
     where.add_argument("--connect")
+    echo.add_argument("--curve-secret")
     px = kinds.add_parser("proxy")
     px.add_argument("--frontend", required=True)
     px.add_argument("--backend", required=True)
-    kinds.add_parser("nearloop-worker").add_argument("--connect", required=True)
+    worker = kinds.add_parser("nearloop-worker")
+    worker.add_argument("--connect", required=True)
+    worker.add_argument("--curve", nargs=2, metavar=("CERT", "BROKER_CERT"))
+    flood = kinds.add_parser("flooder")
+    flood.add_argument("--connect", required=True)
+    flood.add_argument("--server-cert", required=True)
+    flood.add_argument("--handshakes", type=int, required=True)
+    flood.add_argument("--parallel", type=int, required=True)
+    scrape = kinds.add_parser("scraper")
+    scrape.add_argument("--url", required=True)
+    scrape.add_argument("--interval-ms", type=int, default=1000)
     kinds.add_parser("mdp-echo-worker").add_argument("--connect", required=True)
     kinds.add_parser("rpcq-server").add_argument("--bind", required=True)
     kinds.add_parser("shm-echo").add_argument("--bind", required=True)
@@ -162,11 +258,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark stops us, with SIGTERM
     _exit_when_stdin_closes()
     if args.kind == "dealer-echo":
-        dealer_echo(bind=args.bind, connect=args.connect)
+        dealer_echo(bind=args.bind, connect=args.connect, curve_secret=args.curve_secret)
     elif args.kind == "proxy":
         proxy(frontend=args.frontend, backend=args.backend)
     elif args.kind == "nearloop-worker":
-        nearloop_worker(connect=args.connect)
+        nearloop_worker(connect=args.connect, curve=tuple(args.curve) if args.curve else None)
+    elif args.kind == "flooder":
+        flooder(
+            connect=args.connect,
+            server_cert=args.server_cert,
+            handshakes=args.handshakes,
+            parallel=args.parallel,
+        )
+    elif args.kind == "scraper":
+        scraper(url=args.url, interval_ms=args.interval_ms)
     elif args.kind == "mdp-echo-worker":
         mdp_echo_worker(connect=args.connect)
     elif args.kind == "shm-echo":

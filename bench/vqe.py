@@ -52,7 +52,8 @@ import numpy.typing as npt
 from bench.cpu import processes_cpu_ns, wait_asleep
 from bench.errors import BenchError
 from bench.machine import banner, describe_machine, library_versions
-from bench.rtt import chunk_sizes, rotated
+from bench.rtt import rotated
+from bench.rtt_config import chunk_sizes
 from bench.rtt_report import REWARM_PER_CHUNK, CpuUse
 from bench.stats import LatencySummary, ratio
 from client import Client, LaneUnavailable, NearloopError

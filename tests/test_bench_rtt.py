@@ -22,9 +22,18 @@ import zmq
 
 import client
 from bench import rtt_clients
-from bench.rtt import chunk_sizes, rotated
+from bench.rtt import rotated
 from bench.rtt_clients import ShmFloorClient
-from bench.rtt_config import BASELINES, PEER_INFO, PEERS, RttConfig, parse_peers
+from bench.rtt_config import (
+    BASELINES,
+    DEFAULT_PEERS,
+    PEER_INFO,
+    PEERS,
+    RttConfig,
+    chunk_sizes,
+    parse_peers,
+    with_extras,
+)
 from bench.rtt_floor import NAME_PREFIX
 from bench.stats import LatencySummary
 from control_sim.stack.processes import ServerGroup
@@ -42,7 +51,7 @@ def _expected_peers() -> set[str]:
     missing = set() if importlib.util.find_spec("rpcq") else {"rpcq"}
     if LANES_MISSING is not None:
         missing.add("lane")
-    return set(PEERS) - missing
+    return set(DEFAULT_PEERS) - missing
 
 
 @pytest.mark.timeout(180)
@@ -147,13 +156,49 @@ def test_a_mailbox_round_trips_with_a_server_process_and_is_unlinked_at_once(
 
 def test_every_peer_names_a_client_class_and_a_known_stack() -> None:
     """Adding a peer is one PeerInfo entry and one PeerClient class."""
-    known_stacks = {None, "shm-floor", "direct", "proxy", "nearloop", "rpcq"}
+    known_stacks = {
+        None, "shm-floor", "direct", "proxy", "nearloop", "rpcq",
+        "direct-curve", "nearloop-curve", "nearloop-metrics",
+    }  # fmt: skip
     for name, info in PEER_INFO.items():
         assert info.name == name and info.hops >= 0 and info.label and info.payload
         cls = getattr(rtt_clients, info.client)
         assert isinstance(cls, type) and issubclass(cls, rtt_clients.PeerClient), name
         assert info.stack in known_stacks, name
-    assert tuple(PEER_INFO) == PEERS and set(BASELINES) <= set(PEERS)
+        assert info.twin is None or (info.twin in PEERS and info.extra is not None), name
+    assert tuple(PEER_INFO) == PEERS and set(BASELINES) <= set(DEFAULT_PEERS)
+
+
+@pytest.mark.timeout(240)
+def test_curve_and_metrics_peers_run_beside_their_twins(tmp_path: Path) -> None:
+    """``--curve`` and ``--metrics`` add the CURVE and /metrics paths, each timed in the
+    same run as the path without it, and the report states the ratio to that twin."""
+    out_json = tmp_path / "rtt.json"
+    proc = run_module(
+        "bench", "rtt", "--transport", "tcp", "--curve", "--metrics", "--peers", "proxy",
+        "--n", "300", "--warmup", "50", "--rounds", "3", "--json", str(out_json), timeout=230,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out_json.read_text())
+    twins = {"direct-curve": "direct", "nearloop-curve": "nearloop", "nearloop-metrics": "nearloop"}
+    assert set(doc["peers"]) == {"proxy", *twins, *twins.values()}
+    for name, twin in twins.items():
+        p, t = doc["peers"][name], doc["peers"][twin]
+        assert p["n"] == 300 and p["twin"] == twin
+        assert p["p50_vs_twin"] == pytest.approx(p["p50_us"] / t["p50_us"])
+        assert p["p99_vs_twin"] == pytest.approx(p["p99_us"] / t["p99_us"])
+        assert 0 < p["round_p50_vs_twin_min"] <= p["round_p50_vs_twin_max"]
+        assert f"{name} vs. {twin} (side by side)" in proc.stdout
+        _assert_cpu_use(name, p["cpu"])
+    assert "twin" not in doc["peers"]["nearloop"]
+
+
+def test_curve_peers_need_tcp() -> None:
+    with pytest.raises(ValueError, match="needs --transport tcp"):
+        RttConfig(peers=("nearloop", "nearloop-curve"), transport="ipc")
+    assert with_extras(("proxy",), ("metrics",)) == ("proxy", "nearloop", "nearloop-metrics")
+    done = run_module("bench", "rtt", "--curve", timeout=60)
+    assert done.returncode == 2 and "needs --transport tcp" in done.stderr
 
 
 def _wait_for_stderr(proc: subprocess.Popen[str], text: str, timeout: float) -> None:
