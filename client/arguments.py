@@ -284,6 +284,8 @@ def curve_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
     given: list[str] | None = args.curve
     if given is None:
         return None
+    if getattr(args, "connect", "") is None:  # a local stack, whose broker binds ipc only
+        getattr(args, "command_parser", parser).error("--curve needs --connect")
     from client.wire.curve import load_curve
 
     spec = (given[0], given[1])
