@@ -73,17 +73,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--curve-secret", metavar="FILE",
         help="the broker's secret certificate (NAME.key_secret, from nearloop keygen): "
         "every tcp endpoint becomes a CURVE server, and peers need an allowed key; "
-        "ipc endpoints stay open to the file system's owners",
+        "ipc endpoints stay open to the file system's owners (default: no CURVE)",
     )  # fmt: skip
     p.add_argument(
         "--allow-clients", metavar="DIR",
-        help="public certificates (*.key) of the clients let in; reread on SIGHUP",
+        help="public certificates (*.key) of the clients let in; reread on SIGHUP "
+        "(default: none)",
     )  # fmt: skip
     p.add_argument(
         "--allow-workers", action="append", type=allow_workers, default=[],
         metavar="[SERVICE=]DIR",
         help="public certificates (*.key) of the workers let in, for SERVICE only or for "
-        "every service; they may also act as clients; repeatable; reread on SIGHUP",
+        "every service; they may also act as clients; repeatable; reread on SIGHUP "
+        "(default: none)",
     )  # fmt: skip
     add_log_level(p)
     return p

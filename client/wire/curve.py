@@ -26,8 +26,8 @@ from zmq.utils import z85
 Z85_KEY_CHARS: Final = 40
 """The length of a CURVE key in Z85 text (32 bytes of key)."""
 
-KeyPath: TypeAlias = "str | os.PathLike[str]"
-CurveSpec: TypeAlias = "tuple[str | os.PathLike[str], str | os.PathLike[str] | bytes]"
+KeyPath: TypeAlias = str | os.PathLike[str]
+CurveSpec: TypeAlias = tuple[str | os.PathLike[str], str | os.PathLike[str] | bytes]
 """``(client_cert, broker_public_key)``: the path of the peer's secret certificate
 (``NAME.key_secret``), and the broker's public certificate (``NAME.key``) as a path, or
 its public key as 40 bytes of Z85."""
