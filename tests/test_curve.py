@@ -174,6 +174,19 @@ def test_a_syndrome_stream_reaches_curve_decoders(
     assert s["blocks_decoded"] == 4 and s["blocks_failed"] == 0 and s["lost"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_the_qpu_worker_registers_with_a_key_for_qpu_only(
+    stack: Stack, broker: BrokerProc, keys: Keys
+) -> None:
+    stack.server(
+        "-m", "control_sim", "qpu", "--connect", broker.endpoint, "--curve", *keys.curve("qpu1")
+    )  # fmt: skip
+    wait_for_workers(broker.endpoints[1], "qpu", 1)
+    with Client(broker.endpoint, timeout=30, curve=keys.curve("alice")) as c:
+        assert c.service_available("qpu")
+    assert stats(broker)["roles_refused"] == 0
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 
