@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgpack
 import zmq
 
+from broker.auth import BrokerAuth
 from broker.config import BrokerConfig
 from broker.errors import ModelRefused
 from broker.model_store import ModelStore
@@ -155,9 +156,25 @@ class Broker:
                 "sessions_expired",
                 "lanes_opened",
                 "lanes_closed",
+                "roles_refused",
             ),
             0,
         )
+        self.auth_refused: dict[str, int] = {}
+        """Handshakes refused, by mechanism name (:mod:`broker.auth` fills it)."""
+        self.auth: BrokerAuth | None = None
+        """CURVE authentication, if the config gives the broker a secret key."""
+        self._identity_frame: zmq.Frame | None = None  # the last message's, with CURVE on
+        if config.curve_secret is not None:
+            try:
+                self.auth = BrokerAuth(
+                    self.context, secret_file=config.curve_secret,
+                    allow_clients=config.allow_clients, allow_workers=config.allow_workers,
+                    refused=self.auth_refused,
+                )  # fmt: skip
+            except BaseException:
+                self.close()
+                raise
         self.models = ModelStore()
         self.sessions: dict[int, SessionEntry] = {}
         self._session_ids = itertools.count(1)
@@ -171,7 +188,16 @@ class Broker:
         """Whether, and how long, the loop polls for its next message before sleeping."""
 
     def bind(self) -> list[str]:
-        """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port)."""
+        """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port).
+
+        With CURVE the tcp endpoints are CURVE servers and the others NULL
+        (:meth:`BrokerAuth.bind`)."""
+        auth = self.auth
+        if auth is not None:
+            auth.start()
+            auth.watch(self.socket)
+            self.endpoints.extend(auth.bind(self.socket, self.config.endpoints))
+            return self.endpoints
         for ep in self.config.endpoints:
             self.socket.bind(ep)
             self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -187,6 +213,8 @@ class Broker:
         """Serve until :meth:`stop`; then tell every waiting client and worker, and return."""
         sock = self.socket
         recv = sock.recv
+        # With CURVE the identity frame is kept as a zmq.Frame: it carries the User-Id.
+        recv_first = recv if self.auth is None else self._recv_identity
         more = sock.getsockopt
         items = poll_items(sock)
         handle = self._handle
@@ -209,7 +237,7 @@ class Broker:
                 # service) and at frame 5 for MDP/0.2 workers (MDPW02, command, address,
                 # empty); the MDP/0.1 worker's extra leading empty frame leaves its
                 # delimiter uncopied, which costs nothing.
-                frames: list[Frame] = [recv(0)]
+                frames: list[Frame] = [recv_first(0)]
                 while more(_RCVMORE):
                     n = len(frames)
                     frames.append(recv(0, copy=n < 5 or (n == 5 and frames[1] == MDPW02)))
@@ -223,6 +251,11 @@ class Broker:
                 self.stats["internal_errors"] += 1
                 log.exception("internal error; the broker goes on")
         self._shutdown()
+
+    def _recv_identity(self, flags: int) -> bytes:
+        frame = self.socket.recv(flags, copy=False)
+        self._identity_frame = frame
+        return frame.bytes
 
     def _handle(self, frames: list[Frame], now: int) -> None:
         if len(frames) > MAX_FRAMES + 6:  # identity + the longest envelope (0.1 worker)
@@ -608,6 +641,8 @@ class Broker:
             "models": len(self.models),
             "sessions": len(self.sessions),
             "model_bytes": self.models.nbytes,
+            "auth_refused": dict(self.auth_refused),
+            **(self.auth.snapshot() if self.auth is not None else {}),
             "services": {
                 s.name.decode(): {"workers": s.workers, "queued": s.n_queued}
                 for s in self.services.values()
@@ -620,6 +655,17 @@ class Broker:
         if w is not None:  # a second READY is a protocol violation (RFC 18)
             self._remove_worker(w, now, send_disconnect=True, why="sent a second READY")
             return
+        if self.auth is not None and self._identity_frame is not None:
+            key = self.auth.refuses_ready(self._identity_frame, msg.service)
+            if key is not None:
+                self.stats["roles_refused"] += 1
+                if self.auth.first_refusal(key):
+                    log.warning(
+                        "key %s may not serve %r: READY refused with DISCONNECT",
+                        key.decode(), msg.service.decode(errors="replace"),
+                    )  # fmt: skip
+                self._send([ident, *encode_worker_disconnect(msg.version)])
+                return
         if msg.service.startswith((MMI_PREFIX, NL_PREFIX)):
             self._malformed([ident], "workers may not register mmi.* or nl.* services")
             self._send([ident, *encode_worker_disconnect(msg.version)])
@@ -882,6 +928,8 @@ class Broker:
 
     def close(self) -> None:
         """Close the socket (and the context if the broker made it)."""
+        if self.auth is not None:
+            self.auth.close(self.socket)
         self.socket.close()
         if self._own_context:
             self.context.term()

@@ -38,6 +38,22 @@ def _default(name: str) -> object:
     return next(f.default for f in fields(BrokerConfig) if f.name == name)
 
 
+def allow_workers(text: str) -> tuple[str | None, str]:
+    """An argparse ``type=`` for ``--allow-workers [SERVICE=]DIR``: ``(service or None, dir)``.
+
+    >>> allow_workers("qpu=/etc/nl/qpu")
+    ('qpu', '/etc/nl/qpu')
+    >>> allow_workers("/etc/nl/workers")
+    (None, '/etc/nl/workers')
+    """
+    service, sep, directory = text.partition("=")
+    if not sep or "/" in service:  # a directory whose name holds "=" has a "/" before it
+        return None, text
+    if not service or not directory:
+        raise argparse.ArgumentTypeError(f"{text!r}: write SERVICE=DIR or DIR")
+    return service, directory
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The broker's command line."""
     p = CommandParser(
@@ -53,6 +69,24 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         p.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=_default(name), help=help_text
         )
+    p.add_argument(
+        "--curve-secret", metavar="FILE",
+        help="the broker's secret certificate (NAME.key_secret, from nearloop keygen): "
+        "every tcp endpoint becomes a CURVE server, and peers need an allowed key; "
+        "ipc endpoints stay open to the file system's owners (default: no CURVE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-clients", metavar="DIR",
+        help="public certificates (*.key) of the clients let in; reread on SIGHUP "
+        "(default: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-workers", action="append", type=allow_workers, default=[],
+        metavar="[SERVICE=]DIR",
+        help="public certificates (*.key) of the workers let in, for SERVICE only or for "
+        "every service; they may also act as clients; repeatable; reread on SIGHUP "
+        "(default: none)",
+    )  # fmt: skip
     add_log_level(p)
     return p
 
@@ -63,7 +97,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     configure_logging(args.log_level)
     try:
         config = BrokerConfig(
-            endpoints=tuple(args.bind), **{name: getattr(args, name) for name in _SETTINGS}
+            endpoints=tuple(args.bind),
+            curve_secret=args.curve_secret,
+            allow_clients=args.allow_clients,
+            allow_workers=tuple(args.allow_workers),
+            **{name: getattr(args, name) for name in _SETTINGS},
         )
     except ValueError as exc:
         return fail(exc)
@@ -71,13 +109,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
     from broker.broker import Broker
 
-    broker = Broker(config)
+    try:
+        broker = Broker(config)
+    except ValueError as exc:  # a key file or allow-list that cannot be read
+        return fail(exc)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         broker.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    auth = broker.auth
+    if auth is not None:
+
+        def reload(signum: int, frame: FrameType | None) -> None:
+            auth.reload_in_background()
+
+        signal.signal(signal.SIGHUP, reload)
     try:
         endpoints = broker.bind()
     except ZMQError as exc:

@@ -46,6 +46,14 @@ class BrokerConfig:
     sndhwm: int = 100_000
     rcvhwm: int = 100_000
     linger_ms: int = 1000
+    curve_secret: str | None = None
+    """The broker's secret certificate file (``NAME.key_secret``): with it, every tcp
+    endpoint is a CURVE server and peers need a key in an allow-list (:mod:`broker.auth`)."""
+    allow_clients: str | None = None
+    """A directory of public certificates (``*.key``) admitted as clients."""
+    allow_workers: tuple[tuple[str | None, str], ...] = ()
+    """``(service, directory)`` pairs of public certificates admitted as workers of that
+    service, or of every service where it is None (and as clients too)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -65,3 +73,14 @@ class BrokerConfig:
             raise ValueError(f"spin_us must be in 0..{MAX_BROKER_SPIN_US}, got {self.spin_us}")
         if self.max_redispatch < 0:
             raise ValueError("max_redispatch must be >= 0")
+        has_lists = self.allow_clients is not None or bool(self.allow_workers)
+        if self.curve_secret is None and has_lists:
+            raise ValueError("allow-lists need CURVE: give the broker's secret key too")
+        if self.curve_secret is not None and not has_lists:
+            raise ValueError(
+                "CURVE needs at least one allow-list of client or worker keys, "
+                "or no peer could connect"
+            )
+        for service, _ in self.allow_workers:
+            if service is not None and not service:
+                raise ValueError("an allow-list's service name must not be empty")

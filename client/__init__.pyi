@@ -32,6 +32,8 @@ from .stream import StreamStats as StreamStats
 from .sync_client import Client as Client
 from .sync_client import PendingReply as PendingReply
 from .sync_client import Session as Session
+from .wire.curve import CurveSpec as CurveSpec
+from .wire.curve import KeyFileError as KeyFileError
 from .worker import BatchHandler as BatchHandler
 from .worker import DeferredReply as DeferredReply
 from .worker import Handler as Handler

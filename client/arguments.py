@@ -11,7 +11,9 @@ thing, and is spelled the same way, wherever it appears:
 - ``--maxiter N``: optimizer iterations;
 - ``--p P``: circuit-level noise strength;
 - ``--distance D``: a code distance, odd and at least :data:`MIN_DISTANCE`;
-- ``--json OUT``: write the summary there; :func:`write_json` creates its folder.
+- ``--json OUT``: write the summary there; :func:`write_json` creates its folder;
+- ``--curve CLIENT_CERT BROKER_CERT``: CURVE keys for a tcp broker (:func:`add_curve_option`,
+  read by :func:`curve_of`).
 
 Every option has help text, and the help shows its default. A user error prints one
 line, ``error: ...``, on stderr and exits :data:`USAGE_ERROR` (2), through
@@ -280,6 +282,36 @@ def add_metrics_options(p: argparse.ArgumentParser, *, what: str) -> None:
         "--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",
         help=f"address the metrics endpoint binds (default {DEFAULT_METRICS_HOST})",
     )  # fmt: skip
+
+
+def add_curve_option(p: argparse.ArgumentParser) -> None:
+    """``--curve CLIENT_CERT BROKER_CERT``: talk CURVE to the broker's tcp endpoint, with
+    this peer's secret certificate and the broker's public one (:func:`curve_of`)."""
+    p.add_argument(
+        "--curve", nargs=2, metavar=("CLIENT_CERT", "BROKER_CERT"),
+        help="talk CURVE to the broker: this peer's secret certificate (NAME.key_secret) and "
+        "the broker's public certificate (NAME.key), as nearloop keygen writes them "
+        "(default: no CURVE)",
+    )  # fmt: skip
+
+
+def curve_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str] | None:
+    """The ``curve=`` value of ``--curve`` (None without it), its files read once here: a
+    missing or bad file is a usage error against ``parser`` (or the subcommand's own,
+    ``args.command_parser``), one line, exit 2."""
+    given: list[str] | None = args.curve
+    if given is None:
+        return None
+    if getattr(args, "connect", "") is None:  # a local stack, whose broker binds ipc only
+        getattr(args, "command_parser", parser).error("--curve needs --connect")
+    from client.wire.curve import load_curve
+
+    spec = (given[0], given[1])
+    try:
+        load_curve(spec)
+    except ValueError as exc:
+        getattr(args, "command_parser", parser).error(f"--curve: {exc}")
+    return spec
 
 
 def configure_logging(level: str) -> None:

@@ -33,6 +33,7 @@ from client.session import (
     open_body,
     read_open_reply,
 )
+from client.wire.curve import CurveSpec
 from client.wire.lanes import LaneMode
 from client.wire.transport import poll, poll_items, recv_frames, yield_cpu
 
@@ -105,6 +106,9 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
     loop, which runs every other ready task and polls its own I/O without sleeping, and
     then yields the CPU. ``spin_us=0`` turns it off.
 
+    ``curve=(client_cert, broker_public_key)`` talks CURVE to a broker's tcp endpoint, as
+    :class:`~client.Client` does.
+
     >>> async def main():                                               # doctest: +SKIP
     ...     async with AsyncClient("ipc:///tmp/nl.sock") as c:
     ...         return (await c.request("echo", {"x": 1})).body
@@ -118,10 +122,16 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         timeout: float = 5.0,
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
+        curve: CurveSpec | None = None,
     ) -> None:
         super().__init__(
             Connection(
-                endpoint, AsyncPendingReply, timeout=timeout, spin_us=spin_us, context=context
+                endpoint,
+                AsyncPendingReply,
+                timeout=timeout,
+                spin_us=spin_us,
+                context=context,
+                curve=curve,
             )
         )
         sock = self._conn.socket()

@@ -3,8 +3,10 @@
 python -m client stats --connect EP                  # the broker's counters (mmi.stats)
 python -m client ping --connect EP SERVICE           # does SERVICE have workers? (mmi.service)
 python -m client call --connect EP SERVICE [JSON]    # one request; the body is JSON
+python -m client keygen DIR NAME                     # a CURVE key pair: DIR/NAME.key(_secret)
 
-``nearloop stats|ping|call`` are the same commands. Each takes ``--timeout-s``.
+``nearloop stats|ping|call|keygen`` are the same commands. Each that talks to a broker
+takes ``--timeout-s``, and ``--curve CLIENT_CERT BROKER_CERT`` for a CURVE broker.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from client.arguments import CommandParser, add_command, add_connect, add_timeout_s, fail
+from client.arguments import (
+    CommandParser,
+    add_command,
+    add_connect,
+    add_curve_option,
+    add_timeout_s,
+    curve_of,
+    fail,
+)
 
 PROG = "python -m client"
 DEFAULT_TIMEOUT_S = 2.0
@@ -23,6 +33,7 @@ DEFAULT_TIMEOUT_S = 2.0
 def _common(p: argparse.ArgumentParser) -> None:
     add_connect(p, required=True, help="the broker's endpoint")
     add_timeout_s(p, default=DEFAULT_TIMEOUT_S, help="how long to wait for the reply")
+    add_curve_option(p)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -51,12 +62,33 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     call.add_argument(
         "body", nargs="?", default="null", metavar="JSON", help="the request body as JSON"
     )
+    keygen = add_command(
+        sub, "keygen", help="write a CURVE key pair, DIR/NAME.key and DIR/NAME.key_secret",
+        description="Write a CURVE key pair as ZeroMQ certificates: DIR/NAME.key (public: "
+        "give it to the other side) and DIR/NAME.key_secret (mode 0600: keep it). DIR is "
+        "created with mode 0700 if missing; an existing pair is never overwritten. Prints "
+        "the two paths.",
+    )  # fmt: skip
+    keygen.add_argument("dir", metavar="DIR", help="the folder to write the pair in")
+    keygen.add_argument("name", metavar="NAME", help="the pair's name")
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.command == "keygen":
+        from client.keygen import keygen
+
+        try:
+            public, secret = keygen(args.dir, args.name)
+        except ValueError as exc:
+            return fail(exc)
+        print(public)
+        print(secret)
+        return 0
+    curve = curve_of(parser, args)
     try:
         body = json.loads(args.body) if args.command == "call" else None
     except json.JSONDecodeError as exc:
@@ -65,7 +97,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     from client.sync_client import Client
 
     try:
-        with Client(args.connect, timeout=args.timeout_s) as c:
+        with Client(args.connect, timeout=args.timeout_s, curve=curve) as c:
             if args.command == "stats":
                 print(json.dumps(c.broker_stats(), indent=2, sort_keys=True))
                 return 0

@@ -53,6 +53,7 @@ from client.wire import (
     parse_broker_reply,
     parse_header,
 )
+from client.wire.curve import CurveSpec, load_curve
 from client.wire.transport import connect_dealer, send_frames
 
 DEFAULT_SPIN_US: Final = 1000
@@ -210,6 +211,7 @@ class Connection(Generic[CallT]):
         timeout: float,
         spin_us: int,
         context: zmq.Context[Any] | None,
+        curve: CurveSpec | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
@@ -230,7 +232,10 @@ class Connection(Generic[CallT]):
         self._call_type = call_type
         self._ids = itertools.count(1)
         ctx: zmq.Context[Any] = context or zmq.Context.instance()
-        self.sock: zmq.Socket[bytes] | None = connect_dealer(ctx, endpoint, stable_identity=True)
+        keys = None if curve is None else load_curve(curve)  # a bad key file fails here
+        self.sock: zmq.Socket[bytes] | None = connect_dealer(
+            ctx, endpoint, stable_identity=True, curve=keys
+        )
         """The socket; None once closed."""
 
     # --- building requests (pure) ------------------------------------------------------

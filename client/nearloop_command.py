@@ -5,6 +5,7 @@
     nearloop decoders ...      = python -m decoders ...
     nearloop bench X ...       = python -m bench X ...
     nearloop stats|ping|call   = python -m client stats|ping|call ...
+    nearloop keygen DIR NAME   = python -m client keygen DIR NAME
 
 Each subcommand hands the rest of the line to that part's own ``main``, so it is the same
 parser, the same options and the same exit status as its ``python -m`` twin; only the
@@ -68,6 +69,9 @@ SUBCOMMANDS: Final[dict[str, Subcommand]] = {
         "client.cli", ("ping",), "python -m client ping", "does a service have workers?"
     ),
     "call": Subcommand("client.cli", ("call",), "python -m client call", "one request"),
+    "keygen": Subcommand(
+        "client.cli", ("keygen",), "python -m client keygen", "a CURVE key pair"
+    ),
 }  # fmt: skip
 """Every subcommand, in the order ``nearloop --help`` lists them."""
 

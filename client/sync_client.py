@@ -30,6 +30,7 @@ from client.session import (
     open_body,
     read_open_reply,
 )
+from client.wire.curve import CurveSpec
 from client.wire.lanes import LaneMode
 from client.wire.transport import recv_by, recv_frames, spin_recv, yield_cpu
 
@@ -67,6 +68,9 @@ class Client(ClientBase[PendingReply]):
     pays a wake-up when the reply comes, tens of microseconds on a virtual machine. That
     costs CPU time (at most ``spin_us`` per wait) for latency; ``spin_us=0`` turns it off.
 
+    ``curve=(client_cert, broker_public_key)`` talks CURVE to a broker's tcp endpoint
+    (:data:`client.wire.curve.CurveSpec`): a bad key file raises ``KeyFileError`` here.
+
     >>> import numpy as np
     >>> with Client("tcp://127.0.0.1:5555") as c:                      # doctest: +SKIP
     ...     energy = c.request("qpu", {"circuit": 1}, np.zeros(4), timeout=0.5).body
@@ -79,9 +83,17 @@ class Client(ClientBase[PendingReply]):
         timeout: float = 5.0,
         spin_us: int = DEFAULT_SPIN_US,
         context: zmq.Context[Any] | None = None,
+        curve: CurveSpec | None = None,
     ) -> None:
         super().__init__(
-            Connection(endpoint, PendingReply, timeout=timeout, spin_us=spin_us, context=context)
+            Connection(
+                endpoint,
+                PendingReply,
+                timeout=timeout,
+                spin_us=spin_us,
+                context=context,
+                curve=curve,
+            )
         )
         self._rcvtimeo_ms = -1
 

@@ -43,6 +43,7 @@ from client.wire import (
     parse_broker_to_worker,
     parse_header,
 )
+from client.wire.curve import CurveSpec, load_curve
 from client.wire.header import KIND_LANE
 from client.wire.lanes import IOX2, is_lane_name
 from client.wire.transport import (
@@ -338,6 +339,9 @@ class Worker:
     to a session, runs there, between requests. A helper thread
     keeps heartbeating while a handler runs, so long handlers are fine; a frozen or dead
     process stops heartbeating and its requests go to another worker.
+    ``curve=(worker_cert, broker_public_key)`` talks CURVE to a broker's tcp endpoint
+    (:data:`client.wire.curve.CurveSpec`); the broker must hold its key in a worker
+    allow-list for this service, or it answers READY with DISCONNECT.
 
     >>> w = Worker("tcp://127.0.0.1:5555", "echo", lambda m: m.body)   # doctest: +SKIP
     >>> w.run()                                                         # doctest: +SKIP
@@ -363,6 +367,7 @@ class Worker:
         lane_spin_us: int = DEFAULT_LANE_SPIN_US,
         host: str | None = None,
         context: zmq.Context[Any] | None = None,
+        curve: CurveSpec | None = None,
     ) -> None:
         if not 0 < reconnect_min_ms <= reconnect_max_ms:
             raise ValueError("need 0 < reconnect_min_ms <= reconnect_max_ms")
@@ -378,6 +383,7 @@ class Worker:
             raise ValueError("need lane_spin_us >= 0")
         self.endpoint = endpoint
         self.service = service
+        self._curve = None if curve is None else load_curve(curve)  # a bad file fails here
         self.state = WorkerState(service, handler or _no_handler, batch_handler)
         self.lanes_missing: str | None = "lanes=False" if not lanes else lane_support_missing()
         """Why the worker serves no lanes (None: it does)."""
@@ -471,7 +477,7 @@ class Worker:
 
     def _serve_connection(self) -> str:
         """One connection to the broker; returns why it ended."""
-        sock = connect_dealer(self._context, self.endpoint)
+        sock = connect_dealer(self._context, self.endpoint, curve=self._curve)
         version = 2
         with self._io_lock:
             self._sock = sock

@@ -22,8 +22,10 @@ from typing import Any
 from client.arguments import (
     CommandParser,
     add_connect,
+    add_curve_option,
     add_worker_options,
     configure_logging,
+    curve_of,
     fail,
     int_at_least,
 )
@@ -65,6 +67,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="or once this long has passed since the batch's first block",
     )  # fmt: skip
     add_worker_options(p, credit=DEFAULT_CREDIT, what="blocks")
+    add_curve_option(p)
     return p
 
 
@@ -79,6 +82,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     args = parser.parse_args(argv)
     if args.device != "auto" and args.decoder != "bp-gpu":
         parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
+    curve = curve_of(parser, args)
     configure_logging(args.log_level)
     from client.sync_client import Client
     from client.worker import run_worker
@@ -90,7 +94,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         decoder = make_decoder(args.decoder, **cli_options(args.decoder, args.device))
     except DecoderError as exc:
         return fail(exc)
-    with Client(args.connect, timeout=MODEL_FETCH_TIMEOUT_S) as models:
+    # The worker's key fetches the models too: a worker key may act as a client.
+    with Client(args.connect, timeout=MODEL_FETCH_TIMEOUT_S, curve=curve) as models:
         service = DecoderService(decoder, models.fetch_model)
         run_worker(
             args.connect,
@@ -102,5 +107,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             max_wait_us=args.max_wait_us,
             credit=args.credit,
             heartbeat_ms=args.heartbeat_ms,
+            curve=curve,
         )
     return 0

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import zmq
 
+from client.wire.curve import CurveKeys, apply_curve
 from client.wire.frames import Frame
 from client.wire.limits import MAX_MESSAGE_BYTES, ZERO_COPY_THRESHOLD_BYTES
 
@@ -147,9 +148,16 @@ def configure(sock: zmq.Socket[bytes], *, linger_ms: int = 0) -> None:
 
 
 def connect_dealer(
-    context: zmq.Context[Any], endpoint: str, *, stable_identity: bool = False
+    context: zmq.Context[Any],
+    endpoint: str,
+    *,
+    stable_identity: bool = False,
+    curve: CurveKeys | None = None,
 ) -> zmq.Socket[bytes]:
     """A configured DEALER connected to ``endpoint``: what clients and workers talk on.
+
+    With ``curve`` the socket is a CURVE client (ZeroMQ RFC 26) of the broker whose public
+    key it holds (:mod:`client.wire.curve`): its keys are set before it connects.
 
     With ``stable_identity`` the socket keeps one random routing id across transport
     reconnects, so the broker (which sets ROUTER_HANDOVER) still routes replies to
@@ -160,5 +168,7 @@ def connect_dealer(
     configure(sock)
     if stable_identity:
         sock.setsockopt(zmq.ROUTING_ID, b"nl" + os.urandom(8))
+    if curve is not None:
+        apply_curve(sock, curve)
     sock.connect(endpoint)
     return sock

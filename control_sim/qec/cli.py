@@ -18,11 +18,13 @@ from client.arguments import (
     RUN_FAILED,
     CommandParser,
     add_connect,
+    add_curve_option,
     add_distance,
     add_json,
     add_p,
     add_seed,
     add_timeout_s,
+    curve_of,
     fail,
     int_at_least,
     write_json,
@@ -91,6 +93,7 @@ def add_qec_arguments(p: argparse.ArgumentParser) -> None:
         "repeatable (default: none)",
     )  # fmt: skip
     add_json(p)
+    add_curve_option(p)
 
 
 def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
@@ -107,6 +110,7 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
             f"{', '.join(given)}: only for a local stack's workers; with --connect the "
             f"decoders are those serving --decoder-service at {args.connect}"
         )
+    curve = curve_of(parser, args)
     from control_sim.qec.codes import CodeSpec
     from control_sim.qec.run import QecConfig, format_summary, qec_ok, run_qec
     from control_sim.qec.samplers import open_source
@@ -131,8 +135,8 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
     if args.connect:
         service = args.decoder_service
         start = decoders_hint(args.connect, service)
-        require_services(args.connect, {service: start})
-        summary = run_qec(config, args.connect, source=source)
+        require_services(args.connect, {service: start}, curve=curve)
+        summary = run_qec(config, args.connect, source=source, curve=curve)
         workers = None
     else:
         workers = args.workers or DEFAULT_WORKERS

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from client import BlockResult, Client, Stream
 from client.latency import LatencySummary
+from client.wire.curve import CurveSpec
 from client.wire.lanes import LaneMode
 from control_sim.errors import ControlSimError
 from control_sim.qec.codes import CodeSpec
@@ -98,6 +99,7 @@ def run_qec(
     *,
     source: SyndromeSource | None = None,
     on_start: Callable[[], None] | None = None,
+    curve: CurveSpec | None = None,
 ) -> dict[str, Any]:
     """Run the stream against the broker at ``endpoint``; returns the JSON summary.
     ``on_start`` is called as the clock starts, after the warm-up and the sampling (a
@@ -106,7 +108,7 @@ def run_qec(
     clock = PacingClock(config.period_us)
     deadline_us = config.deadline_us if config.deadline_us is not None else config.period_us
     tally = _Tally(src.num_observables)
-    with Client(endpoint, timeout=config.block_timeout_s) as client:
+    with Client(endpoint, timeout=config.block_timeout_s, curve=curve) as client:
         _warm_up(client, config, src)
         stream = Stream(
             client,

@@ -2,6 +2,7 @@
 
     python -m control_sim qpu --connect EP [--service qpu] [--credit 4]
         [--heartbeat-ms 250] [--seed 2026] [--log-level WARNING]
+        [--curve CLIENT_CERT BROKER_CERT]
 
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
 once the broker has answered its READY, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
@@ -20,7 +21,14 @@ from __future__ import annotations
 import argparse
 from typing import Final
 
-from client.arguments import add_connect, add_seed, add_worker_options, configure_logging
+from client.arguments import (
+    add_connect,
+    add_curve_option,
+    add_seed,
+    add_worker_options,
+    configure_logging,
+    curve_of,
+)
 from control_sim.qpu.names import DEFAULT_SERVICE
 
 DEFAULT_CREDIT: Final = 4
@@ -32,6 +40,7 @@ def add_qpu_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", default=DEFAULT_SERVICE, help="the service to serve")
     add_worker_options(p, credit=DEFAULT_CREDIT, what="requests")
     add_seed(p, help="seeds the simulator seed of shot-based requests that carry none")
+    add_curve_option(p)
 
 
 def run_qpu(args: argparse.Namespace) -> int:
@@ -40,6 +49,7 @@ def run_qpu(args: argparse.Namespace) -> int:
     0 when stopped by a signal (before or after READY); options the protocol refuses
     (``--credit`` over its limit, ``--heartbeat-ms`` out of range) stop at parsing, 2.
     """
+    curve = curve_of(args.command_parser, args)
     configure_logging(args.log_level)
     from control_sim.stack.processes import interrupts_raise
 
@@ -61,6 +71,7 @@ def run_qpu(args: argparse.Namespace) -> int:
                 idle=runs.idle,
                 credit=args.credit,
                 heartbeat_ms=args.heartbeat_ms,
+                curve=curve,
             )
             holder.append(worker)
             serve(worker)

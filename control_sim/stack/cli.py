@@ -7,9 +7,11 @@ import argparse
 from client.arguments import (
     CommandParser,
     add_connect,
+    add_curve_option,
     add_json,
     add_maxiter,
     add_seed,
+    curve_of,
     int_at_least,
     write_json,
 )
@@ -36,6 +38,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     add_seed(p, help="seeds the VQE and the syndrome samples")
     add_lane(p)
     add_json(p)
+    add_curve_option(p)
 
 
 def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
@@ -59,7 +62,7 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    summary = run_demo(config, args.connect)
+    summary = run_demo(config, args.connect, curve=curve_of(parser, args))
     if args.json:
         write_json(args.json, summary)
     print(format_demo(summary))

@@ -13,12 +13,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from control_sim.errors import StackUnavailable
 from control_sim.qpu.names import DEFAULT_SERVICE as DEFAULT_QPU_SERVICE
 from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup
 from decoders.names import DEFAULT_DECODER_SERVICE
+
+if TYPE_CHECKING:
+    from client.wire.curve import CurveSpec
 
 BROKER_ANSWER_TIMEOUT_S: Final = 3.0
 """How long a run given ``--connect`` waits for the broker to say which services it has."""
@@ -88,12 +91,17 @@ class LocalStack:
 
 
 def require_services(
-    endpoint: str, services: Mapping[str, str], *, timeout_s: float = BROKER_ANSWER_TIMEOUT_S
+    endpoint: str,
+    services: Mapping[str, str],
+    *,
+    timeout_s: float = BROKER_ANSWER_TIMEOUT_S,
+    curve: CurveSpec | None = None,
 ) -> None:
     """Check that a broker answers at ``endpoint`` and that each service has a worker.
 
     A run given ``--connect`` calls this before it starts, so that a wrong endpoint or a
-    missing worker is one clear error, not a timeout halfway through. ``services`` maps
+    missing worker is one clear error, not a timeout halfway through. ``curve`` is the
+    CURVE keys for a tcp broker (:data:`client.wire.curve.CurveSpec`). ``services`` maps
     each service to the command that starts a worker for it, which the error quotes.
 
     Raises:
@@ -103,7 +111,7 @@ def require_services(
     from client import BrokerUnreachable, Client
 
     try:
-        with Client(endpoint, timeout=timeout_s) as c:
+        with Client(endpoint, timeout=timeout_s, curve=curve) as c:
             missing = [name for name in services if not c.service_available(name)]
     except BrokerUnreachable as exc:
         raise StackUnavailable(str(exc)) from None

@@ -12,10 +12,12 @@ import argparse
 from client.arguments import (
     CommandParser,
     add_connect,
+    add_curve_option,
     add_json,
     add_maxiter,
     add_seed,
     add_timeout_s,
+    curve_of,
     int_at_least,
     write_json,
 )
@@ -50,6 +52,7 @@ def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
     add_timeout_s(p, default=DEFAULT_TIMEOUT_S, help="bound on each call to the service")
     add_lane(p)
     add_json(p)
+    add_curve_option(p)
 
 
 def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
@@ -77,9 +80,11 @@ def run_vqe_command(parser: CommandParser, args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    curve = curve_of(parser, args)
     if args.connect:
-        require_services(args.connect, {args.service: qpu_hint(args.connect, args.service)})
-        summary = run_vqe_session(args.connect, config)
+        hint = {args.service: qpu_hint(args.connect, args.service)}
+        require_services(args.connect, hint, curve=curve)
+        summary = run_vqe_session(args.connect, config, curve=curve)
     else:
         with LocalStack(StackSpec(qpu_workers=1, qpu_service=args.service)) as stack:
             summary = run_vqe_session(stack.endpoint, config)

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from client import Client
+from client.wire.curve import CurveSpec
 from client.wire.lanes import LaneMode, check_lane_mode
 from control_sim.errors import ControlSimError
 from control_sim.qpu.client import QpuClient
@@ -153,8 +154,11 @@ def require_service(client: Client, service: str) -> None:
         )
 
 
-def compare_h2_vqe(endpoint: str, config: VqeConfig) -> VqeComparison:
-    """Run H2 VQE through the ``qpu`` service at ``endpoint``, then in-process, alike."""
+def compare_h2_vqe(
+    endpoint: str, config: VqeConfig, *, curve: CurveSpec | None = None
+) -> VqeComparison:
+    """Run H2 VQE through the ``qpu`` service at ``endpoint`` (with CURVE keys ``curve``
+    if given), then in-process, alike."""
     began = time.perf_counter_ns()
     reference = in_process_energy()  # exact, for the error at the returned point
     batch = 2 if config.optimizer == "spsa" else 1
@@ -169,7 +173,7 @@ def compare_h2_vqe(endpoint: str, config: VqeConfig) -> VqeComparison:
             reference=reference,
         )
 
-    with Client(endpoint, timeout=config.timeout_s) as client:
+    with Client(endpoint, timeout=config.timeout_s, curve=curve) as client:
         require_service(client, config.service)
         with QpuClient.open(
             client, config.service, lane=config.lane, timeout=config.timeout_s
@@ -233,9 +237,11 @@ def summarize(cmp: VqeComparison) -> dict[str, Any]:
     }
 
 
-def run_vqe_session(endpoint: str, config: VqeConfig) -> dict[str, Any]:
+def run_vqe_session(
+    endpoint: str, config: VqeConfig, *, curve: CurveSpec | None = None
+) -> dict[str, Any]:
     """:func:`compare_h2_vqe` at ``endpoint``, as the JSON summary (see :func:`summarize`)."""
-    return summarize(compare_h2_vqe(endpoint, config))
+    return summarize(compare_h2_vqe(endpoint, config, curve=curve))
 
 
 def format_summary(s: dict[str, Any]) -> str:
