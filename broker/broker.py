@@ -21,6 +21,7 @@ import msgpack
 import zmq
 
 from broker.config import BrokerConfig
+from broker.endpoints import IpcClaim, check_exposure, ipc_path, owner_only_umask, resolve_group
 from broker.errors import ModelRefused
 from broker.model_store import ModelStore
 from broker.registry import (
@@ -169,11 +170,35 @@ class Broker:
         )
         self.spin = SpinPolicy(config.spin_us)
         """Whether, and how long, the loop polls for its next message before sleeping."""
+        self._ipc_claims: list[IpcClaim] = []
 
     def bind(self) -> list[str]:
-        """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port)."""
-        for ep in self.config.endpoints:
-            self.socket.bind(ep)
+        """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port).
+
+        Raises :class:`~broker.endpoints.EndpointRefused` for a tcp endpoint off loopback
+        without CURVE or ``insecure``, and :class:`~broker.endpoints.IpcPathTaken` for an
+        ipc path a live process holds; ipc sockets get mode 0600, or 0660 and ``ipc_group``
+        (:mod:`broker.endpoints`).
+        """
+        config = self.config
+        curve = config.curve_secret is not None
+        for ep in config.endpoints:
+            check_exposure(ep, curve=curve, insecure=config.insecure)
+        gid = None if config.ipc_group is None else resolve_group(config.ipc_group)
+        for ep in config.endpoints:
+            path = ipc_path(ep)
+            claim = None if path is None else IpcClaim.take(ep, path)
+            try:
+                with owner_only_umask():
+                    self.socket.bind(ep)
+                if claim is not None:
+                    claim.bound(gid)
+            except BaseException:
+                if claim is not None:
+                    claim.release()
+                raise
+            if claim is not None:
+                self._ipc_claims.append(claim)
             self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
         return self.endpoints
 
@@ -881,10 +906,13 @@ class Broker:
         log.info("broker stopped; %d pending request(s) answered with %s", pending, ERR_SHUTDOWN)
 
     def close(self) -> None:
-        """Close the socket (and the context if the broker made it)."""
+        """Close the socket (and the context if the broker made it); remove its ipc socket
+        files and their locks."""
         self.socket.close()
         if self._own_context:
             self.context.term()
+        while self._ipc_claims:
+            self._ipc_claims.pop().release()
 
 
 def _model_text(header: Header, body: list[Frame]) -> bytes | None:

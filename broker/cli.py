@@ -49,6 +49,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--bind", action="append", required=True, type=endpoint, metavar="EP",
         help="endpoint to bind: tcp://127.0.0.1:5555, ipc:///tmp/nl.sock; repeatable",
     )  # fmt: skip
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="allow binding tcp endpoints other hosts can reach without CURVE: anyone who "
+        "reaches them can send requests and register as a worker",
+    )  # fmt: skip
+    p.add_argument(
+        "--ipc-group", metavar="GROUP",
+        help="give ipc sockets to this group (name or gid), mode 0660; default: owner only, 0600",
+    )  # fmt: skip
     for name, help_text in _SETTINGS.items():
         p.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=_default(name), help=help_text
@@ -63,13 +72,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     configure_logging(args.log_level)
     try:
         config = BrokerConfig(
-            endpoints=tuple(args.bind), **{name: getattr(args, name) for name in _SETTINGS}
+            endpoints=tuple(args.bind),
+            insecure=args.insecure,
+            ipc_group=args.ipc_group,
+            **{name: getattr(args, name) for name in _SETTINGS},
         )
     except ValueError as exc:
         return fail(exc)
     from zmq import ZMQError
 
     from broker.broker import Broker
+    from broker.errors import BrokerError
 
     broker = Broker(config)
 
@@ -80,6 +93,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         endpoints = broker.bind()
+    except BrokerError as exc:
+        broker.close()
+        return fail(exc)
     except ZMQError as exc:
         broker.close()
         return fail(f"cannot bind {' '.join(args.bind)}: {exc}")

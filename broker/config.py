@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.endpoints import check_group_member, resolve_group
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
@@ -46,6 +47,12 @@ class BrokerConfig:
     sndhwm: int = 100_000
     rcvhwm: int = 100_000
     linger_ms: int = 1000
+    curve_secret: str | None = None
+    """The broker's CURVE secret certificate file; None: no CURVE (NULL mechanism)."""
+    insecure: bool = False
+    """Bind tcp endpoints that other hosts can reach without CURVE (:mod:`broker.endpoints`)."""
+    ipc_group: str | None = None
+    """Group (name or gid) given the broker's ipc sockets, mode 0660; None: owner only, 0600."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -65,3 +72,5 @@ class BrokerConfig:
             raise ValueError(f"spin_us must be in 0..{MAX_BROKER_SPIN_US}, got {self.spin_us}")
         if self.max_redispatch < 0:
             raise ValueError("max_redispatch must be >= 0")
+        if self.ipc_group is not None:
+            check_group_member(resolve_group(self.ipc_group))

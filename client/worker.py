@@ -384,6 +384,7 @@ class Worker:
         if self.lanes_missing is None:
             from client.lane.host import host_identity
             from client.lane.hub import LaneHub
+            from client.lane.identity import user_identity
 
             self.state.lanes = LaneHub(lane_spin_us * 1000)
             self.options = WorkerOptions(
@@ -393,6 +394,7 @@ class Worker:
                 declared=True,
                 host=host or host_identity(),
                 lanes=(IOX2,),
+                user=user_identity(),
             )
         else:
             log.debug("%s: serving no lanes: %s", service, self.lanes_missing)
