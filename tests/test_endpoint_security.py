@@ -1,4 +1,4 @@
-"""Secure by default: what the broker binds, and who may share a lane (PROTOCOL.md §1.3, §3.10).
+"""Secure by default: what the broker binds, and who may share a lane (PROTOCOL.md §1.1, §3.10).
 
 Real broker processes on real ipc paths and tcp ports: a tcp bind off loopback needs CURVE
 or ``--insecure``; an ipc socket is its owner's (0600) or a group's (0660); a second broker
