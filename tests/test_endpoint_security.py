@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from broker.broker import Broker
@@ -34,7 +35,14 @@ from broker.endpoints import (
 )
 from client import Client, LaneUnavailable
 from client.lane import identity
-from client.wire import PeerUser
+from client.wire import (
+    PeerUser,
+    ProtocolError,
+    WorkerOptions,
+    encode_worker_ready,
+    parse_worker_options,
+)
+from client.wire.lanes import IOX2, LaneAsk, lane_ask, lane_refusal, lane_request
 from tests.conftest import (
     ROOT,
     START_TIMEOUT_S,
@@ -318,3 +326,26 @@ def test_a_lane_opens_only_for_the_same_user(stack: Stack, monkeypatch: pytest.M
             assert "owner-only (mode 0600)" in s.lane_refused
         stats = c.broker_stats()
     assert stats["lanes_opened"] == 1 and stats["sessions"] == 0
+
+
+def test_ready_carries_the_workers_user_and_a_bad_one_is_malformed() -> None:
+    me = PeerUser(1000, (1000, 27))
+    opts = WorkerOptions(declared=True, host="h", lanes=(IOX2,), user=me)
+    ready = encode_worker_ready(2, b"svc", opts)
+    assert parse_worker_options(ready[-1]).user == me
+    assert parse_worker_options(msgpack.packb({"credit": 1})).user is None
+    for bad in ({"uid": -1, "gids": [1]}, {"uid": 1, "gids": []}, {"uid": 1},
+                {"uid": "0", "gids": [0]}, {"uid": 1, "gids": [2**32]}):  # fmt: skip
+        with pytest.raises(ProtocolError):
+            parse_worker_options(msgpack.packb(bad))
+
+
+def test_a_lane_ask_without_a_user_gets_no_lane() -> None:
+    me = PeerUser(1000, (1000,))
+    worker = WorkerOptions(declared=True, host="h", lanes=(IOX2,), user=me)
+    older_client = lane_request({"service": "s", "lane": {"host": "h", "transports": [IOX2]}})
+    assert older_client == LaneAsk("h", None)
+    assert "client that declared no user" in str(lane_refusal(worker, older_client))
+    older_worker = WorkerOptions(declared=True, host="h", lanes=(IOX2,))
+    assert "declared no user" in str(lane_refusal(older_worker, LaneAsk("h", me)))
+    assert lane_refusal(worker, lane_request({"lane": lane_ask("h", me)})) is None
