@@ -48,6 +48,11 @@ MISMATCH: Final = "mismatch"
 """``Broker.auth_refused`` key: handshakes on a CURVE endpoint from a peer that speaks
 another mechanism (a plaintext NULL peer, say), as libzmq reports them to a socket
 monitor."""
+ABORTED: Final = "aborted"
+"""``Broker.auth_refused`` key: handshakes on a CURVE endpoint that the peer broke off
+(libzmq's ``HANDSHAKE_FAILED_NO_DETAIL``). A plaintext peer that reads the broker's CURVE
+greeting before the broker reads its NULL one hangs up, and is counted here, not under
+:data:`MISMATCH`: which side notices first is a race."""
 _LOG_EVERY: Final = 1000
 _MAX_LOGGED_KEYS: Final = 1024
 
@@ -118,7 +123,7 @@ class BrokerAuth:
     """The broker's key, its allow-lists and its ZAP handler thread.
 
     ``refused`` is the broker's ``auth_refused`` dict: the ZAP thread and the monitor
-    thread each add to their own key of it (:data:`CURVE`, :data:`MISMATCH`).
+    thread each add to their own keys of it (:data:`CURVE`; :data:`MISMATCH`, :data:`ABORTED`).
     """
 
     def __init__(
@@ -138,13 +143,13 @@ class BrokerAuth:
         self.refused = refused
         refused[CURVE] = refused.get(CURVE, 0)
         refused[MISMATCH] = refused.get(MISMATCH, 0)
+        refused[ABORTED] = refused.get(ABORTED, 0)
         self.reloads = 0
         """Reloads that took effect."""
         self.reload_failures = 0
         self._context = context
         self._authenticator: ThreadAuthenticator | None = None
         self._monitor: threading.Thread | None = None
-        self._monitor_endpoint = f"inproc://nearloop-auth-monitor-{id(self):x}"
         self._refused_logged: set[bytes] = set()
         self._reload_lock = threading.Lock()
 
@@ -170,54 +175,60 @@ class BrokerAuth:
             log.warning("CURVE handshake #%d refused: key %s is in no allow-list", n, key.decode())
         return False
 
-    def bind(self, sock: zmq.Socket[Any], endpoints: tuple[str, ...]) -> list[str]:
-        """Bind ``endpoints`` on ``sock``: tcp ones as CURVE servers, the others NULL;
-        returns them resolved, in the order given.
+    def curve_server(self, sock: zmq.Socket[Any]) -> None:
+        """Make the endpoints ``sock`` binds from now on CURVE servers with this key, which
+        ask the ZAP handler; idempotent.
 
-        The NULL endpoints are bound first, before any CURVE option is set: libzmq takes a
-        listener's security from the socket's options at bind time, and a NULL listener
-        with a ZAP domain would ask the ZAP handler too (which admits any NULL peer, and
-        names it "anonymous"), while a ZAP domain cannot be set back to empty.
+        Bind the NULL endpoints before the first call: libzmq takes a listener's security
+        from the socket's options at bind time, and a NULL listener with a ZAP domain would
+        ask the ZAP handler too (which admits any NULL peer, and names it "anonymous"),
+        while a ZAP domain cannot be set back to empty.
         """
-        resolved: dict[int, str] = {}
-        tcp_last = sorted(range(len(endpoints)), key=lambda i: endpoints[i].startswith("tcp://"))
-        for i in tcp_last:
-            if endpoints[i].startswith("tcp://") and not sock.getsockopt(zmq.CURVE_SERVER):
-                sock.setsockopt(zmq.CURVE_SERVER, 1)
-                sock.setsockopt(zmq.CURVE_SECRETKEY, self._secret_key)
-                sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
-            sock.bind(endpoints[i])
-            resolved[i] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return [resolved[i] for i in range(len(endpoints))]
+        if not sock.getsockopt(zmq.CURVE_SERVER):
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._secret_key)
+            sock.setsockopt_string(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
 
     def watch(self, sock: zmq.Socket[Any]) -> None:
         """Count mechanism mismatches on ``sock`` from a socket monitor, in a thread of its
-        own (call on the socket's own thread, before it binds)."""
-        sock.monitor(
-            self._monitor_endpoint,
-            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_MONITOR_STOPPED,
+        own (call on the socket's own thread, before it binds).
+
+        The monitor's PAIR socket is connected here, before the thread starts and before
+        any bind: a monitor whose reader connected later, from its thread, lost every event
+        in about one broker start of three (libzmq 4.3.5)."""
+        pair: zmq.Socket[bytes] = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_MONITOR_STOPPED
         )
+        # The socket moves to the thread: starting it is the memory barrier ZeroMQ asks for.
         self._monitor = threading.Thread(
-            target=self._count_mismatches, name="nearloop-auth-monitor", daemon=True
-        )
+            target=self._count_mismatches, args=(pair,), name="nearloop-auth-monitor",
+            daemon=True,
+        )  # fmt: skip
         self._monitor.start()
 
-    def _count_mismatches(self) -> None:
-        pair: zmq.Socket[bytes] = self._context.socket(zmq.PAIR)
+    def _count_mismatches(self, pair: zmq.Socket[bytes]) -> None:
         try:
-            pair.connect(self._monitor_endpoint)
             while True:
                 event = recv_monitor_message(pair)
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
-                if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-                    n = self.refused[MISMATCH] = self.refused[MISMATCH] + 1
-                    if n <= 10 or n % _LOG_EVERY == 0:
-                        log.warning(
-                            "handshake #%d refused: a peer spoke another mechanism than "
-                            "CURVE on a tcp endpoint",
-                            n,
-                        )
+                if not event["endpoint"].startswith(b"tcp://"):
+                    continue  # a NULL endpoint's: not an authentication matter
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                    key = ABORTED
+                elif event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                    key = MISMATCH
+                else:
+                    continue
+                n = self.refused[key] = self.refused[key] + 1
+                if n <= 10 or n % _LOG_EVERY == 0:
+                    log.warning(
+                        "handshake #%d refused on %s: %s", n, event["endpoint"].decode(),
+                        "the peer spoke another mechanism than CURVE" if key == MISMATCH
+                        else "the peer broke it off (a plaintext peer does)",
+                    )  # fmt: skip
         except zmq.ContextTerminated:
             return
         finally:

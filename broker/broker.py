@@ -22,6 +22,7 @@ import zmq
 
 from broker.auth import BrokerAuth
 from broker.config import BrokerConfig
+from broker.endpoints import IpcClaim, check_exposure, ipc_path, owner_only_umask, resolve_group
 from broker.errors import ModelRefused
 from broker.model_store import ModelStore
 from broker.registry import (
@@ -102,6 +103,11 @@ _RCVMORE: Final = zmq.RCVMORE
 _MS: Final = 1_000_000
 _LOG_EVERY: Final = 1000
 
+CURVE_KEEPALIVE_IDLE_S: Final = 5
+"""With CURVE, a tcp connection idle this long is probed by TCP keepalive (then every
+second, three times): one whose peer is gone is closed, which frees its routing id for the
+peer's next connection."""
+
 TOKEN_FORMAT: Final = b"%016x"
 """The client address a worker's REQUEST carries: the broker's dispatch counter as 16
 lowercase hex digits, fresh for every dispatch (PROTOCOL.md §2.5). It is printable, has no
@@ -126,10 +132,22 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A client whose connection drops and comes back keeps its identity (nearloop
         # clients set one): the new connection takes it over, and replies still reach it.
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # Not with CURVE: there a peer must not take over a connection of another key by
+        # claiming its routing id (it would receive that peer's replies or requests), so a
+        # second connection with an id in use is refused instead, and TCP keepalives free
+        # the id of a connection that died without closing. (Not ZMTP heartbeats: with
+        # them libzmq stops reporting mechanism mismatches to the socket monitor.)
+        if config.curve_secret is None:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, CURVE_KEEPALIVE_IDLE_S)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         sock.setsockopt(zmq.SNDHWM, config.sndhwm)
         sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
         self.socket = sock
+        self._ipc_claims: list[IpcClaim] = []
         self.endpoints: list[str] = []
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, WorkerEntry] = {}
@@ -191,17 +209,46 @@ class Broker:
         """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port).
 
         With CURVE the tcp endpoints are CURVE servers and the others NULL
-        (:meth:`BrokerAuth.bind`)."""
-        auth = self.auth
+        (:meth:`BrokerAuth.curve_server`). Raises :class:`~broker.endpoints.EndpointRefused`
+        for a tcp endpoint off loopback without CURVE or ``insecure``, and
+        :class:`~broker.endpoints.IpcPathTaken` for an ipc path a live process holds; ipc
+        sockets get mode 0600, or 0660 and ``ipc_group`` (:mod:`broker.endpoints`).
+        """
+        config, auth, endpoints = self.config, self.auth, self.config.endpoints
+        for ep in endpoints:
+            check_exposure(ep, curve=auth is not None, insecure=config.insecure)
+        gid = None if config.ipc_group is None else resolve_group(config.ipc_group)
         if auth is not None:
             auth.start()
             auth.watch(self.socket)
-            self.endpoints.extend(auth.bind(self.socket, self.config.endpoints))
-            return self.endpoints
-        for ep in self.config.endpoints:
-            self.socket.bind(ep)
-            self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        # With CURVE, the NULL endpoints are bound first (see BrokerAuth.curve_server).
+        order = sorted(
+            range(len(endpoints)),
+            key=lambda i: auth is not None and endpoints[i].startswith("tcp://"),
+        )
+        resolved: dict[int, str] = {}
+        for i in order:
+            if auth is not None and endpoints[i].startswith("tcp://"):
+                auth.curve_server(self.socket)
+            resolved[i] = self._bind_one(endpoints[i], gid)
+        self.endpoints.extend(resolved[i] for i in range(len(endpoints)))
         return self.endpoints
+
+    def _bind_one(self, ep: str, gid: int | None) -> str:
+        path = ipc_path(ep)
+        claim = None if path is None else IpcClaim.take(ep, path)
+        try:
+            with owner_only_umask():
+                self.socket.bind(ep)
+            if claim is not None:
+                claim.bound(gid)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+        if claim is not None:
+            self._ipc_claims.append(claim)
+        return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def stop(self) -> None:
         """Ask the loop to finish; safe from a signal handler."""
@@ -927,12 +974,15 @@ class Broker:
         log.info("broker stopped; %d pending request(s) answered with %s", pending, ERR_SHUTDOWN)
 
     def close(self) -> None:
-        """Close the socket (and the context if the broker made it)."""
+        """Close the socket (and the context if the broker made it); remove its ipc socket
+        files and their locks."""
         if self.auth is not None:
             self.auth.close(self.socket)
         self.socket.close()
         if self._own_context:
             self.context.term()
+        while self._ipc_claims:
+            self._ipc_claims.pop().release()
 
 
 def _model_text(header: Header, body: list[Frame]) -> bytes | None:

@@ -65,6 +65,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--bind", action="append", required=True, type=endpoint, metavar="EP",
         help="endpoint to bind: tcp://127.0.0.1:5555, ipc:///tmp/nl.sock; repeatable",
     )  # fmt: skip
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="allow binding tcp endpoints other hosts can reach without CURVE: anyone who "
+        "reaches them can send requests and register as a worker",
+    )  # fmt: skip
+    p.add_argument(
+        "--ipc-group", metavar="GROUP",
+        help="give ipc sockets to this group (name or gid), mode 0660; default: owner only, 0600",
+    )  # fmt: skip
     for name, help_text in _SETTINGS.items():
         p.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=_default(name), help=help_text
@@ -101,6 +110,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             curve_secret=args.curve_secret,
             allow_clients=args.allow_clients,
             allow_workers=tuple(args.allow_workers),
+            insecure=args.insecure,
+            ipc_group=args.ipc_group,
             **{name: getattr(args, name) for name in _SETTINGS},
         )
     except ValueError as exc:
@@ -108,6 +119,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     from zmq import ZMQError
 
     from broker.broker import Broker
+    from broker.errors import BrokerError
 
     try:
         broker = Broker(config)
@@ -128,6 +140,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         signal.signal(signal.SIGHUP, reload)
     try:
         endpoints = broker.bind()
+    except BrokerError as exc:
+        broker.close()
+        return fail(exc)
     except ZMQError as exc:
         broker.close()
         return fail(f"cannot bind {' '.join(args.bind)}: {exc}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.endpoints import check_group_member, resolve_group
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
@@ -48,12 +49,17 @@ class BrokerConfig:
     linger_ms: int = 1000
     curve_secret: str | None = None
     """The broker's secret certificate file (``NAME.key_secret``): with it, every tcp
-    endpoint is a CURVE server and peers need a key in an allow-list (:mod:`broker.auth`)."""
+    endpoint is a CURVE server and peers need a key in an allow-list (:mod:`broker.auth`);
+    None: no CURVE (NULL mechanism)."""
     allow_clients: str | None = None
     """A directory of public certificates (``*.key``) admitted as clients."""
     allow_workers: tuple[tuple[str | None, str], ...] = ()
     """``(service, directory)`` pairs of public certificates admitted as workers of that
     service, or of every service where it is None (and as clients too)."""
+    insecure: bool = False
+    """Bind tcp endpoints that other hosts can reach without CURVE (:mod:`broker.endpoints`)."""
+    ipc_group: str | None = None
+    """Group (name or gid) given the broker's ipc sockets, mode 0660; None: owner only, 0600."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -84,3 +90,5 @@ class BrokerConfig:
         for service, _ in self.allow_workers:
             if service is not None and not service:
                 raise ValueError("an allow-list's service name must not be empty")
+        if self.ipc_group is not None:
+            check_group_member(resolve_group(self.ipc_group))

@@ -51,9 +51,10 @@ class LanePlan(NamedTuple):
             if mode == "require":
                 raise LaneUnavailable(f"lane='require', but {missing}")
             return cls(mode, None, missing)
+        from client.lane import identity
         from client.lane.host import host_identity
 
-        return cls(mode, lane_ask(host_identity()), None)
+        return cls(mode, lane_ask(host_identity(), identity.user_identity()), None)
 
 
 class OpenReply(NamedTuple):

@@ -390,6 +390,7 @@ class Worker:
         if self.lanes_missing is None:
             from client.lane.host import host_identity
             from client.lane.hub import LaneHub
+            from client.lane.identity import user_identity
 
             self.state.lanes = LaneHub(lane_spin_us * 1000)
             self.options = WorkerOptions(
@@ -399,6 +400,7 @@ class Worker:
                 declared=True,
                 host=host or host_identity(),
                 lanes=(IOX2,),
+                user=user_identity(),
             )
         else:
             log.debug("%s: serving no lanes: %s", service, self.lanes_missing)
@@ -477,7 +479,9 @@ class Worker:
 
     def _serve_connection(self) -> str:
         """One connection to the broker; returns why it ended."""
-        sock = connect_dealer(self._context, self.endpoint, curve=self._curve)
+        # A random routing id of our own, not one the broker numbers: another peer cannot
+        # guess it to claim this connection's id (PROTOCOL.md §1.2.1).
+        sock = connect_dealer(self._context, self.endpoint, stable_identity=True, curve=self._curve)
         version = 2
         with self._io_lock:
             self._sock = sock

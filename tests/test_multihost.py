@@ -86,7 +86,11 @@ def remote_host() -> Iterator[RemoteHost]:
 def test_remote_worker_serves_and_a_partition_loses_nothing(
     stack: Stack, remote_host: RemoteHost
 ) -> None:
-    broker = stack.broker(binds=[stack.endpoint("ipc"), f"tcp://{remote_host.local_ip}:*"])
+    # The veth address is off loopback, so without CURVE the broker needs --insecure; the
+    # traffic stays in namespaces this test made. Issue 16 moves this test to CURVE.
+    broker = stack.broker(
+        "ipc", "--insecure", binds=[stack.endpoint("ipc"), f"tcp://{remote_host.local_ip}:*"]
+    )
     ipc_ep, tcp_ep = broker.endpoints
     remote = remote_host.run("-m", "tests.peers.nl_worker", tcp_ep, "echo", "--heartbeat-ms", "100")
     stack.procs.append(remote)

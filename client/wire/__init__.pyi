@@ -46,6 +46,7 @@ from .frames import BrokerRequest as BrokerRequest
 from .frames import ClientRequest as ClientRequest
 from .frames import Frame as Frame
 from .frames import PeerMessage as PeerMessage
+from .frames import PeerUser as PeerUser
 from .frames import WorkerDisconnect as WorkerDisconnect
 from .frames import WorkerHeartbeat as WorkerHeartbeat
 from .frames import WorkerInbound as WorkerInbound

@@ -23,6 +23,7 @@ from client.wire.errors import PayloadTooLarge, ProtocolError
 from client.wire.limits import (
     DEFAULT_LIVENESS,
     MAX_CREDIT,
+    MAX_DECLARED_GIDS,
     MAX_FRAMES,
     MAX_HEARTBEAT_MS,
     MAX_HOST_ID_CHARS,
@@ -31,6 +32,7 @@ from client.wire.limits import (
     MAX_LIVENESS,
     MAX_MESSAGE_BYTES,
     MAX_SERVICE_NAME_BYTES,
+    MAX_UNIX_ID,
     MIN_HEARTBEAT_MS,
     PLAIN_PEER_HEARTBEAT_MS,
 )
@@ -169,6 +171,50 @@ WorkerInbound: TypeAlias = BrokerRequest | BrokerHeartbeat | BrokerDisconnect
 
 
 @dataclass(frozen=True, slots=True)
+class PeerUser:
+    """The user a peer says it runs as, for lanes (PROTOCOL.md §3.10): its effective uid,
+    and its groups, the effective gid first (the group that owns the files it creates).
+    Self-declared: the broker cannot check it.
+
+    >>> PeerUser(1000, (1000, 27)).wire()
+    {'uid': 1000, 'gids': [1000, 27]}
+    >>> PeerUser(1000, ())
+    Traceback (most recent call last):
+    ...
+    client.wire.errors.ProtocolError: gids must list 1..256 integers in 0..4294967295, ...
+    """
+
+    uid: int
+    gids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.uid) is not int or not 0 <= self.uid <= MAX_UNIX_ID:
+            raise ProtocolError(f"uid must be an integer in 0..{MAX_UNIX_ID}, got {self.uid!r}")
+        if not 0 < len(self.gids) <= MAX_DECLARED_GIDS or not all(
+            type(g) is int and 0 <= g <= MAX_UNIX_ID for g in self.gids
+        ):
+            raise ProtocolError(
+                f"gids must list 1..{MAX_DECLARED_GIDS} integers in 0..{MAX_UNIX_ID}, "
+                f"the effective gid first; got {short(self.gids)}"
+            )
+
+    def wire(self) -> dict[str, Any]:
+        """The ``uid`` and ``gids`` fields a READY options frame or a lane ask carries."""
+        return {"uid": self.uid, "gids": list(self.gids)}
+
+    @classmethod
+    def from_wire(cls, raw: dict[Any, Any]) -> PeerUser | None:
+        """The user a map's ``uid`` and ``gids`` declare; None if it has no ``uid``.
+        ProtocolError if they are malformed."""
+        if "uid" not in raw:
+            return None
+        gids = raw.get("gids")
+        if not isinstance(gids, (list, tuple)):
+            raise ProtocolError("gids must be a list of integers")
+        return cls(raw["uid"], tuple(gids))
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerOptions:
     """nearloop's READY extension: what a worker declares about itself.
 
@@ -184,6 +230,8 @@ class WorkerOptions:
     """The worker's host identity, for lanes (PROTOCOL.md §3.10); None: not declared."""
     lanes: tuple[str, ...] = ()
     """The lane transports the worker serves, e.g. ``("iceoryx2",)``."""
+    user: PeerUser | None = None
+    """The user the worker runs as, for lanes; None: not declared (no lanes then)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.credit <= MAX_CREDIT:
@@ -254,6 +302,8 @@ def encode_worker_ready(
         if options.host is not None:
             declared["host"] = options.host
             declared["lanes"] = list(options.lanes)
+        if options.user is not None:
+            declared.update(options.user.wire())
         frames.append(msgpack.packb(declared))
     return frames
 
@@ -396,6 +446,7 @@ def parse_worker_options(frame: Frame) -> WorkerOptions:
             declared=True,
             host=raw.get("host"),
             lanes=tuple(lanes),
+            user=PeerUser.from_wire(raw),
         )
     except TypeError as exc:
         raise ProtocolError(f"bad READY options: {exc}") from exc

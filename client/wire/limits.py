@@ -48,5 +48,9 @@ MAX_HOST_ID_CHARS: Final = 128
 """A worker's declared host identity and each lane transport name are at most this long."""
 MAX_LANE_TRANSPORTS: Final = 8
 """A worker declares at most this many lane transports."""
+MAX_DECLARED_GIDS: Final = 256
+"""A peer declares at most this many groups for lanes (its effective gid first)."""
+MAX_UNIX_ID: Final = 2**32 - 1
+"""The largest uid or gid a peer may declare."""
 MAX_LANES_CLOSED: Final = 4096
 """A HEARTBEAT lists at most this many closed lane sessions."""
