@@ -14,7 +14,14 @@ from types import FrameType
 from typing import Final
 
 from broker.config import BrokerConfig
-from client.arguments import CommandParser, add_log_level, configure_logging, endpoint, fail
+from client.arguments import (
+    CommandParser,
+    add_log_level,
+    add_metrics_options,
+    configure_logging,
+    endpoint,
+    fail,
+)
 
 PROG = "python -m broker"
 
@@ -53,6 +60,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         p.add_argument(
             f"--{name.replace('_', '-')}", type=int, default=_default(name), help=help_text
         )
+    add_metrics_options(p, what="the broker")
     add_log_level(p)
     return p
 
@@ -63,15 +71,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     configure_logging(args.log_level)
     try:
         config = BrokerConfig(
-            endpoints=tuple(args.bind), **{name: getattr(args, name) for name in _SETTINGS}
+            endpoints=tuple(args.bind),
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            **{name: getattr(args, name) for name in _SETTINGS},
         )
     except ValueError as exc:
         return fail(exc)
     from zmq import ZMQError
 
     from broker.broker import Broker
+    from broker.metrics import serve_broker_metrics
+    from client.metrics_export import METRICS_LINE
 
     broker = Broker(config)
+    try:
+        metrics = serve_broker_metrics(broker)
+    except OSError as exc:
+        broker.close()
+        return fail(f"cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         broker.stop()
@@ -82,10 +100,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         endpoints = broker.bind()
     except ZMQError as exc:
         broker.close()
+        if metrics is not None:
+            metrics.close()
         return fail(f"cannot bind {' '.join(args.bind)}: {exc}")
+    if metrics is not None:
+        print(f"{METRICS_LINE} {metrics.url}", flush=True)
     print("READY " + " ".join(endpoints), flush=True)
     try:
         broker.run()
     finally:
         broker.close()
+        if metrics is not None:
+            metrics.close()
     return 0

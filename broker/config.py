@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from client.arguments import DEFAULT_METRICS_HOST
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
@@ -46,6 +47,10 @@ class BrokerConfig:
     sndhwm: int = 100_000
     rcvhwm: int = 100_000
     linger_ms: int = 1000
+    metrics_port: int | None = None
+    """Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` (0: any free
+    port; None: none), from prometheus-client's thread (:mod:`broker.metrics`)."""
+    metrics_host: str = DEFAULT_METRICS_HOST
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -65,3 +70,7 @@ class BrokerConfig:
             raise ValueError(f"spin_us must be in 0..{MAX_BROKER_SPIN_US}, got {self.spin_us}")
         if self.max_redispatch < 0:
             raise ValueError("max_redispatch must be >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
+        if not self.metrics_host:
+            raise ValueError("metrics_host must name an address")
