@@ -171,7 +171,7 @@ class Broker:
         self.malformed: dict[str, int] = dict.fromkeys(MALFORMED_REASONS, 0)
         """Malformed messages by reason (``stats["malformed"]`` is their sum)."""
         self.counts = CountsByService(config.max_services)
-        """What became of each service's requests, and their latency (PROTOCOL.md §5)."""
+        """What became of each service's requests, and their latency (PROTOCOL.md §4.9)."""
         self.auth_refused: dict[str, int] = {}
         """Handshakes refused, by security mechanism name."""
         self.models = ModelStore()

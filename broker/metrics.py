@@ -6,7 +6,7 @@ records into :class:`~client.wire.histogram.NsHistogram`; it takes no lock. The 
 runs on the exporter's thread (:func:`client.metrics_export.serve_metrics`) and copies
 each dict, list or deque before it iterates it (one call, atomic under the GIL), so a
 scrape that races the loop may be one count behind, never wrong. Names, labels and the
-outcome definitions are in PROTOCOL.md §5.
+outcome definitions are in PROTOCOL.md §4.9.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ REQUESTS_HELP: Final = (
     "session count under the session's service; nl.session counts those refused before a "
     "session is known. mmi.* and the broker's own nl.* services are not counted."
 )
-"""One home for the outcome definitions the exposition carries (PROTOCOL.md §5 too)."""
+"""One home for the outcome definitions the exposition carries (PROTOCOL.md §4.9 too)."""
 
 STATS_HELP: Final[dict[str, str]] = {
     "oversized": "requests refused for a body over the message size limit",
@@ -96,7 +96,7 @@ class BrokerCollector(Collector):
             "nearloop_malformed",
             "Malformed messages dropped (or answered with an error), by reason: "
             + ", ".join(b.malformed)
-            + " (PROTOCOL.md §5).",
+            + " (PROTOCOL.md §4.9).",
             labels=["reason"],
         )
         for reason, n in list(b.malformed.items()):

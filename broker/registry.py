@@ -19,7 +19,7 @@ QUEUED: Final = 0
 IN_FLIGHT: Final = 1
 DONE: Final = 2
 
-# --- what became of requests (nearloop_requests_total, PROTOCOL.md §5) --------------------
+# --- what became of requests (nearloop_requests_total, PROTOCOL.md §4.9) --------------------
 
 OUTCOMES: Final = ("ok", "error", "expired", "refused", "lost", "redispatched")
 """The ``outcome`` label of ``nearloop_requests_total``, in the order of the indices below."""

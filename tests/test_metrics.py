@@ -206,7 +206,8 @@ def test_counters_match_what_was_sent(stack: Stack, zctx: zmq.Context[Any]) -> N
         inf = sample(families, latency, latency + "_bucket", service=service, le="+Inf")
         assert inf == answered, (service, inf)
     echo_s = sample(families, latency, latency + "_sum", service="echo")
-    assert echo_s is not None and 0 < echo_s < 7 + 3 * 20  # 10 answers in seconds, not ns
+    # 10 answers, each within the client's 20 s timeout: the sum is in seconds, not ns.
+    assert echo_s is not None and 0 < echo_s < 10 * 20
     malformed = {
         s.labels["reason"]: s.value
         for s in families["nearloop_malformed"].samples
