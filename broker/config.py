@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.arguments import DEFAULT_METRICS_HOST
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
     DEFAULT_LIVENESS,
@@ -50,7 +49,9 @@ class BrokerConfig:
     metrics_port: int | None = None
     """Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` (0: any free
     port; None: none), from prometheus-client's thread (:mod:`broker.metrics`)."""
-    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_host: str = "127.0.0.1"
+    """Loopback, as ``client.arguments.DEFAULT_METRICS_HOST`` (not imported: the broker
+    loads no client library code)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:

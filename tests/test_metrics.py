@@ -35,6 +35,7 @@ from client import (
     WorkerError,
     WorkerLost,
 )
+from client.arguments import DEFAULT_METRICS_HOST
 from client.metrics_export import METRICS_LINE, new_registry
 from client.wire import ErrorInfo, encode_header
 from control_sim.stack.processes import START_TIMEOUT_S
@@ -372,6 +373,11 @@ def test_without_metrics_port_the_broker_serves_nothing(stack: Stack) -> None:
     (first,) = first_lines(proc, 1)
     assert first.startswith("READY "), first  # no METRICS line before it
     assert _listening_tcp_ports(proc.pid) == set()
+
+
+def test_the_metrics_host_default_is_loopback_everywhere() -> None:
+    assert BrokerConfig(endpoints=("inproc://x",)).metrics_host == DEFAULT_METRICS_HOST
+    assert DEFAULT_METRICS_HOST == "127.0.0.1"
 
 
 def test_metrics_port_in_use_is_one_line_and_exit_2(stack: Stack) -> None:
