@@ -27,13 +27,23 @@ from broker.errors import ModelRefused
 from broker.model_store import ModelStore
 from broker.registry import (
     DONE,
+    ERROR,
+    EXPIRED,
     IN_FLIGHT,
+    LOST,
+    MALFORMED_REASONS,
+    OK,
+    OUTCOMES,
     QUEUED,
+    REDISPATCHED,
+    REFUSED,
+    CountsByService,
     LaneOpen,
     Request,
     Service,
     SessionEntry,
     WorkerEntry,
+    is_error_reply,
 )
 from broker.timers import EXPIRE_REQUEST, EXPIRE_SESSION, EXPIRE_WORKER, HEARTBEAT, Timers
 from client.wire import (
@@ -178,6 +188,10 @@ class Broker:
             ),
             0,
         )
+        self.malformed: dict[str, int] = dict.fromkeys(MALFORMED_REASONS, 0)
+        """Malformed messages by reason (``stats["malformed"]`` is their sum)."""
+        self.counts = CountsByService(config.max_services)
+        """What became of each service's requests, and their latency (PROTOCOL.md §4.9)."""
         self.auth_refused: dict[str, int] = {}
         """Handshakes refused, by mechanism name (:mod:`broker.auth` fills it)."""
         self.auth: BrokerAuth | None = None
@@ -306,13 +320,15 @@ class Broker:
 
     def _handle(self, frames: list[Frame], now: int) -> None:
         if len(frames) > MAX_FRAMES + 6:  # identity + the longest envelope (0.1 worker)
-            self._malformed(frames, f"{len(frames)} frames, max {MAX_FRAMES + 6}")
+            self._malformed(
+                frames, "too_many_frames", f"{len(frames)} frames, max {MAX_FRAMES + 6}"
+            )
             return
         ident = frames[0]
         try:
             msg = parse_peer_message(frames[1:])
         except ProtocolError as exc:
-            self._malformed(frames, str(exc))
+            self._malformed(frames, _malformed_reason(frames), str(exc))
             return
         if isinstance(msg, ClientRequest):
             self._on_request(ident, msg, now)
@@ -349,18 +365,20 @@ class Broker:
         if svc is None:
             if len(self.services) >= self.config.max_services:
                 self.stats["services_refused"] += 1
+                self.counts.of(name).outcomes[REFUSED] += 1
                 self._error(
                     ident, msg.version, name, msg.body, ERR_NO_WORKER,
                     f"no such service and the broker holds {len(self.services)} already",
                 )  # fmt: skip
                 return
-            svc = self.services[name] = Service(name)
+            svc = self.services[name] = Service(name, self.counts.of(name))
         req = Request(ident, msg.version, name, msg.body, now)
         if svc.waiting and not svc.n_queued:
             self._dispatch(svc, req, now)
             return
         if svc.n_queued >= self.config.max_queue:
             self.stats["queue_full"] += 1
+            svc.counts.outcomes[REFUSED] += 1
             self._error(
                 ident, msg.version, name, msg.body, ERR_QUEUE_FULL,
                 f"queue of {svc.n_queued} requests is full",
@@ -375,6 +393,7 @@ class Broker:
         if size <= MAX_MESSAGE_BYTES:
             return False
         self.stats["oversized"] += 1
+        self.counts.of(service).outcomes[REFUSED] += 1
         self._error(
             ident, msg.version, service, msg.body, ERR_TOO_LARGE,
             f"request body of {size} bytes exceeds {MAX_MESSAGE_BYTES}",
@@ -449,6 +468,7 @@ class Broker:
             header = parse_header(body[0]) if body else None
         except ProtocolError as exc:
             self.stats["malformed"] += 1
+            self.malformed["bad_request"] += 1
             self._error(ident, msg.version, name, [], ERR_MALFORMED, f"header: {exc}")
             return
         if header is None:
@@ -634,13 +654,16 @@ class Broker:
     ) -> None:
         """Send the request to the session's worker, or queue it there for its credit."""
         if header.session is None:
+            self.counts.of(NL_SESSION).outcomes[REFUSED] += 1
             why = "a request to nl.session needs the header's session field"
             self._error(ident, msg.version, msg.service, msg.body, ERR_MALFORMED, why)
             return
         sess = self._session_of(ident, msg, header.session)
         if sess is None:
+            self.counts.of(NL_SESSION).outcomes[REFUSED] += 1
             return
         if sess.lost is not None:
+            self.counts.of(sess.service).outcomes[LOST] += 1
             self._error(
                 ident, msg.version, sess.service, msg.body, ERR_SESSION_LOST,
                 _lost_text(sess),
@@ -651,6 +674,7 @@ class Broker:
         w = sess.worker
         if len(w.pinned) >= self.config.max_queue:
             self.stats["queue_full"] += 1
+            w.service.counts.outcomes[REFUSED] += 1
             self._error(
                 ident, msg.version, sess.service, msg.body, ERR_QUEUE_FULL,
                 f"{len(w.pinned)} session requests already wait for this session's worker",
@@ -675,6 +699,8 @@ class Broker:
 
     def _lose(self, req: Request, sess: SessionEntry) -> None:
         """Fail a request of a session whose worker is gone: its state went with it."""
+        if req.lane_open is None:
+            self.counts.of(sess.service).outcomes[LOST] += 1
         req.state = DONE
         sess.inflight -= 1
         self._fail(req, ERR_SESSION_LOST, _lost_text(sess))
@@ -693,6 +719,10 @@ class Broker:
             "services": {
                 s.name.decode(): {"workers": s.workers, "queued": s.n_queued}
                 for s in self.services.values()
+            },
+            "requests": {
+                name.decode(): dict(zip(OUTCOMES, c.outcomes, strict=True))
+                for name, c in self.counts.by_name.items()
             },
         }
 
@@ -714,17 +744,18 @@ class Broker:
                 self._send([ident, *encode_worker_disconnect(msg.version)])
                 return
         if msg.service.startswith((MMI_PREFIX, NL_PREFIX)):
-            self._malformed([ident], "workers may not register mmi.* or nl.* services")
+            why = "workers may not register mmi.* or nl.* services"
+            self._malformed([ident], "reserved_service", why)
             self._send([ident, *encode_worker_disconnect(msg.version)])
             return
         svc = self.services.get(msg.service)
         if svc is None:
             if len(self.services) >= self.config.max_services:
                 self.stats["services_refused"] += 1
-                self._malformed([ident], "too many services")
+                self._malformed([ident], "too_many_services", "too many services")
                 self._send([ident, *encode_worker_disconnect(msg.version)])
                 return
-            svc = self.services[msg.service] = Service(msg.service)
+            svc = self.services[msg.service] = Service(msg.service, self.counts.of(msg.service))
         opts = msg.options
         if opts.declared:
             hb_ns = opts.heartbeat_ms * _MS
@@ -767,6 +798,10 @@ class Broker:
         else:
             self.stats["partials_dropped_v01"] += 1  # MDP/0.1 clients take exactly one reply
         if final:
+            if req.lane_open is None:
+                counts = w.service.counts
+                counts.latency.observe(time.monotonic_ns() - req.arrival_ns)
+                counts.outcomes[ERROR if is_error_reply(msg.body) else OK] += 1
             req.state = DONE
             req.body = None
             if req.session is not None:
@@ -816,12 +851,14 @@ class Broker:
                 continue
             if req.attempts > self.config.max_redispatch:
                 self.stats["worker_lost"] += 1
+                svc.counts.outcomes[LOST] += 1
                 req.state = DONE
                 self._fail(
                     req, ERR_WORKER_LOST, f"{req.attempts} workers died holding this request"
                 )
                 continue
             self.stats["redispatched"] += 1
+            svc.counts.outcomes[REDISPATCHED] += 1
             self._enqueue(svc, req, now, front=True)
         if held:
             log.warning("worker %s lost holding %d request(s)", w.identity.hex(), len(held))
@@ -884,6 +921,7 @@ class Broker:
         svc.compact()
         self._forget_if_idle(svc)
         self.stats["expired"] += 1
+        svc.counts.outcomes[EXPIRED] += 1
         self._fail(
             req, ERR_NO_WORKER,
             f"no worker of service {req.service.decode()!r} took the request within its deadline",
@@ -915,7 +953,10 @@ class Broker:
         hdr = encode_header(id=rid, kind=KIND_ERROR, error=ErrorInfo(err_type, message))
         self._send([client, *encode_client_reply(version, True, service, [hdr])])
 
-    def _malformed(self, frames: list[Frame], why: str) -> None:
+    def _malformed(self, frames: list[Frame], reason: str, why: str) -> None:
+        """Count and log a malformed message (``reason``: one of MALFORMED_REASONS; ``why``
+        goes to the log and the error reply), and answer it if it looks like a request."""
+        self.malformed[reason] += 1
         n = self.stats["malformed"] = self.stats["malformed"] + 1
         if n <= 10 or n % _LOG_EVERY == 0:
             log.warning("malformed message #%d dropped: %s", n, why)
@@ -997,6 +1038,18 @@ def _model_text(header: Header, body: list[Frame]) -> bytes | None:
     except ProtocolError:
         return None
     return bytes(text.data)
+
+
+def _malformed_reason(frames: list[Frame]) -> str:
+    """The MALFORMED_REASONS entry for a message (identity first) that did not parse."""
+    first = frames[1] if len(frames) > 1 else b""
+    if first == EMPTY and len(frames) > 2:
+        first = frames[2]  # MDP/0.1 starts with an empty frame
+    if first in (MDPC01, MDPC02):
+        return "bad_request"
+    if first in (MDPW01, MDPW02):
+        return "bad_worker_command"
+    return "not_mdp"
 
 
 def _lost_text(sess: SessionEntry) -> str:

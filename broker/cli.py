@@ -14,7 +14,14 @@ from types import FrameType
 from typing import Final
 
 from broker.config import BrokerConfig
-from client.arguments import CommandParser, add_log_level, configure_logging, endpoint, fail
+from client.arguments import (
+    CommandParser,
+    add_log_level,
+    add_metrics_options,
+    configure_logging,
+    endpoint,
+    fail,
+)
 
 PROG = "python -m broker"
 
@@ -96,6 +103,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "every service; they may also act as clients; repeatable; reread on SIGHUP "
         "(default: none)",
     )  # fmt: skip
+    add_metrics_options(p, what="the broker")
     add_log_level(p)
     return p
 
@@ -112,6 +120,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             allow_workers=tuple(args.allow_workers),
             insecure=args.insecure,
             ipc_group=args.ipc_group,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
             **{name: getattr(args, name) for name in _SETTINGS},
         )
     except ValueError as exc:
@@ -120,11 +130,18 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
     from broker.broker import Broker
     from broker.errors import BrokerError
+    from broker.metrics import serve_broker_metrics
+    from client.metrics_export import METRICS_LINE
 
     try:
         broker = Broker(config)
     except ValueError as exc:  # a key file or allow-list that cannot be read
         return fail(exc)
+    try:
+        metrics = serve_broker_metrics(broker)
+    except OSError as exc:
+        broker.close()
+        return fail(f"cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         broker.stop()
@@ -142,13 +159,21 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         endpoints = broker.bind()
     except BrokerError as exc:
         broker.close()
+        if metrics is not None:
+            metrics.close()
         return fail(exc)
     except ZMQError as exc:
         broker.close()
+        if metrics is not None:
+            metrics.close()
         return fail(f"cannot bind {' '.join(args.bind)}: {exc}")
+    if metrics is not None:
+        print(f"{METRICS_LINE} {metrics.url}", flush=True)
     print("READY " + " ".join(endpoints), flush=True)
     try:
         broker.run()
     finally:
         broker.close()
+        if metrics is not None:
+            metrics.close()
     return 0

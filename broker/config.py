@@ -60,6 +60,12 @@ class BrokerConfig:
     """Bind tcp endpoints that other hosts can reach without CURVE (:mod:`broker.endpoints`)."""
     ipc_group: str | None = None
     """Group (name or gid) given the broker's ipc sockets, mode 0660; None: owner only, 0600."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics`` (0: any free
+    port; None: none), from prometheus-client's thread (:mod:`broker.metrics`)."""
+    metrics_host: str = "127.0.0.1"
+    """Loopback, as ``client.arguments.DEFAULT_METRICS_HOST`` (not imported: the broker
+    loads no client library code)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -92,3 +98,7 @@ class BrokerConfig:
                 raise ValueError("an allow-list's service name must not be empty")
         if self.ipc_group is not None:
             check_group_member(resolve_group(self.ipc_group))
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
+        if not self.metrics_host:
+            raise ValueError("metrics_host must name an address")

@@ -5,11 +5,114 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from client.wire import Frame, WorkerOptions
+from client.wire import (
+    KIND_ERROR,
+    MAX_HEADER_BYTES,
+    Frame,
+    ProtocolError,
+    WorkerOptions,
+    parse_header,
+)
+from client.wire.histogram import NsHistogram
 
 QUEUED: Final = 0
 IN_FLIGHT: Final = 1
 DONE: Final = 2
+
+# --- what became of requests (nearloop_requests_total, PROTOCOL.md §4.9) --------------------
+
+OUTCOMES: Final = ("ok", "error", "expired", "refused", "lost", "redispatched")
+"""The ``outcome`` label of ``nearloop_requests_total``, in the order of the indices below."""
+OK: Final = 0
+ERROR: Final = 1
+EXPIRED: Final = 2
+REFUSED: Final = 3
+LOST: Final = 4
+REDISPATCHED: Final = 5
+
+OTHER_SERVICES: Final = b"(other)"
+"""The service name counts go under once the broker counts ``max_services`` names, so that
+the ``service`` label stays bounded whatever names clients send."""
+
+MALFORMED_REASONS: Final = (
+    "too_many_frames",
+    "not_mdp",
+    "bad_request",
+    "bad_worker_command",
+    "reserved_service",
+    "too_many_services",
+)
+"""The ``reason`` label of ``nearloop_malformed_total``: a fixed set (the free text of each
+case goes to the log). In order: more frames than any message may have; not an MDP/0.1 or
+MDP/0.2 client or worker message; a client REQUEST that breaks MDP or nearloop rules (its
+service name, the header of an ``nl.*`` request); a worker command that does (unknown
+command, reply without address, bad READY options); a READY for an ``mmi.*`` or ``nl.*``
+name; a READY for a new service while the broker holds ``max_services``."""
+
+
+def is_error_reply(body: list[Frame]) -> bool:
+    """Whether a reply body is a nearloop error reply: its first frame is a valid header of
+    kind ``error``. A plain MDP body that is not a nearloop header is not.
+
+    Cheap on the hot path: an error header holds the bytes ``error`` (its kind, in any
+    msgpack string encoding), so a reply without them is told apart by one substring
+    search; only a header that has them is parsed.
+
+    >>> from client.wire import ErrorInfo, encode_header
+    >>> is_error_reply([encode_header(id=1, kind="error", error=ErrorInfo("t", "m"))])
+    True
+    >>> is_error_reply([encode_header(id=1, kind="reply", body="error")])
+    False
+    >>> is_error_reply([b"error"])
+    False
+    """
+    if not body:
+        return False
+    first = body[0]
+    if len(first) > MAX_HEADER_BYTES:
+        return False
+    raw = first if type(first) is bytes else bytes(first)  # a zmq.Frame from MDP/0.1
+    if b"error" not in raw:
+        return False
+    try:
+        return parse_header(raw).kind == KIND_ERROR
+    except ProtocolError:
+        return False
+
+
+class ServiceCounts:
+    """What became of one service's requests (indexed by :data:`OUTCOMES`), and the time
+    from the broker's receipt of each answered one to its forwarding of the FINAL. The loop
+    only adds to them; the metrics exporter reads them from its own thread."""
+
+    __slots__ = ("latency", "outcomes")
+
+    def __init__(self) -> None:
+        self.outcomes = [0] * len(OUTCOMES)
+        self.latency = NsHistogram()
+
+
+class CountsByService:
+    """:class:`ServiceCounts` per service name, kept after the service itself is forgotten
+    (its counts must not go back), for at most ``limit`` names; the rest count together
+    under :data:`OTHER_SERVICES`."""
+
+    __slots__ = ("by_name", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_name: dict[bytes, ServiceCounts] = {}
+
+    def of(self, name: bytes) -> ServiceCounts:
+        """The counts of service ``name``."""
+        counts = self.by_name.get(name)
+        if counts is None:
+            if len(self.by_name) >= self.limit:
+                name = OTHER_SERVICES
+                counts = self.by_name.get(name)
+            if counts is None:
+                counts = self.by_name[name] = ServiceCounts()
+        return counts
 
 
 class Request:
@@ -117,10 +220,12 @@ class WorkerEntry:
 class Service:
     """A named service: its workers with free credit (LRU order) and its bounded queue."""
 
-    __slots__ = ("n_queued", "name", "queue", "waiting", "workers")
+    __slots__ = ("counts", "n_queued", "name", "queue", "waiting", "workers")
 
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, name: bytes, counts: ServiceCounts | None = None) -> None:
         self.name = name
+        self.counts = counts or ServiceCounts()
+        """What became of its requests; shared with :class:`CountsByService`."""
         self.waiting: deque[WorkerEntry] = deque()
         self.queue: deque[Request] = deque()
         self.n_queued = 0
