@@ -6,6 +6,7 @@ from collections import deque
 from typing import Final
 
 from client.wire import Frame, WorkerOptions
+from client.wire.trace import has_trace_mark, is_traced
 
 QUEUED: Final = 0
 IN_FLIGHT: Final = 1
@@ -21,10 +22,12 @@ class Request:
         "body",
         "client",
         "deadline_ns",
+        "forwarded_ns",
         "lane_open",
         "service",
         "session",
         "state",
+        "traced",
         "version",
     )
 
@@ -42,6 +45,10 @@ class Request:
         self.session: SessionEntry | None = None
         self.lane_open: LaneOpen | None = None
         """Set on the request that asks a worker to create a session's lane."""
+        self.traced = bool(body) and has_trace_mark(body[0]) and is_traced(body[0])
+        """Its header asks for the broker's timestamps (PROTOCOL.md §3.2.2)."""
+        self.forwarded_ns = 0
+        """When it was last handed to a worker; kept only for a traced request."""
 
 
 class LaneOpen:

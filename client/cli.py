@@ -3,6 +3,7 @@
 python -m client stats --connect EP                  # the broker's counters (mmi.stats)
 python -m client ping --connect EP SERVICE           # does SERVICE have workers? (mmi.service)
 python -m client call --connect EP SERVICE [JSON]    # one request; the body is JSON
+python -m client call --trace ...                    # and where its round trip went
 
 ``nearloop stats|ping|call`` are the same commands. Each takes ``--timeout-s``.
 """
@@ -14,7 +15,14 @@ import json
 import sys
 from collections.abc import Sequence
 
-from client.arguments import CommandParser, add_command, add_connect, add_timeout_s, fail
+from client.arguments import (
+    RUN_FAILED,
+    CommandParser,
+    add_command,
+    add_connect,
+    add_timeout_s,
+    fail,
+)
 
 PROG = "python -m client"
 DEFAULT_TIMEOUT_S = 2.0
@@ -51,6 +59,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     call.add_argument(
         "body", nargs="?", default="null", metavar="JSON", help="the request body as JSON"
     )
+    call.add_argument(
+        "--trace", action="store_true",
+        help="ask the broker for its timestamps and print, after the reply, the round trip "
+        "hop by hop in µs (hops between hosts, which no one clock measures, as one "
+        "network line)",
+    )  # fmt: skip
     return p
 
 
@@ -73,10 +87,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 ok = c.service_available(args.service)
                 print(f"{args.service}: {'available' if ok else 'no workers'}")
                 return 0 if ok else 1
+            c.trace = args.trace
             reply = c.request(args.service, body)
             print(json.dumps(reply.body, default=repr))
             for a in reply.arrays:
                 print(f"array {a.dtype}{list(a.shape)}", file=sys.stderr)
+            if args.trace:
+                try:
+                    print("\n".join(reply.trace().lines()))
+                except ValueError as exc:  # a worker that does not copy the stamps back
+                    return fail(f"no trace: {exc}", RUN_FAILED)
             return 0
     except NearloopError as exc:
         return fail(exc)
