@@ -2,12 +2,16 @@
 
     python -m decoders --connect EP --decoder pymatching|bposd|bp-gpu [--service decode]
         [--device auto|cpu|cuda] [--max-batch-shots N] [--max-wait-us N] [--credit N]
+        [--metrics-port PORT [--metrics-host HOST]]
 
 It registers with the broker, granting ``--credit`` blocks in flight, prints ``READY``,
 and batches dynamically: it gathers blocks until ``--max-batch-shots`` shots, ``--credit``
 blocks, or ``--max-wait-us`` after the first, decodes them in one call, and replies per
 block. SIGINT/SIGTERM make it say DISCONNECT and exit 0. A decoder that cannot be built
 here (``bp-gpu --device cuda`` without CuPy or a GPU) is a one-line error, exit 2.
+``--metrics-port`` serves ``nearloop_decode_seconds`` and ``nearloop_decode_batch_size``
+(:mod:`decoders.metrics`) with the process metrics, announced on a ``METRICS URL`` line
+before ``READY``; a port that cannot be bound is a one-line error, exit 2.
 
 Only the standard library, :mod:`client.arguments`, the limits and the decoder names are
 imported until the worker starts, so ``--help`` is fast.
@@ -22,6 +26,7 @@ from typing import Any
 from client.arguments import (
     CommandParser,
     add_connect,
+    add_metrics_options,
     add_worker_options,
     configure_logging,
     fail,
@@ -65,6 +70,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="or once this long has passed since the batch's first block",
     )  # fmt: skip
     add_worker_options(p, credit=DEFAULT_CREDIT, what="blocks")
+    add_metrics_options(p, what="the decoder (decode time, batch size)")
     return p
 
 
@@ -80,6 +86,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     if args.device != "auto" and args.decoder != "bp-gpu":
         parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
     configure_logging(args.log_level)
+    from client.metrics_cli import MetricsUnavailable, start_metrics
+    from client.metrics_export import new_registry
     from client.sync_client import Client
     from client.worker import run_worker
     from decoders.errors import DecoderError
@@ -92,6 +100,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         return fail(exc)
     with Client(args.connect, timeout=MODEL_FETCH_TIMEOUT_S) as models:
         service = DecoderService(decoder, models.fetch_model)
+        registry = new_registry()
+        registry.register(service.metrics)
+        try:
+            server = start_metrics(registry, args)
+        except MetricsUnavailable as exc:
+            return fail(exc)
         run_worker(
             args.connect,
             args.service,
@@ -103,4 +117,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             credit=args.credit,
             heartbeat_ms=args.heartbeat_ms,
         )
+        if server is not None:
+            server.close()
     return 0
