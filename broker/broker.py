@@ -34,7 +34,6 @@ from broker.registry import (
     WorkerEntry,
 )
 from broker.timers import EXPIRE_REQUEST, EXPIRE_SESSION, EXPIRE_WORKER, HEARTBEAT, Timers
-from client.lane.host import host_identity
 from client.wire import (
     C_FINAL,
     C_PARTIAL,
@@ -171,6 +170,10 @@ class Broker:
         )
         self.spin = SpinPolicy(config.spin_us)
         """Whether, and how long, the loop polls for its next message before sleeping."""
+        from client.lane.host import host_identity  # reads /proc: not at import
+
+        self.host = host_identity()
+        """This broker's host identity (§3.10), which traced replies carry (§3.2.2)."""
 
     def bind(self) -> list[str]:
         """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port)."""
@@ -668,7 +671,7 @@ class Broker:
             return
         body = msg.body
         if req.traced and body:
-            body = _stamped(req, w, body, now)
+            body = _stamped(req, w, body, now, self.host)
         if req.lane_open is not None:
             if final:
                 self._on_lane_opened(req, req.lane_open, body)
@@ -906,7 +909,7 @@ def _model_text(header: Header, body: list[Frame]) -> bytes | None:
     return bytes(text.data)
 
 
-def _stamped(req: Request, w: WorkerEntry, body: list[Frame], now: int) -> list[Frame]:
+def _stamped(req: Request, w: WorkerEntry, body: list[Frame], now: int, host: str) -> list[Frame]:
     """A traced request's reply with the broker's stamps in its header (unchanged if that
     is not a nearloop header)."""
     header = stamp_reply(
@@ -914,7 +917,7 @@ def _stamped(req: Request, w: WorkerEntry, body: list[Frame], now: int) -> list[
         recv_ns=req.arrival_ns,
         fwd_ns=req.forwarded_ns,
         reply_recv_ns=now,
-        broker_host=host_identity(),
+        broker_host=host,
         worker_host=w.options.host,
         clock=time.monotonic_ns,
     )

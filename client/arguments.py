@@ -274,7 +274,7 @@ def add_metrics_options(p: argparse.ArgumentParser, *, what: str) -> None:
     p.add_argument(
         "--metrics-port", type=int_at_least(0, 65535), default=None, metavar="PORT",
         help=f"serve Prometheus metrics of {what} at http://HOST:PORT/metrics (0: any free "
-        "port), announced on a line starting with METRICS",
+        "port), announced on a line starting with METRICS (default: no metrics)",
     )  # fmt: skip
     p.add_argument(
         "--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,20 +29,30 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from client.metrics_export import histogram_family
 from client.wire.histogram import NsHistogram
 
-if TYPE_CHECKING:
-    from client.stream import StreamState
-
 STREAM_REACTION_SECONDS: Final = "nearloop_stream_reaction_seconds"
 STREAM_BACKLOG: Final = "nearloop_stream_backlog"
+
+
+class Recorded(Protocol):
+    """What the collector reads of a stream (:class:`client.stream.StreamState`)."""
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def reaction(self) -> NsHistogram: ...
+
+    @property
+    def backlog(self) -> int: ...
 
 
 class StreamMetrics:
     """The collector of the streams registered in one registry, read at scrape time."""
 
     def __init__(self) -> None:
-        self.streams: list[StreamState] = []
+        self.streams: list[Recorded] = []
 
-    def add(self, stream: StreamState) -> None:
+    def add(self, stream: Recorded) -> None:
         """Count ``stream`` from now on (its blocks decoded so far included)."""
         if not any(s is stream for s in self.streams):
             self.streams.append(stream)

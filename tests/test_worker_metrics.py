@@ -194,8 +194,9 @@ def _busy_port() -> socket.socket:
         ["decoders", "--connect", "ipc:///tmp/nl-none.sock", "--decoder", "pymatching"],
         ["control_sim", "qpu", "--connect", "ipc:///tmp/nl-none.sock"],
         ["control_sim", "qec", "--connect", "ipc:///tmp/nl-none.sock", "--shots", "10"],
+        ["control_sim", "demo", "--connect", "ipc:///tmp/nl-none.sock"],
     ],
-    ids=["decoders", "qpu", "qec"],
+    ids=["decoders", "qpu", "qec", "demo"],
 )
 def test_metrics_port_in_use_is_one_line(command: list[str]) -> None:
     with _busy_port() as busy:

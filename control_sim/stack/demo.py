@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.run import QecConfig, qec_ok, run_qec
@@ -26,6 +26,9 @@ from control_sim.stack.local_stack import LocalStack, StackSpec, require_service
 from control_sim.vqe.comparison import VqeConfig, run_vqe_session
 from control_sim.vqe.comparison import format_summary as format_vqe
 from decoders.names import DEFAULT_DECODER_SERVICE
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def _qec_default() -> QecConfig:
@@ -60,22 +63,30 @@ class DemoConfig:
         )
 
 
-def run_demo(config: DemoConfig, connect: str | None = None) -> dict[str, Any]:
-    """Run both loops (on a local stack unless ``connect`` names a broker); the summary."""
+def run_demo(
+    config: DemoConfig, connect: str | None = None, *, metrics: CollectorRegistry | None = None
+) -> dict[str, Any]:
+    """Run both loops (on a local stack unless ``connect`` names a broker); the summary.
+    ``metrics``: a registry the QEC stream's reaction time and backlog are exported from."""
     began = time.perf_counter()
     if connect is not None:
         require_services(connect, needs(config, connect))
-        return _both(config, connect, began, stack_s=None)
+        return _both(config, connect, began, stack_s=None, metrics=metrics)
     with LocalStack(config.stack()) as stack:
         stack_s = time.perf_counter() - began
-        return _both(config, stack.endpoint, began, stack_s=stack_s)
+        return _both(config, stack.endpoint, began, stack_s=stack_s, metrics=metrics)
 
 
 def _both(
-    config: DemoConfig, endpoint: str, began: float, *, stack_s: float | None
+    config: DemoConfig,
+    endpoint: str,
+    began: float,
+    *,
+    stack_s: float | None,
+    metrics: CollectorRegistry | None,
 ) -> dict[str, Any]:
     vqe = run_vqe_session(endpoint, config.vqe)
-    qec = run_qec(config.qec, endpoint)
+    qec = run_qec(config.qec, endpoint, metrics=metrics)
     qec["workers"] = None if stack_s is None else config.decoder_workers
     return {
         "endpoint": endpoint,
