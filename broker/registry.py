@@ -45,6 +45,7 @@ class Request:
         self.session: SessionEntry | None = None
         self.lane_open: LaneOpen | None = None
         """Set on the request that asks a worker to create a session's lane."""
+        # An untraced request costs one prefix comparison; only a marked header is parsed.
         self.traced = bool(body) and has_trace_mark(body[0]) and is_traced(body[0])
         """Its header asks for the broker's timestamps (PROTOCOL.md §3.2.2)."""
         self.forwarded_ns = 0
