@@ -105,6 +105,7 @@ from client.wire import (
 from client.wire.header import KIND_LANE
 from client.wire.lanes import IOX2, lane_refusal, lane_request, new_lane_name
 from client.wire.spin import SpinPolicy
+from client.wire.trace import stamp_reply
 from client.wire.transport import configure, poll, poll_items, send_frames, spin_readable
 
 log = logging.getLogger("nearloop.broker")
@@ -218,6 +219,10 @@ class Broker:
         )
         self.spin = SpinPolicy(config.spin_us)
         """Whether, and how long, the loop polls for its next message before sleeping."""
+        from client.lane.host import host_identity  # reads /proc: not at import
+
+        self.host = host_identity()
+        """This broker's host identity (§3.10), which traced replies carry (§3.2.2)."""
 
     def bind(self) -> list[str]:
         """Bind every configured endpoint; returns them resolved (tcp port 0 gets its port).
@@ -436,6 +441,8 @@ class Broker:
             frames = [w.identity, MDPW02, W_REQUEST, token, EMPTY, *body]
         else:
             frames = [w.identity, EMPTY, MDPW01, W1_REQUEST, token, EMPTY, *body]
+        if req.traced:
+            req.forwarded_ns = time.monotonic_ns()
         if not self._send(frames):
             # The worker is gone (ROUTER_MANDATORY told us): re-dispatch what it held.
             self._remove_worker(w, now, send_disconnect=False, why="could not be sent to")
@@ -786,15 +793,16 @@ class Broker:
         if req is None:
             self.stats["stale_replies"] += 1
             return
+        body = msg.body
+        if req.traced and body:
+            body = _stamped(req, w, body, now, self.host)
         if req.lane_open is not None:
             if final:
-                self._on_lane_opened(req, req.lane_open, msg.body)
+                self._on_lane_opened(req, req.lane_open, body)
         elif req.version == 2:
-            self._send(
-                [req.client, MDPC02, C_FINAL if final else C_PARTIAL, req.service, *msg.body]
-            )
+            self._send([req.client, MDPC02, C_FINAL if final else C_PARTIAL, req.service, *body])
         elif final:
-            self._send([req.client, EMPTY, MDPC01, req.service, *msg.body])
+            self._send([req.client, EMPTY, MDPC01, req.service, *body])
         else:
             self.stats["partials_dropped_v01"] += 1  # MDP/0.1 clients take exactly one reply
         if final:
@@ -1050,6 +1058,21 @@ def _malformed_reason(frames: list[Frame]) -> str:
     if first in (MDPW01, MDPW02):
         return "bad_worker_command"
     return "not_mdp"
+
+
+def _stamped(req: Request, w: WorkerEntry, body: list[Frame], now: int, host: str) -> list[Frame]:
+    """A traced request's reply with the broker's stamps in its header (unchanged if that
+    is not a nearloop header)."""
+    header = stamp_reply(
+        body[0],
+        recv_ns=req.arrival_ns,
+        fwd_ns=req.forwarded_ns,
+        reply_recv_ns=now,
+        broker_host=host,
+        worker_host=w.options.host,
+        clock=time.monotonic_ns,
+    )
+    return body if header is None else [header, *body[1:]]
 
 
 def _lost_text(sess: SessionEntry) -> str:

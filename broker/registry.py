@@ -14,6 +14,7 @@ from client.wire import (
     parse_header,
 )
 from client.wire.histogram import NsHistogram
+from client.wire.trace import has_trace_mark, is_traced
 
 QUEUED: Final = 0
 IN_FLIGHT: Final = 1
@@ -124,10 +125,12 @@ class Request:
         "body",
         "client",
         "deadline_ns",
+        "forwarded_ns",
         "lane_open",
         "service",
         "session",
         "state",
+        "traced",
         "version",
     )
 
@@ -145,6 +148,11 @@ class Request:
         self.session: SessionEntry | None = None
         self.lane_open: LaneOpen | None = None
         """Set on the request that asks a worker to create a session's lane."""
+        # An untraced request costs one prefix comparison; only a marked header is parsed.
+        self.traced = bool(body) and has_trace_mark(body[0]) and is_traced(body[0])
+        """Its header asks for the broker's timestamps (PROTOCOL.md §3.2.2)."""
+        self.forwarded_ns = 0
+        """When it was last handed to a worker; kept only for a traced request."""
 
 
 class LaneOpen:

@@ -4,6 +4,7 @@ python -m client stats --connect EP                  # the broker's counters (mm
 python -m client ping --connect EP SERVICE           # does SERVICE have workers? (mmi.service)
 python -m client call --connect EP SERVICE [JSON]    # one request; the body is JSON
 python -m client keygen DIR NAME                     # a CURVE key pair: DIR/NAME.key(_secret)
+python -m client call --trace ...                    # and where its round trip went
 
 ``nearloop stats|ping|call|keygen`` are the same commands. Each that talks to a broker
 takes ``--timeout-s``, and ``--curve CLIENT_CERT BROKER_CERT`` for a CURVE broker.
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from client.arguments import (
+    RUN_FAILED,
     CommandParser,
     add_command,
     add_connect,
@@ -71,6 +73,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )  # fmt: skip
     keygen.add_argument("dir", metavar="DIR", help="the folder to write the pair in")
     keygen.add_argument("name", metavar="NAME", help="the pair's name")
+    call.add_argument(
+        "--trace", action="store_true",
+        help="ask the broker for its timestamps and print, after the reply, the round trip "
+        "hop by hop in µs (hops between hosts, which no one clock measures, as one "
+        "network line)",
+    )  # fmt: skip
     return p
 
 
@@ -105,10 +113,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 ok = c.service_available(args.service)
                 print(f"{args.service}: {'available' if ok else 'no workers'}")
                 return 0 if ok else 1
+            c.trace = args.trace
             reply = c.request(args.service, body)
             print(json.dumps(reply.body, default=repr))
             for a in reply.arrays:
                 print(f"array {a.dtype}{list(a.shape)}", file=sys.stderr)
+            if args.trace:
+                try:
+                    print("\n".join(reply.trace().lines()))
+                except ValueError as exc:  # a worker that does not copy the stamps back
+                    return fail(f"no trace: {exc}", RUN_FAILED)
             return 0
     except NearloopError as exc:
         return fail(exc)

@@ -54,6 +54,7 @@ from client.wire import (
     parse_header,
 )
 from client.wire.curve import CurveSpec, load_curve
+from client.wire.trace import NO_HOSTS, mark_traced, read_hosts
 from client.wire.transport import connect_dealer, send_frames
 
 DEFAULT_SPIN_US: Final = 1000
@@ -229,6 +230,8 @@ class Connection(Generic[CallT]):
         """Replies that arrived for a call no one waits for any more (timed out, abandoned)."""
         self.malformed_replies = 0
         """Replies that could not be decoded, and were dropped."""
+        self.trace = False
+        """Whether requests ask the broker for its timestamps (PROTOCOL.md §3.2.2)."""
         self._call_type = call_type
         self._ids = itertools.count(1)
         ctx: zmq.Context[Any] = context or zmq.Context.instance()
@@ -271,6 +274,8 @@ class Connection(Generic[CallT]):
             session=session,
             inline=inline,
         )
+        if self.trace:
+            header = mark_traced(header)
         msg_body = [header, *frames]
         if frames:  # a lone header is bounded by encode_header
             check_body_size(msg_body)
@@ -345,8 +350,11 @@ class Connection(Generic[CallT]):
 
     # --- receiving ---------------------------------------------------------------------
 
-    def decode(self, frames: list[Frame]) -> tuple[int, Message | RemoteError]:
-        """Decode one reply into (request id, Message or the RemoteError to raise)."""
+    def decode(
+        self, frames: list[Frame], received_ns: int = 0
+    ) -> tuple[int, Message | RemoteError]:
+        """Decode one reply into (request id, Message or the RemoteError to raise);
+        ``received_ns`` is when it arrived (the Message's ``client_recv``)."""
         reply = parse_broker_reply(frames)
         body = reply.body
         if not body:
@@ -362,14 +370,16 @@ class Connection(Generic[CallT]):
             service = reply.service.decode(errors="replace")
             return header.id, remote_error(service, e.type, e.message, e.traceback)
         arrays = frames_to_arrays(header.arrays, body[1:], header.inline)
-        return header.id, Message(header, arrays, not reply.final)
+        hosts = read_hosts(body[0]) if self.trace else NO_HOSTS
+        return header.id, Message(header, arrays, not reply.final, received_ns, hosts)
 
     def deliver(self, frames: list[Frame]) -> None:
         """Decode one reply and hand it to its call: a PARTIAL to ``_on_partial``, a final
         reply or error to ``_on_final``, after which the call is no longer in flight. A
         reply for no call in flight is counted late, an undecodable one malformed."""
+        received_ns = time.monotonic_ns()
         try:
-            rid, outcome = self.decode(frames)
+            rid, outcome = self.decode(frames, received_ns)
         except ProtocolError:
             self.malformed_replies += 1  # an undecodable reply cannot be matched: drop it
             return
@@ -434,6 +444,18 @@ class ClientBase(Generic[CallT]):
     def spin_us(self) -> int:
         """How long a wait for a reply polls before it sleeps, in microseconds."""
         return self._conn.spin_ns // 1000
+
+    @property
+    def trace(self) -> bool:
+        """Whether this client's requests ask for a trace: set it True, and the broker
+        adds its timestamps to their replies, which :meth:`Message.trace
+        <client.messages.Message.trace>` cuts into hops. Off by default: a traced reply
+        costs the broker a header re-encode."""
+        return self._conn.trace
+
+    @trace.setter
+    def trace(self, on: bool) -> None:
+        self._conn.trace = bool(on)
 
     @property
     def late_replies(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from client.wire import Header
+from client.wire.trace import NO_HOSTS, Breakdown, breakdown, stamps_of
 
 
 class Message(NamedTuple):
@@ -22,6 +23,13 @@ class Message(NamedTuple):
     header: Header
     arrays: tuple[npt.NDArray[Any], ...] = ()
     partial: bool = False
+    received_ns: int = 0
+    """When a client received it, on its monotonic clock (ns); 0 where none recorded it
+    (a request as a worker's handler sees it)."""
+    hosts: Mapping[str, str] = NO_HOSTS
+    """The host identities of the clocks that stamped it besides the client's
+    (``broker``, ``worker``), where known: a traced reply through the broker names both,
+    a reply over a lane its worker (on this host)."""
 
     @property
     def id(self) -> int:
@@ -32,6 +40,26 @@ class Message(NamedTuple):
     def body(self) -> Any:
         """The msgpack body (scalars, lists, maps), or None."""
         return self.header.body
+
+    @property
+    def ts(self) -> dict[str, int]:
+        """Its timestamps in ns, on their takers' monotonic clocks (PROTOCOL.md §3.2):
+        those the header carries, plus ``client_recv`` where the client recorded one."""
+        return stamps_of(self.header.ts, self.received_ns)
+
+    def trace(self, host: str | None = None) -> Breakdown:
+        """Its round trip cut into hops (:func:`client.wire.trace.breakdown`), as seen
+        from ``host`` (default: this process's host identity). A reply through the broker
+        has the broker's hops only if the client asked for a trace (``client.trace =
+        True``); a reply over a session's lane has the client's and the worker's.
+
+        Raises ValueError for a message that is not a reply the client received.
+        """
+        if host is None:
+            from client.lane.host import host_identity
+
+            host = host_identity()
+        return breakdown(self.ts, self.hosts, host)
 
     @property
     def array(self) -> npt.NDArray[Any]:

@@ -70,16 +70,20 @@ def histogram_family(
     documentation: str,
     labels: Sequence[str],
     histograms: Mapping[tuple[str, ...], NsHistogram],
+    *,
+    scale: float = 1e-9,
 ) -> HistogramMetricFamily:
     """A Prometheus histogram in seconds, one sample set per label values, read from
     :class:`~client.wire.histogram.NsHistogram` counters (a snapshot of each, taken
-    without locking: a scrape may miss an observation made while it reads, never more)."""
+    without locking: a scrape may miss an observation made while it reads, never more).
+    ``scale`` converts the recorded integers to the metric's unit: 1.0 for counts (a batch
+    size), the default for nanoseconds to seconds."""
     family = HistogramMetricFamily(name, documentation, labels=list(labels))
     for values, h in list(histograms.items()):
         counts = list(h.counts)
         cumulative, buckets = 0, []
         for bound_ns, n in zip((*h.bounds_ns, None), counts, strict=True):
             cumulative += n
-            buckets.append(("+Inf" if bound_ns is None else repr(bound_ns / 1e9), cumulative))
-        family.add_metric(list(values), buckets, sum_value=h.sum_ns / 1e9)
+            buckets.append(("+Inf" if bound_ns is None else repr(bound_ns * scale), cumulative))
+        family.add_metric(list(values), buckets, sum_value=h.sum_ns * scale)
     return family

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,11 @@ from client.messages import Message
 from client.session import LanePlan
 from client.stream_dispatch import Dispatcher, LaneSessionLike, Route
 from client.sync_client import Client
+from client.wire.histogram import NsHistogram
 from client.wire.lanes import LaneMode, check_lane_mode
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("nearloop.stream")
 
@@ -192,6 +196,9 @@ class StreamState:
         self.block_timeout = block_timeout
         self.max_attempts = max_attempts
         self.stats = StreamStats()
+        self.reaction = NsHistogram()
+        """Each decoded block's reaction time (:attr:`BlockResult.reaction_ns`), for
+        ``/metrics`` (:meth:`register_metrics`)."""
         self.model_hash = ""
         self.num_detectors: int | None = None
         self._inflight: dict[int, _Block] = {}
@@ -519,6 +526,7 @@ class StreamState:
         )
         if error is None:
             self.stats.decoded += 1
+            self.reaction.observe(done - block.emitted_ns)
         else:
             self.stats.failed += 1
         if late:
@@ -527,6 +535,15 @@ class StreamState:
         while self._next_out in self._done:
             self._ready.append(self._done.pop(self._next_out))
             self._next_out += 1
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Export this stream's reaction time and backlog from ``registry``
+        (``nearloop_stream_reaction_seconds`` and ``nearloop_stream_backlog``, labelled
+        by service, summed with the other streams registered there): see
+        :mod:`client.stream_metrics`. Recording costs the stream nothing more."""
+        from client.stream_metrics import stream_metrics
+
+        stream_metrics(registry).add(self)
 
     def __repr__(self) -> str:
         s = self.stats

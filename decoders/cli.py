@@ -2,12 +2,16 @@
 
     python -m decoders --connect EP --decoder pymatching|bposd|bp-gpu [--service decode]
         [--device auto|cpu|cuda] [--max-batch-shots N] [--max-wait-us N] [--credit N]
+        [--metrics-port PORT [--metrics-host HOST]]
 
 It registers with the broker, granting ``--credit`` blocks in flight, prints ``READY``,
 and batches dynamically: it gathers blocks until ``--max-batch-shots`` shots, ``--credit``
 blocks, or ``--max-wait-us`` after the first, decodes them in one call, and replies per
 block. SIGINT/SIGTERM make it say DISCONNECT and exit 0. A decoder that cannot be built
 here (``bp-gpu --device cuda`` without CuPy or a GPU) is a one-line error, exit 2.
+``--metrics-port`` serves ``nearloop_decode_seconds`` and ``nearloop_decode_batch_size``
+(:mod:`decoders.metrics`) with the process metrics, announced on a ``METRICS URL`` line
+before ``READY``; a port that cannot be bound is a one-line error, exit 2.
 
 Only the standard library, :mod:`client.arguments`, the limits and the decoder names are
 imported until the worker starts, so ``--help`` is fast.
@@ -23,6 +27,7 @@ from client.arguments import (
     CommandParser,
     add_connect,
     add_curve_option,
+    add_metrics_options,
     add_worker_options,
     configure_logging,
     curve_of,
@@ -68,6 +73,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )  # fmt: skip
     add_worker_options(p, credit=DEFAULT_CREDIT, what="blocks")
     add_curve_option(p)
+    add_metrics_options(p, what="the decoder (decode time, batch size)")
     return p
 
 
@@ -84,6 +90,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
     curve = curve_of(parser, args)
     configure_logging(args.log_level)
+    from client.metrics_cli import MetricsUnavailable, start_metrics
+    from client.metrics_export import new_registry
     from client.sync_client import Client
     from client.worker import run_worker
     from decoders.errors import DecoderError
@@ -97,6 +105,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     # The worker's key fetches the models too: a worker key may act as a client.
     with Client(args.connect, timeout=MODEL_FETCH_TIMEOUT_S, curve=curve) as models:
         service = DecoderService(decoder, models.fetch_model)
+        registry = new_registry()
+        registry.register(service.metrics)
+        try:
+            server = start_metrics(registry, args)
+        except MetricsUnavailable as exc:
+            return fail(exc)
         run_worker(
             args.connect,
             args.service,
@@ -109,4 +123,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             heartbeat_ms=args.heartbeat_ms,
             curve=curve,
         )
+        if server is not None:
+            server.close()
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 from client.messages import Message, Payload
 from client.syndrome_block import BlockRequest, read_request, reply_body
 from decoders.contract import CompiledDecoder, Decoder, check_block
+from decoders.metrics import DecodeMetrics
 from decoders.model_cache import ModelCache
 
 log = logging.getLogger("nearloop.decoders")
@@ -42,6 +43,8 @@ class DecoderService:
         self.cache = ModelCache(decoder, max_models=max_models)
         self.blocks = 0
         self.batches = 0
+        self.metrics = DecodeMetrics(decoder.name)
+        """Decode time and batch size, for ``/metrics`` (:mod:`decoders.metrics`)."""
 
     def handle_batch(self, messages: list[Message]) -> list[Any]:
         """One Payload (or exception) per block, in order."""
@@ -58,6 +61,9 @@ class DecoderService:
             self._decode_group(self.cache.peek(h), members, results)
         self.blocks += len(messages)
         self.batches += 1
+        metrics = self.metrics
+        metrics.blocks += len(messages)
+        metrics.errors += sum(isinstance(r, BaseException) for r in results)
         return results
 
     def _check(self, m: Message) -> BlockRequest:
@@ -89,7 +95,9 @@ class DecoderService:
             for i, _ in members:
                 results[i] = exc
             return
-        decode_us = (time.perf_counter_ns() - t0) // 1000
+        decode_ns = time.perf_counter_ns() - t0
+        self.metrics.decoded(ns=decode_ns, shots=int(dets.shape[0]))
+        decode_us = decode_ns // 1000
         start = 0
         for i, block in members:
             end = start + block.detections.shape[0]

@@ -15,6 +15,7 @@ from client.connection import TTL_SHARE, Call
 from client.errors import RequestTimeout, remote_error
 from client.lane.client_end import LIVENESS_CHECK_NS, LaneClient, WorkerGone
 from client.lane.framing import LaneMessage
+from client.lane.host import host_identity
 from client.messages import Message
 from client.wire import (
     ERR_SESSION_LOST,
@@ -95,6 +96,7 @@ class SessionLane:
         return not self.check_worker()
 
     def _deliver_one(self, rid: int, msg: LaneMessage) -> None:
+        received_ns = time.monotonic_ns()
         try:
             header = parse_header(msg.frames[0]) if msg.frames else None
             if header is None:
@@ -106,7 +108,9 @@ class SessionLane:
                 )
             else:
                 arrays = frames_to_arrays(header.arrays, msg.frames[1:], header.inline)
-                outcome = Message(header, arrays, not msg.final)
+                # A lane joins two processes of one host: the worker's clock is ours.
+                hosts = {"worker": host_identity()}
+                outcome = Message(header, arrays, not msg.final, received_ns, hosts)
         except ProtocolError:
             self.malformed_replies += 1
             if msg.final:

@@ -8,11 +8,17 @@ command runs, so ``--help`` stays fast.
 workers. With ``--connect`` the decoders are whatever workers serve
 ``--decoder-service`` at that broker, so those options are refused there; either way the
 summary names the decoder that the workers' replies say decoded the blocks.
+
+``--metrics-port`` serves the stream's ``nearloop_stream_reaction_seconds`` and
+``nearloop_stream_backlog`` (:mod:`client.stream_metrics`) with the process metrics while
+it runs, announced on a ``METRICS URL`` line first; a port that cannot be bound is a
+one-line error, exit 2, before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from client.arguments import (
     RUN_FAILED,
@@ -21,6 +27,7 @@ from client.arguments import (
     add_curve_option,
     add_distance,
     add_json,
+    add_metrics_options,
     add_p,
     add_seed,
     add_timeout_s,
@@ -31,6 +38,13 @@ from client.arguments import (
 )
 from control_sim.qec.names import CODE_NAMES, SAMPLER_NAMES
 from decoders.names import DECODER_NAMES, DEFAULT_DECODER_SERVICE
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from client.wire.curve import CurveSpec
+    from control_sim.qec.run import QecConfig
+    from control_sim.qec.source import SyndromeSource
 
 DEFAULT_DECODER = "pymatching"
 DEFAULT_WORKERS = 2
@@ -94,6 +108,7 @@ def add_qec_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_json(p)
     add_curve_option(p)
+    add_metrics_options(p, what="the stream (reaction time, backlog)")
 
 
 def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
@@ -112,9 +127,8 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
         )
     curve = curve_of(parser, args)
     from control_sim.qec.codes import CodeSpec
-    from control_sim.qec.run import QecConfig, format_summary, qec_ok, run_qec
+    from control_sim.qec.run import QecConfig, format_summary, qec_ok
     from control_sim.qec.samplers import open_source
-    from control_sim.stack.local_stack import LocalStack, StackSpec, require_services
 
     try:
         config = QecConfig(
@@ -132,22 +146,19 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
         source = open_source(config.spec, backend=config.backend, seed=config.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.connect:
-        service = args.decoder_service
-        start = decoders_hint(args.connect, service)
-        require_services(args.connect, {service: start}, curve=curve)
-        summary = run_qec(config, args.connect, source=source, curve=curve)
-        workers = None
-    else:
-        workers = args.workers or DEFAULT_WORKERS
-        spec = StackSpec(
-            decoder_workers=workers,
-            decoder=args.decoder or DEFAULT_DECODER,
-            decoder_service=args.decoder_service,
-            decoder_args=tuple(args.worker_arg or ()),
-        )
-        with LocalStack(spec) as stack:
-            summary = run_qec(config, stack.endpoint, source=source)
+    from client.metrics_cli import MetricsUnavailable, start_metrics
+    from client.metrics_export import new_registry
+
+    registry = new_registry()
+    try:
+        server = start_metrics(registry, args)
+    except MetricsUnavailable as exc:
+        return fail(exc)
+    try:
+        summary, workers = _run_stream(args, config, source, registry, curve)
+    finally:
+        if server is not None:
+            server.close()
     summary["workers"] = workers
     if args.json:
         write_json(args.json, summary)
@@ -160,6 +171,34 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
             RUN_FAILED,
         )
     return 0
+
+
+def _run_stream(
+    args: argparse.Namespace,
+    config: QecConfig,
+    source: SyndromeSource,
+    registry: CollectorRegistry,
+    curve: CurveSpec | None,
+) -> tuple[dict[str, Any], int | None]:
+    """The stream's summary, against ``--connect`` or a local stack, and how many
+    workers the local stack had (None with ``--connect``)."""
+    from control_sim.qec.run import run_qec
+    from control_sim.stack.local_stack import LocalStack, StackSpec, require_services
+
+    if args.connect:
+        service = args.decoder_service
+        hint = decoders_hint(args.connect, service)
+        require_services(args.connect, {service: hint}, curve=curve)
+        return run_qec(config, args.connect, source=source, metrics=registry, curve=curve), None
+    workers = args.workers or DEFAULT_WORKERS
+    spec = StackSpec(
+        decoder_workers=workers,
+        decoder=args.decoder or DEFAULT_DECODER,
+        decoder_service=args.decoder_service,
+        decoder_args=tuple(args.worker_arg or ()),
+    )
+    with LocalStack(spec) as stack:
+        return run_qec(config, stack.endpoint, source=source, metrics=registry), workers
 
 
 def decoders_hint(endpoint: str, service: str) -> str:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,9 @@ from control_sim.qec.pacing import PacingClock
 from control_sim.qec.pauli_frame import LogicalFrame
 from control_sim.qec.samplers import open_source
 from control_sim.qec.source import SyndromeSource
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 DRAIN_TIMEOUT_S: Final = 60.0
 MAX_PRESAMPLED_BYTES: Final = 1 << 30
@@ -100,10 +103,12 @@ def run_qec(
     source: SyndromeSource | None = None,
     on_start: Callable[[], None] | None = None,
     curve: CurveSpec | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> dict[str, Any]:
     """Run the stream against the broker at ``endpoint``; returns the JSON summary.
     ``on_start`` is called as the clock starts, after the warm-up and the sampling (a
-    benchmark reads its CPU counters there)."""
+    benchmark reads its CPU counters there). ``metrics``: a registry the stream's
+    reaction time and backlog are exported from (not the warm-up's)."""
     src = source or open_source(config.spec, backend=config.backend, seed=config.seed)
     clock = PacingClock(config.period_us)
     deadline_us = config.deadline_us if config.deadline_us is not None else config.period_us
@@ -119,6 +124,8 @@ def run_qec(
             block_timeout=config.block_timeout_s,
             lane=config.lane,
         )
+        if metrics is not None:
+            stream.register_metrics(metrics)
         with stream:
             blocks = _blocks(src, config)
             if on_start is not None:

@@ -3,6 +3,7 @@
     python -m control_sim qpu --connect EP [--service qpu] [--credit 4]
         [--heartbeat-ms 250] [--seed 2026] [--log-level WARNING]
         [--curve CLIENT_CERT BROKER_CERT]
+        [--metrics-port PORT [--metrics-host HOST]]
 
 It registers with the broker, granting ``--credit`` requests in flight, prints ``READY``
 once the broker has answered its READY, and answers the ops of docs/QPU_SERVICE.md on qiskit-aer,
@@ -10,7 +11,10 @@ continuous runs in sessions included (:mod:`control_sim.qpu.continuous`; at most
 ``credit - 1`` at once, so that a slot always stays free for their updates). Like every
 :class:`client.worker.Worker`, it serves shared-memory lanes to the sessions of clients on
 its host (the runs' PARTIALs, sent from the idle callback, go over the lane too).
-SIGINT/SIGTERM make it say DISCONNECT and exit 0.
+SIGINT/SIGTERM make it say DISCONNECT and exit 0. ``--metrics-port`` serves
+``nearloop_qpu_eval_seconds{op}`` and ``nearloop_qpu_errors_total{op}``
+(:mod:`control_sim.qpu.metrics`) with the process metrics, announced on a ``METRICS URL``
+line before ``READY``; a port that cannot be bound is a one-line error, exit 2.
 
 Only the standard library, :mod:`client.arguments` and the service's name are imported
 here; qiskit and the worker are imported when the command runs, so ``--help`` is fast.
@@ -24,10 +28,12 @@ from typing import Final
 from client.arguments import (
     add_connect,
     add_curve_option,
+    add_metrics_options,
     add_seed,
     add_worker_options,
     configure_logging,
     curve_of,
+    fail,
 )
 from control_sim.qpu.names import DEFAULT_SERVICE
 
@@ -41,6 +47,7 @@ def add_qpu_arguments(p: argparse.ArgumentParser) -> None:
     add_worker_options(p, credit=DEFAULT_CREDIT, what="requests")
     add_seed(p, help="seeds the simulator seed of shot-based requests that carry none")
     add_curve_option(p)
+    add_metrics_options(p, what="the QPU worker (evaluation time and errors per op)")
 
 
 def run_qpu(args: argparse.Namespace) -> int:
@@ -56,11 +63,19 @@ def run_qpu(args: argparse.Namespace) -> int:
     try:
         # Until run_worker installs its own handlers, a signal unwinds the slow start.
         with interrupts_raise():
+            from client.metrics_cli import MetricsUnavailable, start_metrics
+            from client.metrics_export import new_registry
             from client.worker import Worker, serve
             from control_sim.qpu.continuous import ContinuousRuns
             from control_sim.qpu.service import QpuService
 
             service = QpuService(seed=args.seed)
+            registry = new_registry()
+            registry.register(service.metrics)
+            try:
+                server = start_metrics(registry, args)
+            except MetricsUnavailable as exc:
+                return fail(exc)
             holder: list[Worker] = []
             # A continuous run holds a credit slot until it stops: keep one for updates.
             runs = ContinuousRuns(service, lambda: holder[0].defer(), max_runs=args.credit - 1)
@@ -75,6 +90,8 @@ def run_qpu(args: argparse.Namespace) -> int:
             )
             holder.append(worker)
             serve(worker)
+            if server is not None:
+                server.close()
     except KeyboardInterrupt:
         pass  # stopped while starting: nothing was served
     return 0

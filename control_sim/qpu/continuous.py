@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from client.messages import Message
 from client.worker import DeferredReply
 from control_sim.qpu.errors import BadParameters, BadRequest
+from control_sim.qpu.metrics import RUN_BATCH
 from control_sim.qpu.schema import (
     SEED_BOUND,
     Ack,
@@ -164,7 +165,8 @@ class ContinuousRuns:
         request = Run.from_body(body)
         params = read_params(m.arrays)
         # bad input fails the run here, before anything streams
-        first = self.service.evaluate(request.evaluation(request.seed), params)
+        with self.service.metrics.timed(RUN_BATCH):
+            first = self.service.evaluate(request.evaluation(request.seed), params)
         reply = self.defer()
         run = _Run(
             reply=reply,
@@ -216,7 +218,8 @@ class ContinuousRuns:
         if seed is not None:
             seed = (seed + run.batches) % SEED_BOUND
         try:
-            result = self.service.evaluate(run.request.evaluation(seed), run.params)
+            with self.service.metrics.timed(RUN_BATCH):
+                result = self.service.evaluate(run.request.evaluation(seed), run.params)
         except Exception as exc:  # a run that worked at batch 0 should not fail; if it does, say so
             run.reply.fail(exc)
             return

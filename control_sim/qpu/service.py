@@ -41,7 +41,9 @@ from numpy.typing import NDArray
 
 from client.messages import Message, Payload
 from control_sim.qpu.circuits import RegisteredCircuit
+from control_sim.qpu.errors import BadRequest
 from control_sim.qpu.evaluator import QpuEvaluator
+from control_sim.qpu.metrics import INVALID_OP, QpuMetrics
 from control_sim.qpu.schema import (
     CircuitInfo,
     Describe,
@@ -70,6 +72,8 @@ class QpuService:
         if evaluator is not None and seed is not None:
             raise ValueError("give QpuService an evaluator or a seed, not both")
         self.evaluator = evaluator if evaluator is not None else QpuEvaluator(seed=seed)
+        self.metrics = QpuMetrics()
+        """Time and errors per op, for ``/metrics`` (:mod:`control_sim.qpu.metrics`)."""
         self._ops: dict[str, Callable[[Mapping[str, Any], Message], Payload]] = {
             "register": self._register,
             "describe": self._describe,
@@ -88,8 +92,13 @@ class QpuService:
         source), ``BadParameters`` (not exactly one float64 frame, wrong shape, not finite)
         and whatever the schema's readers, the registry and the evaluator raise.
         """
-        op, body = request_op(message.body)
-        return self._ops[op](body, message)
+        try:
+            op, body = request_op(message.body)
+        except BadRequest:
+            self.metrics.errors[INVALID_OP] += 1
+            raise
+        with self.metrics.timed(op):
+            return self._ops[op](body, message)
 
     def evaluate(self, request: Evaluation, params: NDArray[np.float64]) -> EvaluationReply:
         """Run an ``estimate`` or ``sample`` request that has been read already.

@@ -10,8 +10,10 @@ from client.arguments import (
     add_curve_option,
     add_json,
     add_maxiter,
+    add_metrics_options,
     add_seed,
     curve_of,
+    fail,
     int_at_least,
     write_json,
 )
@@ -39,10 +41,12 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     add_lane(p)
     add_json(p)
     add_curve_option(p)
+    add_metrics_options(p, what="the QEC stream (reaction time, backlog)")
 
 
 def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
-    """Run the demo; 0 if both loops did what they should (see ``demo_ok``), else 1."""
+    """Run the demo; 0 if both loops did what they should (see ``demo_ok``), else 1;
+    2 if ``--metrics-port`` cannot be bound."""
     from dataclasses import replace
 
     from control_sim.stack.demo import DemoConfig, demo_ok, format_demo, run_demo
@@ -62,7 +66,20 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    summary = run_demo(config, args.connect, curve=curve_of(parser, args))
+    curve = curve_of(parser, args)
+    from client.metrics_cli import MetricsUnavailable, start_metrics
+    from client.metrics_export import new_registry
+
+    registry = new_registry()
+    try:
+        server = start_metrics(registry, args)
+    except MetricsUnavailable as exc:
+        return fail(exc)
+    try:
+        summary = run_demo(config, args.connect, curve=curve, metrics=registry)
+    finally:
+        if server is not None:
+            server.close()
     if args.json:
         write_json(args.json, summary)
     print(format_demo(summary))

@@ -28,6 +28,8 @@ from control_sim.vqe.comparison import format_summary as format_vqe
 from decoders.names import DEFAULT_DECODER_SERVICE
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from client.wire.curve import CurveSpec
 
 
@@ -64,17 +66,22 @@ class DemoConfig:
 
 
 def run_demo(
-    config: DemoConfig, connect: str | None = None, *, curve: CurveSpec | None = None
+    config: DemoConfig,
+    connect: str | None = None,
+    *,
+    curve: CurveSpec | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> dict[str, Any]:
     """Run both loops (on a local stack unless ``connect`` names a broker, talked to with
-    CURVE keys ``curve`` if given); the summary."""
+    CURVE keys ``curve`` if given); the summary. ``metrics``: a registry the QEC stream's
+    reaction time and backlog are exported from."""
     began = time.perf_counter()
     if connect is not None:
         require_services(connect, needs(config, connect), curve=curve)
-        return _both(config, connect, began, stack_s=None, curve=curve)
+        return _both(config, connect, began, stack_s=None, curve=curve, metrics=metrics)
     with LocalStack(config.stack()) as stack:
         stack_s = time.perf_counter() - began
-        return _both(config, stack.endpoint, began, stack_s=stack_s)
+        return _both(config, stack.endpoint, began, stack_s=stack_s, metrics=metrics)
 
 
 def _both(
@@ -84,9 +91,10 @@ def _both(
     *,
     stack_s: float | None,
     curve: CurveSpec | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> dict[str, Any]:
     vqe = run_vqe_session(endpoint, config.vqe, curve=curve)
-    qec = run_qec(config.qec, endpoint, curve=curve)
+    qec = run_qec(config.qec, endpoint, curve=curve, metrics=metrics)
     qec["workers"] = None if stack_s is None else config.decoder_workers
     return {
         "endpoint": endpoint,
