@@ -130,18 +130,18 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
     from broker.broker import Broker
     from broker.errors import BrokerError
-    from broker.metrics import serve_broker_metrics
-    from client.metrics_export import METRICS_LINE
+    from broker.metrics import broker_registry
+    from client.metrics_export import MetricsUnavailable, start_metrics
 
     try:
         broker = Broker(config)
     except ValueError as exc:  # a key file or allow-list that cannot be read
         return fail(exc)
-    try:
-        metrics = serve_broker_metrics(broker)
-    except OSError as exc:
+    try:  # before any bind: a port in use leaves no ipc socket behind
+        metrics = start_metrics(broker_registry(broker), args)
+    except MetricsUnavailable as exc:
         broker.close()
-        return fail(f"cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}")
+        return fail(exc)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         broker.stop()
@@ -167,8 +167,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         if metrics is not None:
             metrics.close()
         return fail(f"cannot bind {' '.join(args.bind)}: {exc}")
-    if metrics is not None:
-        print(f"{METRICS_LINE} {metrics.url}", flush=True)
     print("READY " + " ".join(endpoints), flush=True)
     try:
         broker.run()

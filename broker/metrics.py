@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from broker.registry import OUTCOMES
-from client.metrics_export import MetricsServer, histogram_family, new_registry, serve_metrics
+from client.metrics_export import histogram_family, new_registry
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -158,13 +158,9 @@ class BrokerCollector(Collector):
         )
 
 
-def serve_broker_metrics(broker: Broker) -> MetricsServer | None:
-    """Serve ``broker``'s metrics and the process metrics at the config's
-    ``metrics_host``:``metrics_port``, from prometheus-client's own thread; None if the
-    config has no port. Raises OSError when the address cannot be bound."""
-    port = broker.config.metrics_port
-    if port is None:
-        return None
+def broker_registry(broker: Broker) -> CollectorRegistry:
+    """A registry of ``broker``'s metrics and the process metrics, to serve
+    (:func:`client.metrics_export.start_metrics`)."""
     registry = new_registry()
     registry.register(BrokerCollector(broker))
-    return serve_metrics(registry, host=broker.config.metrics_host, port=port)
+    return registry

@@ -3,11 +3,14 @@
 Each process that exports (``--metrics-port``) serves its own registry from a daemon
 thread that :mod:`prometheus_client` runs. The command-line options are
 :func:`client.arguments.add_metrics_options`. Nothing here touches a hot path: collectors
-read the counters their part keeps, at scrape time, on the exporter's thread.
+read the counters their part keeps, at scrape time, on the exporter's thread. A part's
+command line starts its endpoint with :func:`start_metrics`, which prints the one
+``METRICS URL`` line a supervisor or a test reads.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -63,6 +66,27 @@ def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> Metri
     """
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(host, int(server.server_port), server)
+
+
+class MetricsUnavailable(OSError):
+    """The metrics endpoint could not be bound (port in use, address not local)."""
+
+
+def start_metrics(registry: CollectorRegistry, args: argparse.Namespace) -> MetricsServer | None:
+    """Serve ``registry`` if ``--metrics-port`` was given, and print ``METRICS URL``
+    (flushed); None if it was not. Raises :class:`MetricsUnavailable`, whose text is one
+    line for the command's ``error:``."""
+    if args.metrics_port is None:
+        return None
+    try:
+        server = serve_metrics(registry, host=args.metrics_host, port=args.metrics_port)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise MetricsUnavailable(
+            f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {why}"
+        ) from exc
+    print(f"{METRICS_LINE} {server.url}", flush=True)
+    return server
 
 
 def histogram_family(

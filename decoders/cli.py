@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         parser.error(f"--device is an option of bp-gpu, not of {args.decoder}")
     curve = curve_of(parser, args)
     configure_logging(args.log_level)
-    from client.metrics_cli import MetricsUnavailable, start_metrics
-    from client.metrics_export import new_registry
+    from client.metrics_export import MetricsUnavailable, new_registry, start_metrics
     from client.sync_client import Client
     from client.worker import run_worker
     from decoders.errors import DecoderError

@@ -146,8 +146,7 @@ def run_qec_command(parser: CommandParser, args: argparse.Namespace) -> int:
         source = open_source(config.spec, backend=config.backend, seed=config.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    from client.metrics_cli import MetricsUnavailable, start_metrics
-    from client.metrics_export import new_registry
+    from client.metrics_export import MetricsUnavailable, new_registry, start_metrics
 
     registry = new_registry()
     try:

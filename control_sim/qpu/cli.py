@@ -63,8 +63,7 @@ def run_qpu(args: argparse.Namespace) -> int:
     try:
         # Until run_worker installs its own handlers, a signal unwinds the slow start.
         with interrupts_raise():
-            from client.metrics_cli import MetricsUnavailable, start_metrics
-            from client.metrics_export import new_registry
+            from client.metrics_export import MetricsUnavailable, new_registry, start_metrics
             from client.worker import Worker, serve
             from control_sim.qpu.continuous import ContinuousRuns
             from control_sim.qpu.service import QpuService

@@ -67,8 +67,7 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     curve = curve_of(parser, args)
-    from client.metrics_cli import MetricsUnavailable, start_metrics
-    from client.metrics_export import new_registry
+    from client.metrics_export import MetricsUnavailable, new_registry, start_metrics
 
     registry = new_registry()
     try:
