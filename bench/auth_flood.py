@@ -136,9 +136,10 @@ def measure(config: FloodConfig) -> FloodResult:
                     raise BenchError(f"the flood did not finish in {FLOOD_TIMEOUT_S:g} s")
                 return CHUNK if flooder.poll() is None else 0
 
-            samples["during"], cpu["during"] = _phase(c, array, (*pids, flooder.pid), flooding)
+            samples["during"], cpu["during"] = _phase(c, array, pids, flooding)
             done = wait_for_line(flooder, "DONE", START_TIMEOUT_S, name="flooder").split()
             wall_s = time.monotonic() - t0
+            cpu["during"]["flooder_us_per_s"] = int(done[4]) / 1e3 / wall_s
             if not samples["during"]:
                 raise BenchError("the flood ended before one round trip was timed")
             _progress(f"after the flood: {config.quiet_n} round trips")
@@ -206,7 +207,9 @@ def format_report(result: FloodResult) -> str:
         f"({result.config.handshakes / result.flood_wall_s:.0f}/s); the flooder saw "
         f"{result.flood_refused_seen} refused; the broker counted {result.broker_refused} "
         "refused (auth_refused).",
-        "servers: the broker and the worker, plus the flooder during the flood.",
+        "servers: the broker and the worker. The flooder, on the same cores, spent "
+        f"{result.cpu_us_per_s['during']['flooder_us_per_s'] or 0:.0f} µs of CPU per second "
+        "of the flood.",
     ]
     return "\n".join(lines)
 
