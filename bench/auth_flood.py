@@ -118,13 +118,17 @@ def measure(config: FloodConfig) -> FloodResult:
             refused0 = _auth_refused(c)
             _progress(f"before the flood: {config.quiet_n} round trips")
             samples["before"], cpu["before"] = _phase(c, array, pids, lambda: config.quiet_n)
-            _progress(f"flood: {config.handshakes} bad-key handshakes, {config.parallel} at a time")
+            pace = f", at most {config.rate:g}/s" if config.rate else ""
+            _progress(
+                f"flood: {config.handshakes} bad-key handshakes, {config.parallel} at a time{pace}"
+            )
             flooder = servers.start(
                 "flooder",
                 [
                     "-m", "bench.rtt_servers", "flooder", "--connect", ep,
                     "--server-cert", str(keys.broker_public),
                     "--handshakes", str(config.handshakes), "--parallel", str(config.parallel),
+                    "--rate", str(config.rate),
                 ],
             )  # fmt: skip
             wait_for_line(flooder, "READY", START_TIMEOUT_S, name="flooder")
@@ -186,7 +190,9 @@ def format_report(result: FloodResult) -> str:
         f"A client with an allowed CURVE key, {PAYLOAD_BYTES} B echo over tcp:// through a "
         "CURVE broker, timed before, during and after a flood of "
         f"{result.config.handshakes} handshakes with unknown keys "
-        f"({result.config.parallel} at a time).",
+        f"({result.config.parallel} at a time"
+        + (f", at most {result.config.rate:g} a second" if result.config.rate else "")
+        + ").",
         "",
         f"{'phase':<8}{'n':>7}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'max µs':>10}"
         f"{'p50 vs. before':>16}{'client CPU µs/s':>17}{'servers CPU µs/s':>18}",
@@ -226,6 +232,7 @@ def to_json_doc(result: FloodResult) -> dict[str, Any]:
             "handshakes": result.config.handshakes,
             "parallel": result.config.parallel,
             "quiet_n": result.config.quiet_n,
+            "rate": result.config.rate,
             "payload_bytes": PAYLOAD_BYTES,
         },
         "unit": "microseconds",

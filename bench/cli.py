@@ -81,8 +81,9 @@ def add_rtt_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--curve", action="store_true",
-        help="add direct-curve and nearloop-curve (CURVE keys, ZAP allow-lists), each beside "
-        "its twin without CURVE (direct, nearloop); needs --transport tcp",
+        help="add direct-curve, nearloop-curve and nearloop-curve-local (CURVE keys, ZAP "
+        "allow-lists; the last with its worker on the broker's ipc endpoint), each beside its "
+        "twin without CURVE (direct, nearloop); needs --transport tcp",
     )  # fmt: skip
     p.add_argument(
         "--metrics", action="store_true",
@@ -106,6 +107,10 @@ def add_flood_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n", type=int, default=DEFAULT_QUIET_N,
         help="round trips timed before the flood, and again after it",
+    )  # fmt: skip
+    p.add_argument(
+        "--rate", type=float, default=0.0, metavar="HZ",
+        help="at most HZ handshakes a second (default 0: as fast as they are refused)",
     )  # fmt: skip
     add_json(p, what="the results and metadata")
     add_plot(p, "a latency plot")
@@ -301,6 +306,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 handshakes=args.handshakes,
                 parallel=args.parallel,
                 quiet_n=args.n,
+                rate=args.rate,
                 json_path=args.json,
                 plot_path=args.plot,
             )

@@ -20,6 +20,8 @@ class FloodConfig:
     handshakes: int = DEFAULT_HANDSHAKES
     parallel: int = DEFAULT_PARALLEL
     quiet_n: int = DEFAULT_QUIET_N
+    rate: float = 0.0
+    """Handshakes a second at most; 0: as fast as the broker refuses them."""
     json_path: Path | None = None
     plot_path: Path | None = None
 
@@ -27,3 +29,5 @@ class FloodConfig:
         for name in ("handshakes", "parallel", "quiet_n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rate < 0:
+            raise ValueError(f"rate must be >= 0, got {self.rate}")

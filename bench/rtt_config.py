@@ -112,6 +112,18 @@ PEER_INFO: Final = {
             extra="curve",
         ),
         PeerInfo(
+            name="nearloop-curve-local",
+            label="nearloop broker with CURVE as nearloop-curve, but its worker on the "
+            "broker's host, on its ipc endpoint (no CURVE on that hop): only the client's "
+            "two hops are encrypted",
+            hops=4,
+            payload=_ARRAY + ", encrypted between client and broker",
+            stack="nearloop-curve-local",
+            client="NearloopClient",
+            twin="nearloop",
+            extra="curve",
+        ),
+        PeerInfo(
             name="nearloop-metrics",
             label="nearloop broker serving /metrics, scraped once a second by another "
             "process, Client -> Worker",
@@ -228,7 +240,7 @@ def with_extras(peers: tuple[str, ...], extras: tuple[str, ...]) -> tuple[str, .
     """``peers`` plus the peers each of ``extras`` adds (and their twins), in table order.
 
     >>> with_extras(("proxy",), ("curve",))
-    ('direct', 'direct-curve', 'proxy', 'nearloop', 'nearloop-curve')
+    ('direct', 'direct-curve', 'proxy', 'nearloop', 'nearloop-curve', 'nearloop-curve-local')
     """
     added = {n for n, p in PEER_INFO.items() if p.extra in extras}
     added |= {twin for n in added if (twin := PEER_INFO[n].twin) is not None}

@@ -85,6 +85,14 @@ def start_stack(
             start("CURVE nearloop worker", "nearloop-worker", "--connect", ep, *keys.worker_args()),
         ]
         return RunningStack(ep, tuple(pids), keys.client_curve())
+    elif stack == "nearloop-curve-local" and keys is not None:
+        ep, local = endpoint("broker-curve-local"), f"ipc://{keys.clients_dir.parent}/broker.sock"
+        broker_args = ["-m", "broker", "--bind", ep, "--bind", local, *keys.broker_args()]
+        pids = [
+            servers.start("CURVE broker, local worker", broker_args).pid,
+            start("local nearloop worker", "nearloop-worker", "--connect", local),
+        ]
+        return RunningStack(ep, tuple(pids), keys.client_curve())
     elif stack == "nearloop-metrics":
         ep = endpoint("broker-metrics")
         broker = servers.start(

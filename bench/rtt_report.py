@@ -232,14 +232,15 @@ def format_table(result: RttResult) -> str:
         *textwrap.wrap(method_text(cfg), width=100),
         "",
     ]
-    head = f"{'peer':<16}{'hops':>4}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'max µs':>10}"
+    w = max(len(name) for name in (*result.summaries, "peer")) + 2
+    head = f"{'peer':<{w}}{'hops':>4}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'max µs':>10}"
     for base in BASELINES:
         head += f"{'p50 vs. ' + _SHORT[base]:>15}{'p99 vs. ' + _SHORT[base]:>15}"
     head += f"{'CPU µs/rt':>11}{'cores':>7}"
     lines += [head, "-" * len(head)]
     for name, s in result.summaries.items():
         row = (
-            f"{name:<16}{PEER_INFO[name].hops:>4}{s.p50_us:>9.1f}{s.p99_us:>9.1f}"
+            f"{name:<{w}}{PEER_INFO[name].hops:>4}{s.p50_us:>9.1f}{s.p99_us:>9.1f}"
             f"{s.p999_us:>10.1f}{s.max_us:>10.1f}"
         )
         for base in BASELINES:
@@ -260,7 +261,7 @@ def format_table(result: RttResult) -> str:
             lines.append(f"vs. {_SHORT[base]}: n/a, because {base} was not run (see --peers).")
     for name in result.summaries:
         info = PEER_INFO[name]
-        lines += [f"{name:<16}{info.label}", f"{'':<16}payload: {info.payload}"]
+        lines += [f"{name:<{w}}{info.label}", f"{'':<{w}}payload: {info.payload}"]
     for name, t in result.twins().items():
         lines.append(
             f"{name} vs. {t.twin} (side by side): p50 {_ratio_text(t.p50)}, p99 "

@@ -9,8 +9,9 @@
   frontend and a DEALER backend, both bound.
 - ``nearloop-worker --connect EP [--curve CERT BROKER_CERT]``: a :class:`client.Worker`
   for service ``echo`` that returns the request's body and arrays.
-- ``flooder --connect EP --server-cert FILE --handshakes N --parallel P``: CURVE
-  handshakes with fresh random keys (:mod:`bench.auth_flood`), ``P`` at a time, each
+- ``flooder --connect EP --server-cert FILE --handshakes N --parallel P [--rate HZ]``:
+  CURVE handshakes with fresh random keys (:mod:`bench.auth_flood`), ``P`` at a time
+  and at most ``HZ`` a second, each
   socket closed once its monitor reports the handshake's end; prints READY, then
   ``DONE N REFUSED ACCEPTED CPU_NS`` when all are over (CPU_NS: its CPU time since READY), and
   exits.
@@ -153,8 +154,9 @@ _HANDSHAKE_ENDS: Final = {
 _HANDSHAKE_TIMEOUT_S: Final = 30.0
 
 
-def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int) -> None:
-    """Make ``handshakes`` CURVE handshakes with unknown keys, ``parallel`` at a time."""
+def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int, rate: float) -> None:
+    """Make ``handshakes`` CURVE handshakes with unknown keys, ``parallel`` at a time, and
+    no more than ``rate`` a second (0: as fast as they are refused)."""
     from zmq.auth import load_certificate
     from zmq.utils.monitor import recv_monitor_message
 
@@ -168,9 +170,14 @@ def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int) -
     for event in _HANDSHAKE_ENDS:
         events |= event
     _ready()
-    cpu0_ns = time.process_time_ns()
+    cpu0_ns, t0 = time.process_time_ns(), time.monotonic()
+    gap_s = 1 / rate if rate > 0 else 0.0
     while started < handshakes or open_:
-        while started < handshakes and len(open_) < parallel:
+        while (
+            started < handshakes
+            and len(open_) < parallel
+            and time.monotonic() >= t0 + started * gap_s
+        ):
             sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.reconnect_ivl = 60_000  # one handshake per socket: no retry before it closes
@@ -186,7 +193,8 @@ def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int) -
             sock.connect(connect)
             open_[monitor] = (sock, time.monotonic() + _HANDSHAKE_TIMEOUT_S)
             started += 1
-        for monitor, _ in poller.poll(1000):
+        due_s = t0 + started * gap_s - time.monotonic() if started < handshakes else 1.0
+        for monitor, _ in poller.poll(max(1, min(1000, int(due_s * 1000)))):
             outcome = _HANDSHAKE_ENDS.get(recv_monitor_message(monitor)["event"])
             if outcome is None:
                 continue
@@ -250,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     flood.add_argument("--server-cert", required=True)
     flood.add_argument("--handshakes", type=int, required=True)
     flood.add_argument("--parallel", type=int, required=True)
+    flood.add_argument("--rate", type=float, default=0.0)
     scrape = kinds.add_parser("scraper")
     scrape.add_argument("--url", required=True)
     scrape.add_argument("--interval-ms", type=int, default=1000)
@@ -276,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server_cert=args.server_cert,
             handshakes=args.handshakes,
             parallel=args.parallel,
+            rate=args.rate,
         )
     elif args.kind == "scraper":
         scraper(url=args.url, interval_ms=args.interval_ms)

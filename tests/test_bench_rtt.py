@@ -158,7 +158,7 @@ def test_every_peer_names_a_client_class_and_a_known_stack() -> None:
     """Adding a peer is one PeerInfo entry and one PeerClient class."""
     known_stacks = {
         None, "shm-floor", "direct", "proxy", "nearloop", "rpcq",
-        "direct-curve", "nearloop-curve", "nearloop-metrics",
+        "direct-curve", "nearloop-curve", "nearloop-curve-local", "nearloop-metrics",
     }  # fmt: skip
     for name, info in PEER_INFO.items():
         assert info.name == name and info.hops >= 0 and info.label and info.payload
@@ -180,7 +180,12 @@ def test_curve_and_metrics_peers_run_beside_their_twins(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out_json.read_text())
-    twins = {"direct-curve": "direct", "nearloop-curve": "nearloop", "nearloop-metrics": "nearloop"}
+    twins = {
+        "direct-curve": "direct",
+        "nearloop-curve": "nearloop",
+        "nearloop-curve-local": "nearloop",
+        "nearloop-metrics": "nearloop",
+    }
     assert set(doc["peers"]) == {"proxy", *twins, *twins.values()}
     for name, twin in twins.items():
         p, t = doc["peers"][name], doc["peers"][twin]
