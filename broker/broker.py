@@ -30,6 +30,7 @@ from broker.registry import (
     ERROR,
     EXPIRED,
     IN_FLIGHT,
+    LANE_OUTCOMES,
     LOST,
     MALFORMED_REASONS,
     OK,
@@ -346,8 +347,11 @@ class Broker:
         elif isinstance(msg, WorkerHeartbeat):
             if w is None:
                 self._unknown_worker(ident, msg.version)
-            elif msg.lanes_closed:
-                self._on_lanes_closed(w, msg.lanes_closed)
+            else:
+                if msg.lanes_closed:
+                    self._on_lanes_closed(w, msg.lanes_closed)
+                if msg.lane_replies is not None:
+                    self._on_lane_replies(w, msg.lane_replies)
         elif isinstance(msg, WorkerReady):
             self._on_ready(ident, w, msg, now)
         elif w is not None:  # WorkerDisconnect
@@ -631,6 +635,16 @@ class Broker:
             if sess is not None and sess.lane is not None:
                 self._forget_session(sess)
 
+    def _on_lane_replies(self, w: WorkerEntry, told: tuple[int, int]) -> None:
+        """Count the lane replies ``w`` sent since its last report; a report that went
+        back (it cannot, from a nearloop worker) is taken as the new start."""
+        ok, error = told
+        seen_ok, seen_error = w.lane_replies
+        counts = w.service.counts.lane_outcomes
+        counts[0] += max(0, ok - seen_ok)
+        counts[1] += max(0, error - seen_error)
+        w.lane_replies = told
+
     def _close_session(self, ident: bytes, msg: ClientRequest, header: Header) -> None:
         arg = header.body
         sid = arg.get("session") if isinstance(arg, dict) else None
@@ -730,6 +744,11 @@ class Broker:
             "requests": {
                 name.decode(): dict(zip(OUTCOMES, c.outcomes, strict=True))
                 for name, c in self.counts.by_name.items()
+            },
+            "lane_requests": {
+                name.decode(): dict(zip(LANE_OUTCOMES, c.lane_outcomes, strict=True))
+                for name, c in self.counts.by_name.items()
+                if any(c.lane_outcomes)
             },
         }
 

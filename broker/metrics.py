@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from broker.registry import OUTCOMES
+from broker.registry import LANE_OUTCOMES, OUTCOMES
 from client.metrics_export import histogram_family, new_registry
 
 if TYPE_CHECKING:
@@ -84,6 +84,17 @@ class BrokerCollector(Collector):
             for outcome, n in zip(OUTCOMES, list(c.outcomes), strict=True):
                 requests.add_metric([service, outcome], n)
         yield requests
+        lane = CounterMetricFamily(
+            "nearloop_lane_requests",
+            "Requests answered over shared-memory lanes, which never pass the broker, by "
+            "service and outcome (ok, error), as the workers' heartbeats report them: up to "
+            "one heartbeat interval behind.",
+            labels=["service", "outcome"],
+        )
+        for name, c in counts:
+            for outcome, n in zip(LANE_OUTCOMES, list(c.lane_outcomes), strict=True):
+                lane.add_metric([_label(name), outcome], n)
+        yield lane
         yield histogram_family(
             "nearloop_request_seconds",
             "Time from the broker's receipt of a request to its forwarding of the FINAL "

@@ -24,6 +24,8 @@ DONE: Final = 2
 
 OUTCOMES: Final = ("ok", "error", "expired", "refused", "lost", "redispatched")
 """The ``outcome`` label of ``nearloop_requests_total``, in the order of the indices below."""
+LANE_OUTCOMES: Final = ("ok", "error")
+"""The ``outcome`` label of ``nearloop_lane_requests_total``."""
 OK: Final = 0
 ERROR: Final = 1
 EXPIRED: Final = 2
@@ -86,11 +88,14 @@ class ServiceCounts:
     from the broker's receipt of each answered one to its forwarding of the FINAL. The loop
     only adds to them; the metrics exporter reads them from its own thread."""
 
-    __slots__ = ("latency", "outcomes")
+    __slots__ = ("lane_outcomes", "latency", "outcomes")
 
     def __init__(self) -> None:
         self.outcomes = [0] * len(OUTCOMES)
         self.latency = NsHistogram()
+        self.lane_outcomes = [0, 0]
+        """FINAL replies its workers sent on lanes, ok and error, as their heartbeats told
+        (lane requests never pass the broker)."""
 
 
 class CountsByService:
@@ -180,6 +185,7 @@ class WorkerEntry:
         "heartbeat_ns",
         "identity",
         "inflight",
+        "lane_replies",
         "last_seen_ns",
         "options",
         "pinned",
@@ -211,6 +217,8 @@ class WorkerEntry:
         self.ttl_ns = ttl_ns
         self.last_seen_ns = now_ns
         self.inflight: dict[bytes, Request] = {}
+        self.lane_replies = (0, 0)
+        """The FINAL replies it has sent on lanes (ok, error), as its last heartbeat said."""
         self.alive = True
         self.waiting = False
         self.sessions: dict[int, SessionEntry] = {}

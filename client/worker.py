@@ -85,6 +85,8 @@ class Reply(NamedTuple):
     to: BrokerRequest | LaneRequest
     final: bool
     body: list[Frame]
+    error: bool = False
+    """An error reply (the handler raised, or the request could not be read)."""
 
     def frames(self) -> list[Frame]:
         """The PARTIAL or FINAL a broker REQUEST gets (without the identity frame)."""
@@ -324,7 +326,7 @@ class WorkerState:
         req: BrokerRequest | LaneRequest, rid: int, err_type: str, message: str, tb: str | None
     ) -> Reply:
         hdr = encode_header(id=rid, kind=KIND_ERROR, error=ErrorInfo(err_type, message, tb))
-        return Reply(req, True, [hdr])
+        return Reply(req, True, [hdr], error=True)
 
 
 class Worker:
@@ -665,6 +667,8 @@ class Worker:
         hub = self.state.lanes
         assert hub is not None  # a lane request came through the hub
         to.lane.respond(to, reply.body, reply.final, hub.served(time.monotonic_ns()))
+        if reply.final:
+            hub.finals[reply.error] += 1
 
     def _serve_lanes(self, sock: zmq.Socket[bytes], hub: LaneHub) -> bool:
         """Handle every request waiting on the lanes (as one batch, for a batch handler);
@@ -723,10 +727,18 @@ class Worker:
     def _beat(self, sock: zmq.Socket[bytes], now_ns: int, flags: int = 0) -> None:
         """Send a HEARTBEAT and schedule the next. The caller holds ``_io_lock`` and has
         found one due (``now_ns >= _next_hb_ns``). The worker loop's own heartbeats tell
-        the broker which lane sessions it has freed."""
+        the broker which lane sessions it has freed, and how many lane requests it has
+        answered (PROTOCOL.md §3.10)."""
         hub = self.state.lanes
-        closed = hub.take_closed() if hub is not None and flags == 0 else ()
-        send_frames(sock, encode_worker_heartbeat(2, closed) if closed else self._heartbeat, flags)
+        closed: list[int] = []
+        finals: tuple[int, int] | None = None
+        if hub is not None and flags == 0:
+            closed, finals = hub.take_closed(), hub.take_finals()
+        if closed or finals is not None:
+            frames = encode_worker_heartbeat(2, closed, lane_replies=finals)
+        else:
+            frames = self._heartbeat
+        send_frames(sock, frames, flags)
         self._next_hb_ns = now_ns + self.options.heartbeat_ms * _MS
 
     def _heartbeat_while_busy(self) -> None:

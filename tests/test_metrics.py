@@ -345,6 +345,41 @@ def test_lanes_gauge(stack: Stack) -> None:
         gauge_is(broker.url, "nearloop_lanes", 0)
 
 
+@needs_lanes
+def test_requests_over_lanes_are_counted_from_the_workers_heartbeats(stack: Stack) -> None:
+    """Lane requests never pass the broker; their workers' heartbeats say how many they
+    answered, and the broker exports them apart, by outcome."""
+    broker = start_broker(stack)
+    stack.worker(broker.endpoint, "echo", *STEADY_WORKER)
+    wait_for_workers(broker.endpoint, "echo", 1)
+    with Client(broker.endpoint, timeout=20) as c, c.open_session("echo", lane="require") as s:
+        for i in range(7):
+            assert s.request({"op": "count"}).body["count"] == i + 1
+        for _ in range(2):
+            with pytest.raises(WorkerError):
+                s.request({"op": "fail"})
+
+    def lane_counts() -> list[float | None]:
+        families = scrape(broker.url)
+        return [
+            sample(families, "nearloop_lane_requests", "nearloop_lane_requests_total",
+                   service="echo", outcome=outcome)
+            for outcome in ("ok", "error")
+        ]  # fmt: skip
+
+    wait_until(lambda: lane_counts() == [7, 2], 20, "7 ok and 2 error lane requests counted")
+    families = scrape(broker.url)
+    # None of them went through the broker's queue (the session's open and close are not
+    # requests of the service).
+    for outcome in ("ok", "error"):
+        assert sample(
+            families, "nearloop_requests", "nearloop_requests_total", service="echo",
+            outcome=outcome,
+        ) in (None, 0)  # fmt: skip
+    with Client(broker.endpoint, timeout=10) as c:
+        assert c.broker_stats()["lane_requests"] == {"echo": {"ok": 7, "error": 2}}
+
+
 def _listening_tcp_ports(pid: int) -> set[int]:
     """The TCP ports process ``pid`` listens on (from /proc: its socket inodes)."""
     inodes = set()

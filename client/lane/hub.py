@@ -34,6 +34,9 @@ class LaneHub:
         """The worker polls its lanes until this time (the latest it told a client)."""
         self.closed_sessions: list[int] = []
         """Sessions whose lanes were freed since the broker was last told."""
+        self.finals = [0, 0]
+        """FINAL replies sent on the lanes since the worker started: ok, error."""
+        self._finals_told = (0, 0)
         self._waitset: Any = None
         self._guards: list[Any] = []
         self._fd: int | None = None
@@ -101,6 +104,15 @@ class LaneHub:
             self._guards.clear()
             self._waitset = None
             log.debug("lane %s freed (session %d)", lane.name, session)
+
+    def take_finals(self) -> tuple[int, int] | None:
+        """The lanes' FINAL replies so far (ok, error), if they changed since the last
+        call (for the next HEARTBEAT: the broker counts lane traffic it never sees)."""
+        finals = (self.finals[0], self.finals[1])
+        if finals == self._finals_told:
+            return None
+        self._finals_told = finals
+        return finals
 
     def take_closed(self) -> list[int]:
         """The sessions freed since the last call (for the next HEARTBEAT)."""

@@ -127,6 +127,8 @@ class WorkerHeartbeat(NamedTuple):
 
     version: int
     lanes_closed: tuple[int, ...] = ()
+    lane_replies: tuple[int, int] | None = None
+    """FINAL replies the worker has sent on its lanes since it started: ok, error."""
 
 
 class WorkerDisconnect(NamedTuple):
@@ -326,13 +328,23 @@ def encode_worker_reply(
     return [EMPTY, MDPW01, W1_REPLY, address, EMPTY, *body]
 
 
-def encode_worker_heartbeat(version: int, lanes_closed: Sequence[int] = ()) -> list[Frame]:
-    """HEARTBEAT, either direction; a worker's may list the lane sessions it has closed
-    (MDP/0.2 only, PROTOCOL.md §3.10)."""
+def encode_worker_heartbeat(
+    version: int,
+    lanes_closed: Sequence[int] = (),
+    *,
+    lane_replies: tuple[int, int] | None = None,
+) -> list[Frame]:
+    """HEARTBEAT, either direction; a worker's may list the lane sessions it has closed,
+    and count the FINAL replies it has sent on lanes (MDP/0.2 only, PROTOCOL.md §3.10)."""
     if version != 2:
         return [EMPTY, MDPW01, W1_HEARTBEAT]
+    options: dict[str, list[int]] = {}
     if lanes_closed:
-        return [MDPW02, W_HEARTBEAT, msgpack.packb({"lanes_closed": list(lanes_closed)})]
+        options["lanes_closed"] = list(lanes_closed)
+    if lane_replies is not None:
+        options["lane_replies"] = list(lane_replies)
+    if options:
+        return [MDPW02, W_HEARTBEAT, msgpack.packb(options)]
     return [MDPW02, W_HEARTBEAT]
 
 
@@ -414,7 +426,7 @@ def _parse_worker(version: int, frames: Sequence[Frame], at: int) -> PeerMessage
     if cmd == heartbeat:
         if n > at + 1 and version == 2:
             try:
-                return WorkerHeartbeat(version, parse_lanes_closed(frames[at + 1]))
+                return WorkerHeartbeat(version, *parse_heartbeat_options(frames[at + 1]))
             except ProtocolError:
                 pass  # RFC 18 has no frames here: a plain worker's extras are ignored
         return WorkerHeartbeat(version)
@@ -452,17 +464,27 @@ def parse_worker_options(frame: Frame) -> WorkerOptions:
         raise ProtocolError(f"bad READY options: {exc}") from exc
 
 
-def parse_lanes_closed(frame: Frame) -> tuple[int, ...]:
-    """The lane sessions a worker's HEARTBEAT says it has closed (PROTOCOL.md §3.10).
+def parse_heartbeat_options(frame: Frame) -> tuple[tuple[int, ...], tuple[int, int] | None]:
+    """What a worker's HEARTBEAT options say (PROTOCOL.md §3.10): the lane sessions it has
+    closed, and the FINAL replies it has sent on lanes (ok, error), if it counts them.
 
-    >>> parse_lanes_closed(msgpack.packb({"lanes_closed": [3, 4]}))
-    (3, 4)
-    >>> parse_lanes_closed(msgpack.packb({"lanes_closed": ["x"]}))
+    >>> parse_heartbeat_options(msgpack.packb({"lanes_closed": [3, 4]}))
+    ((3, 4), None)
+    >>> parse_heartbeat_options(msgpack.packb({"lane_replies": [7, 1]}))
+    ((), (7, 1))
+    >>> parse_heartbeat_options(msgpack.packb({"lanes_closed": ["x"]}))
     Traceback (most recent call last):
     ...
     client.wire.errors.ProtocolError: HEARTBEAT: lanes_closed must list at most 4096 session ids
     """
     raw = unpack(frame, "HEARTBEAT options")
+    replies = raw.get("lane_replies") if isinstance(raw, dict) else None
+    if replies is not None and not (
+        isinstance(replies, (list, tuple))
+        and len(replies) == 2
+        and all(type(n) is int and 0 <= n < 2**64 for n in replies)
+    ):
+        raise ProtocolError("HEARTBEAT: lane_replies must be two counts, ok and error")
     ids = raw.get("lanes_closed", ()) if isinstance(raw, dict) else None
     if (
         not isinstance(ids, (list, tuple))
@@ -472,7 +494,7 @@ def parse_lanes_closed(frame: Frame) -> tuple[int, ...]:
         raise ProtocolError(
             f"HEARTBEAT: lanes_closed must list at most {MAX_LANES_CLOSED} session ids"
         )
-    return tuple(ids)
+    return tuple(ids), None if replies is None else (replies[0], replies[1])
 
 
 def parse_broker_reply(frames: Sequence[Frame]) -> BrokerReply:
