@@ -17,7 +17,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import zmq
-from zmq.auth import load_certificate
 
 from bench.errors import BenchError, EchoMismatch
 from bench.rtt_config import PEER_INFO
@@ -25,6 +24,7 @@ from bench.rtt_floor import ATTACH, GO, OK, ShmMailbox, echo_into
 from bench.rtt_servers import ECHO_SERVICE, MDP_ECHO_SERVICE
 from client import AsyncClient, Client, Message
 from client.connection import DEFAULT_SPIN_US
+from client.wire.curve import apply_curve, load_curve
 from client.wire.transport import spin_recv
 
 _clock: Final = time.perf_counter_ns
@@ -73,13 +73,7 @@ class DealerClient(PeerClient):
         sock.linger = 0
         sock.rcvtimeo = int(REPLY_TIMEOUT_S * 1000)
         if curve is not None:
-            public, secret = load_certificate(curve[0])
-            server, _ = load_certificate(curve[1])
-            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (
-                public,
-                secret,
-                server,
-            )
+            apply_curve(sock, load_curve(curve))
         sock.connect(endpoint)
         self._sock = sock
         self._payload = payload

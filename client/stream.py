@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,7 @@ from client.messages import Message
 from client.session import LanePlan
 from client.stream_dispatch import Dispatcher, LaneSessionLike, Route
 from client.sync_client import Client
+from client.wire.curve import CurveSpec
 from client.wire.histogram import NsHistogram
 from client.wire.lanes import LaneMode, check_lane_mode
 
@@ -567,8 +568,13 @@ class Stream(StreamState):
       unless every worker of the service has a lane, and never uses the broker for
       blocks. :attr:`lanes` names the workers reached over a lane. :meth:`close` (or a
       ``with`` block) closes the lanes.
+    - ``client`` may be a broker's endpoint instead of a :class:`~client.Client`: the
+      stream then makes its own client, with ``curve=(client_cert, broker_public_key)``
+      for a CURVE broker, and closes it with the stream. A ``Client`` brings its own
+      keys, so ``curve=`` beside one is an error.
 
     >>> s = Stream(client, "decode", dem, window=32, deadline_us=1000)  # doctest: +SKIP
+    >>> s = Stream("tcp://qpu-node:5555", "decode", dem, curve=keys)     # doctest: +SKIP
     >>> seq = s.send(detections)                                         # doctest: +SKIP
     >>> for r in s.poll(timeout=1.0): ...                                # doctest: +SKIP
     """
@@ -577,7 +583,7 @@ class Stream(StreamState):
 
     def __init__(
         self,
-        client: Client,
+        client: Client | str,
         service: str,
         model: Any,
         *,
@@ -587,19 +593,27 @@ class Stream(StreamState):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_id: str | None = None,
         lane: LaneMode = "auto",
+        curve: CurveSpec | None = None,
     ) -> None:
-        super().__init__(
-            client,
-            service,
-            window=window,
-            deadline_us=deadline_us,
-            block_timeout=block_timeout,
-            max_attempts=max_attempts,
-            stream_id=stream_id,
-            lane=lane,
-        )
-        self.switch_model(model)
-        self._open_routes()
+        client, own = _client_of(Client, client, curve)
+        try:
+            super().__init__(
+                client,
+                service,
+                window=window,
+                deadline_us=deadline_us,
+                block_timeout=block_timeout,
+                max_attempts=max_attempts,
+                stream_id=stream_id,
+                lane=lane,
+            )
+            self.switch_model(model)
+            self._open_routes()
+        except BaseException:
+            if own is not None:
+                own.close()
+            raise
+        self._own: Client | None = own
 
     def _open_routes(self) -> None:
         """One lane session per co-located worker of the service (see the module)."""
@@ -621,8 +635,11 @@ class Stream(StreamState):
 
     def close(self) -> None:
         """Close the stream's lane sessions (their workers free the lanes). Results not
-        yet taken are dropped; the client stays open. Idempotent."""
+        yet taken are dropped; the client stays open, unless the stream made it from an
+        endpoint. Idempotent."""
         _close_quietly(self._sessions_open())
+        if self._own is not None:
+            self._own.close()
 
     def __enter__(self) -> Stream:
         return self
@@ -700,12 +717,15 @@ class AsyncStream(StreamState):
     >>> for r in await s.poll(timeout=1.0): ...                          # doctest: +SKIP
     """
 
+    _own: AsyncClient | None = None
+    """The client :meth:`open` made from an endpoint, which :meth:`close` closes."""
+
     client: AsyncClient
 
     @classmethod
     async def open(
         cls,
-        client: AsyncClient,
+        client: AsyncClient | str,
         service: str,
         model: Any,
         *,
@@ -715,21 +735,30 @@ class AsyncStream(StreamState):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         stream_id: str | None = None,
         lane: LaneMode = "auto",
+        curve: CurveSpec | None = None,
     ) -> AsyncStream:
         """A stream to ``service`` whose blocks use ``model`` (see :meth:`switch_model`),
-        over lanes where it can (``lane``, see :class:`Stream`)."""
-        stream = cls(
-            client,
-            service,
-            window=window,
-            deadline_us=deadline_us,
-            block_timeout=block_timeout,
-            max_attempts=max_attempts,
-            stream_id=stream_id,
-            lane=lane,
-        )
-        await stream.switch_model(model)
-        await stream._open_routes()
+        over lanes where it can (``lane``), on ``client`` or on its own client of an
+        endpoint (``curve``): see :class:`Stream`."""
+        client, own = _client_of(AsyncClient, client, curve)
+        try:
+            stream = cls(
+                client,
+                service,
+                window=window,
+                deadline_us=deadline_us,
+                block_timeout=block_timeout,
+                max_attempts=max_attempts,
+                stream_id=stream_id,
+                lane=lane,
+            )
+            stream._own = own
+            await stream.switch_model(model)
+            await stream._open_routes()
+        except BaseException:
+            if own is not None:
+                await own.close()
+            raise
         return stream
 
     async def _open_routes(self) -> None:
@@ -751,8 +780,10 @@ class AsyncStream(StreamState):
         await _aclose_quietly(extra)
 
     async def close(self) -> None:
-        """Close the stream's lane sessions; see :meth:`Stream.close`."""
+        """Close the stream's lane sessions (and its own client); see :meth:`Stream.close`."""
         await _aclose_quietly(self._sessions_open())
+        if self._own is not None:
+            await self._own.close()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -804,6 +835,24 @@ class AsyncStream(StreamState):
         self._after_receive()
         if self._to_close:
             await _aclose_quietly(self._take_lost())
+
+
+ClientT = TypeVar("ClientT", Client, AsyncClient)
+
+
+def _client_of(
+    kind: type[ClientT], client: ClientT | str, curve: CurveSpec | None
+) -> tuple[ClientT, ClientT | None]:
+    """The client a stream uses, and the same again if the stream made it for itself
+    from an endpoint (else None); ``curve`` goes only with an endpoint."""
+    if isinstance(client, str):
+        own = kind(client, curve=curve)
+        return own, own
+    if curve is not None:
+        raise ValueError(
+            "curve= goes with an endpoint: a client brings its own keys (Client(ep, curve=...))"
+        )
+    return client, None
 
 
 def _close_quietly(sessions: list[Any]) -> None:

@@ -174,6 +174,45 @@ def test_a_syndrome_stream_reaches_curve_decoders(
     assert s["blocks_decoded"] == 4 and s["blocks_failed"] == 0 and s["lost"] == 0
 
 
+@pytest.mark.timeout(150)
+def test_a_stream_made_from_an_endpoint_takes_curve_keys(
+    stack: Stack, broker: BrokerProc, keys: Keys
+) -> None:
+    """``Stream(endpoint, ..., curve=...)`` and ``AsyncStream.open`` make their own CURVE
+    client, and close it; beside a client, ``curve=`` is an error."""
+    from client import AsyncStream, Stream
+    from control_sim.qec.codes import CodeSpec
+    from control_sim.qec.source import SyndromeSampler
+
+    stack.server(
+        "-m", "decoders", "--connect", broker.endpoint, "--decoder", "pymatching",
+        "--curve", *keys.curve("worker"),
+    )  # fmt: skip
+    wait_for_workers(broker.endpoints[1], "decode", 1)
+    sampler = SyndromeSampler(CodeSpec("repetition", 3, 2, 0.01), seed=3)
+    blocks = [sampler.sample_block(50)[0] for _ in range(2)]
+    with Stream(broker.endpoint, "decode", sampler.dem, curve=keys.curve("alice")) as s:
+        for block in blocks:
+            s.send(block)
+        results = s.drain(60)
+        own = s.client
+    assert [r.seq for r in results] == [0, 1] and all(r.ok for r in results)
+    assert own._conn.sock is None  # the stream closed the client it made
+
+    async def via_async() -> int:
+        stream = await AsyncStream.open(
+            broker.endpoint, "decode", sampler.dem, curve=keys.curve("alice")
+        )
+        async with stream:
+            await stream.send(blocks[0])
+            return len(await stream.drain(60))
+
+    assert asyncio.run(via_async()) == 1
+    c = Client(broker.endpoint, timeout=10, curve=keys.curve("alice"))
+    with c, pytest.raises(ValueError, match="curve= goes with an endpoint"):
+        Stream(c, "decode", sampler.dem, curve=keys.curve("alice"))
+
+
 @pytest.mark.timeout(120)
 def test_the_qpu_worker_registers_with_a_key_for_qpu_only(
     stack: Stack, broker: BrokerProc, keys: Keys
