@@ -236,8 +236,12 @@ class Connection(Generic[CallT]):
         self._ids = itertools.count(1)
         ctx: zmq.Context[Any] = context or zmq.Context.instance()
         keys = None if curve is None else load_curve(curve)  # a bad key file fails here
+        # A routing id of its own keeps replies coming across a reconnect, where the broker
+        # hands the id over. A CURVE broker hands nothing over (PROTOCOL.md §1.2.1): there a
+        # reconnect that claimed the id while the broker still held the old connection
+        # would be parked for good, so the broker names each connection afresh.
         self.sock: zmq.Socket[bytes] | None = connect_dealer(
-            ctx, endpoint, stable_identity=True, curve=keys
+            ctx, endpoint, stable_identity=keys is None, curve=keys
         )
         """The socket; None once closed."""
 

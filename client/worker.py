@@ -481,9 +481,13 @@ class Worker:
 
     def _serve_connection(self) -> str:
         """One connection to the broker; returns why it ended."""
-        # A random routing id of our own, not one the broker numbers: another peer cannot
-        # guess it to claim this connection's id (PROTOCOL.md §1.2.1).
-        sock = connect_dealer(self._context, self.endpoint, stable_identity=True, curve=self._curve)
+        # A random routing id of our own, not one the broker numbers, so that no peer can
+        # guess it to claim this connection (the broker hands ids over). With CURVE the
+        # broker hands nothing over: there the broker names each connection, as a
+        # reconnect claiming an id still in use would be parked (PROTOCOL.md §1.2.1).
+        sock = connect_dealer(
+            self._context, self.endpoint, stable_identity=self._curve is None, curve=self._curve
+        )
         version = 2
         with self._io_lock:
             self._sock = sock

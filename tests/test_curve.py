@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import selectors
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -261,21 +264,108 @@ def test_a_client_key_sending_ready_gets_disconnect_and_no_request(
 def test_no_peer_takes_over_another_connection_by_claiming_its_routing_id(
     broker: BrokerProc, keys: Keys, echo_worker: WorkerThread, ctx: zmq.Context[Any]
 ) -> None:
-    """With CURVE the broker does not hand a routing id in use to a new connection: an
-    admitted peer that claims a client's id gets neither that client's replies nor the
-    chance to send as it, and the client goes on being served."""
+    """With CURVE the broker does not hand a routing id in use to a new connection. A
+    session's open names its worker's routing id to the client; an admitted peer that
+    claims it gets none of the worker's requests, and clients go on being served by the
+    real worker."""
     with Client(broker.endpoint, timeout=10, curve=keys.curve("alice")) as alice:
-        assert alice.request("echo", "before").body == "before"
-        alice_id = alice._conn.socket().getsockopt(zmq.ROUTING_ID)
+        with alice.open_session("echo", lane="off") as session:
+            worker_id = bytes.fromhex(session.worker)
         thief = ctx.socket(zmq.DEALER)
         thief.linger = 0
-        thief.setsockopt(zmq.ROUTING_ID, alice_id)
-        apply_curve(thief, load_curve(keys.curve("worker")))  # an admitted key
+        thief.setsockopt(zmq.ROUTING_ID, worker_id)
+        apply_curve(thief, load_curve(keys.curve("worker")))  # an admitted worker key
         thief.connect(broker.endpoint)
-        thief.send_multipart([MDPC02, b"\x01", b"echo", b"thief"])
+        thief.send_multipart([MDPW02, W_HEARTBEAT])  # as the worker would
         for i in range(20):
             assert alice.request("echo", i).body == i
-        assert not thief.poll(500), "the thief got a reply"
+        assert not thief.poll(500), "the thief got a request"
+
+
+class Forwarder:
+    """A TCP forwarder between peers and the broker, on a thread: it can drop the peers'
+    side of every connection (a reset, so they reconnect at once) while it keeps its own
+    connections to the broker open, as a network fault seen first by one end does."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.peer_of: dict[socket.socket, socket.socket] = {}
+        self.downstream: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        while not self.stopping:
+            for key, _ in self.sel.select(0.05):
+                with self.lock:
+                    self._step(key.fileobj)  # type: ignore[arg-type]
+
+    def _step(self, sock: socket.socket) -> None:
+        if sock is self.listener:
+            down, _ = sock.accept()
+            up = socket.create_connection(self.upstream)
+            self.peer_of[down], self.peer_of[up] = up, down
+            self.downstream.append(down)
+            self.sel.register(down, selectors.EVENT_READ)
+            self.sel.register(up, selectors.EVENT_READ)
+            return
+        other = self.peer_of.get(sock)
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data or other is None:
+            self._forget(sock)
+            return
+        other.sendall(data)
+
+    def _forget(self, sock: socket.socket) -> None:
+        self.sel.unregister(sock)
+        self.peer_of.pop(sock, None)
+        sock.close()
+
+    def drop_downstream(self) -> int:
+        """Reset every peer-side connection; keep the broker side open. Returns how many."""
+        with self.lock:
+            dropped = list(self.downstream)
+            self.downstream.clear()
+            for down in dropped:
+                up = self.peer_of.pop(down, None)
+                if up is not None:
+                    self.peer_of[up] = None  # type: ignore[assignment]  # keep it, deaf
+                down.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.sel.unregister(down)
+                down.close()
+            return len(dropped)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+        for sock in [*self.peer_of, self.listener]:
+            sock.close()
+
+
+def test_a_peer_that_reconnects_while_the_broker_holds_its_old_connection_is_served(
+    broker: BrokerProc, keys: Keys, echo_worker: WorkerThread
+) -> None:
+    """The peer's end of its connection is reset while the broker's end stays open, and
+    the peer reconnects at once: a CURVE broker, which hands no routing id over, must not
+    park the new connection (it did, for good, while clients kept their id)."""
+    host, port = broker.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    fwd = Forwarder((host, int(port)))
+    try:
+        with Client(f"tcp://127.0.0.1:{fwd.port}", timeout=10, curve=keys.curve("alice")) as c:
+            assert c.request("echo", "before").body == "before"
+            assert fwd.drop_downstream() == 1
+            assert c.request("echo", "after").body == "after"
+    finally:
+        fwd.close()
 
 
 def test_a_worker_key_for_one_service_may_register_for_that_one_only(
