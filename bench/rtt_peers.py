@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from bench.endpoints import free_port
 from bench.keys import BenchKeys
-from client.metrics_export import METRICS_LINE
-from control_sim.stack.processes import START_TIMEOUT_S, ServerGroup, wait_for_line
+from control_sim.stack.processes import ServerGroup
 
 _SERVERS: Final = "bench.rtt_servers"
 
@@ -95,12 +95,14 @@ def start_stack(
         return RunningStack(ep, tuple(pids), keys.client_curve())
     elif stack == "nearloop-metrics":
         ep = endpoint("broker-metrics")
-        broker = servers.start(
-            "metrics broker", ["-m", "broker", "--bind", ep, "--metrics-port", "0"]
-        )
-        url = wait_for_line(broker, METRICS_LINE, START_TIMEOUT_S, name="metrics broker").split()[1]
+        # A port chosen here, not read from the broker's METRICS line: that line comes just
+        # before READY, and a second wait on the same pipe could miss a READY line read
+        # into the pipe's buffer along with it.
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        broker_args = ["-m", "broker", "--bind", ep, "--metrics-port", str(port)]
         pids = [
-            broker.pid,
+            servers.start("metrics broker", broker_args).pid,
             start("metrics worker", "nearloop-worker", "--connect", ep),
             start("scraper", "scraper", "--url", url, "--interval-ms", str(SCRAPE_INTERVAL_MS)),
         ]

@@ -111,7 +111,15 @@ def scraper(*, url: str, interval_ms: int) -> None:
         with urllib.request.urlopen(url, timeout=10) as reply:
             return sum(1 for _ in text_string_to_metric_families(reply.read().decode()))
 
-    scrape()
+    deadline = time.monotonic() + _FIRST_SCRAPE_S
+    while True:  # the broker, started beside us, may not serve yet
+        try:
+            scrape()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # a retry interval: the endpoint gives no other signal
     _ready()
     while True:
         due = time.monotonic_ns() + interval_ms * 1_000_000
@@ -152,6 +160,8 @@ _HANDSHAKE_ENDS: Final = {
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "accepted",
 }
 _HANDSHAKE_TIMEOUT_S: Final = 30.0
+_FIRST_SCRAPE_S: Final = 30.0
+"""How long the scraper waits for the broker it scrapes to serve /metrics."""
 
 
 def flooder(*, connect: str, server_cert: str, handshakes: int, parallel: int, rate: float) -> None:

@@ -155,9 +155,15 @@ def wait_for_line(
     """
     if proc.stdout is None:
         raise ServerStartError(name, proc.pid, "has no stdout pipe")
+    # Read the pipe's file descriptor a byte at a time, up to each newline: a buffered
+    # readline would take the lines after this one into its buffer, where the next wait
+    # (a select on the descriptor) would not see them, as when a METRICS line and the
+    # READY line after it arrive together.
+    fd = proc.stdout.fileno()
+    line = bytearray()
     deadline = time.monotonic() + timeout_s
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -165,10 +171,15 @@ def wait_for_line(
                 raise ServerStartError(name, proc.pid, why)
             if not sel.select(left):
                 continue
-            line = proc.stdout.readline()
-            if not line:
+            byte = os.read(fd, 1)
+            if not byte:
                 status = proc.wait(STOP_TIMEOUT_S)
                 why = f"exited with {status} before printing {prefix!r}; see its stderr above"
                 raise ServerStartError(name, proc.pid, why)
-            if line.startswith(prefix):
-                return line.strip()
+            if byte != b"\n":
+                line += byte
+                continue
+            text = line.decode(errors="replace")
+            line.clear()
+            if text.startswith(prefix):
+                return text.strip()
