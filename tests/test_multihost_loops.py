@@ -248,7 +248,7 @@ def test_decoders_link_cut_mid_stream_loses_nothing(cluster: Cluster) -> None:
           f"retried {s['retried']}, duplicates dropped {s['duplicates_dropped']}; broker: "
           f"expired {stats['workers_expired']}, redispatched {stats['redispatched']}")  # fmt: skip
     assert stats["workers_expired"] == DECODER_WORKERS, stats
-    assert took_s < REREGISTER_TIMEOUT_S
+    assert stats["redispatched"] >= 1, stats  # blocks sent to the cut-off workers
 
 
 def test_driver_link_cut_briefly_both_loops_complete(cluster: Cluster) -> None:
@@ -256,7 +256,7 @@ def test_driver_link_cut_briefly_both_loops_complete(cluster: Cluster) -> None:
     blocks = 1200
     vqe, qec = cluster.vqe(vqe_out), cluster.qec(qec_out, blocks)
     under_way(cluster, "qpu", 30)
-    under_way(cluster, "decode", 100)
+    under_way(cluster, "decode", 50)
     partition(cluster, "driver", None)
     at_cut = cluster.stats()["requests"]
     v, q = finish(vqe, vqe_out), finish(qec, qec_out)
@@ -283,7 +283,7 @@ def test_driver_link_cut_past_its_timeouts_fails_cleanly(cluster: Cluster) -> No
     vqe = cluster.vqe(vqe_out, timeout_s=SHORT_TIMEOUT_S)
     qec = cluster.qec(qec_out, 1200, timeout_s=SHORT_TIMEOUT_S)
     under_way(cluster, "qpu", 30)
-    under_way(cluster, "decode", 100)
+    under_way(cluster, "decode", 50)
     cluster.hosts["driver"].link(up=False)
     t0 = time.monotonic()
     statuses = ended(vqe), ended(qec)
