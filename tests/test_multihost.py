@@ -10,6 +10,7 @@ hosts: tests/test_multihost_loops.py.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -66,3 +67,18 @@ def test_remote_worker_serves_and_a_partition_loses_nothing(
         stats = broker_stats(ipc_ep)
         assert stats["workers_expired"] == 1 and stats["redispatched"] == 1
         assert c.late_replies == 0
+
+
+def netns_names() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
+def test_the_namespaces_go_also_when_the_test_fails() -> None:
+    made: list[str] = []
+    with pytest.raises(RuntimeError, match="the body failed"), network("hub", "a", "b") as hosts:
+        made = [h.netns for h in hosts.values()]
+        assert set(made) <= netns_names()
+        hosts["a"].link(up=False)
+        raise RuntimeError("the body failed")
+    assert len(made) == 3 and not set(made) & netns_names()

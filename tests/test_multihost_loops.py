@@ -174,13 +174,13 @@ def ended(proc: subprocess.Popen[str]) -> int:
         return proc.wait(RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         stop_process(proc)
-        raise AssertionError(f"a driver hung past {RUN_TIMEOUT_S} s: {proc.args}") from None
+        raise AssertionError(f"a driver hung past {RUN_TIMEOUT_S} s: {proc.args!r}") from None
 
 
 def finish(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:
     """Wait (bounded) for a driver; its exit status must be 0; its JSON summary."""
     status = ended(proc)
-    assert status == 0, f"{proc.args} exited {status}: {out.with_suffix('.err').read_text()}"
+    assert status == 0, f"{proc.args!r} exited {status}: {out.with_suffix('.err').read_text()}"
     summary: dict[str, Any] = json.loads(out.read_text())
     return summary
 
