@@ -251,12 +251,23 @@ def test_decoders_link_cut_mid_stream_loses_nothing(cluster: Cluster) -> None:
     assert stats["redispatched"] >= 1, stats  # blocks sent to the cut-off workers
 
 
+def both_under_way(
+    c: Cluster, vqe_out: Path, qec_out: Path, blocks: int, timeout_s: float
+) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    """Start the stream, then the VQE once the stream is under way (the stream outlasts
+    it), and return once the VQE's loop is under way too."""
+    qec = c.qec(qec_out, blocks, timeout_s=timeout_s)
+    under_way(c, "decode", 50)
+    vqe = c.vqe(vqe_out, timeout_s=timeout_s)
+    under_way(c, "qpu", 30)
+    assert qec.poll() is None and vqe.poll() is None, "a driver ended before the cut"
+    return vqe, qec
+
+
 def test_driver_link_cut_briefly_both_loops_complete(cluster: Cluster) -> None:
     vqe_out, qec_out = cluster.stack.tmp / "vqe.json", cluster.stack.tmp / "qec.json"
     blocks = 1200
-    vqe, qec = cluster.vqe(vqe_out), cluster.qec(qec_out, blocks)
-    under_way(cluster, "qpu", 30)
-    under_way(cluster, "decode", 50)
+    vqe, qec = both_under_way(cluster, vqe_out, qec_out, blocks, DRIVER_TIMEOUT_S)
     partition(cluster, "driver", None)
     at_cut = cluster.stats()["requests"]
     v, q = finish(vqe, vqe_out), finish(qec, qec_out)
@@ -276,14 +287,13 @@ SHORT_TIMEOUT_S = 1.0
 
 def test_driver_link_cut_past_its_timeouts_fails_cleanly(cluster: Cluster) -> None:
     # The driver's link stays cut until both drivers have exited: each must give up
-    # within its bounds, saying why in one line, not hang. VQE: its call times out. The
-    # stream: its full window finds no room within the bound (WindowFull), which names
-    # the blocks in flight; it exits before their own timeouts could re-send them.
+    # within its bounds, saying why in one line, not hang. VQE: its call times out (the
+    # line printed is the session close's timeout, BrokerUnreachable, which replaces the
+    # call's RequestTimeout: see STATUS-netns.md). The stream: its full window finds no
+    # room within the bound (WindowFull), which names the blocks in flight; it exits
+    # before their own timeouts could re-send them.
     vqe_out, qec_out = cluster.stack.tmp / "vqe.json", cluster.stack.tmp / "qec.json"
-    vqe = cluster.vqe(vqe_out, timeout_s=SHORT_TIMEOUT_S)
-    qec = cluster.qec(qec_out, 1200, timeout_s=SHORT_TIMEOUT_S)
-    under_way(cluster, "qpu", 30)
-    under_way(cluster, "decode", 50)
+    vqe, qec = both_under_way(cluster, vqe_out, qec_out, 1200, SHORT_TIMEOUT_S)
     cluster.hosts["driver"].link(up=False)
     t0 = time.monotonic()
     statuses = ended(vqe), ended(qec)
