@@ -288,10 +288,10 @@ SHORT_TIMEOUT_S = 1.0
 def test_driver_link_cut_past_its_timeouts_fails_cleanly(cluster: Cluster) -> None:
     # The driver's link stays cut until both drivers have exited: each must give up
     # within its bounds, saying why in one line, not hang. VQE: its call times out (the
-    # line printed is the session close's timeout, BrokerUnreachable, which replaces the
-    # call's RequestTimeout: see STATUS-netns.md). The stream: its full window finds no
-    # room within the bound (WindowFull), which names the blocks in flight; it exits
-    # before their own timeouts could re-send them.
+    # line printed is the timeout of the session's close on the way out, which the client
+    # reports as BrokerUnreachable and which replaces the call's RequestTimeout). The
+    # stream: its full window finds no room within the bound (WindowFull), which names
+    # the blocks in flight; it exits before their own timeouts could re-send them.
     vqe_out, qec_out = cluster.stack.tmp / "vqe.json", cluster.stack.tmp / "qec.json"
     vqe, qec = both_under_way(cluster, vqe_out, qec_out, 1200, SHORT_TIMEOUT_S)
     cluster.hosts["driver"].link(up=False)
