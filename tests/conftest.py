@@ -8,10 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import zmq
@@ -58,12 +58,17 @@ def stop_process(
     return proc.returncode
 
 
-def spawn(args: list[str]) -> subprocess.Popen[str]:
-    """Start ``python -m ...`` from the repo root with line-buffered text stdout."""
+def spawn(
+    args: list[str], runner: Sequence[str] = (), stderr: IO[str] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``python -m ...`` from the repo root with line-buffered text stdout, under
+    ``runner`` if given (``ip netns exec NS``: :mod:`tests.netns`), its stderr to
+    ``stderr`` if given."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-    )
+        [*runner, sys.executable, *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )  # fmt: skip
 
 
 def run_module(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -110,11 +115,16 @@ class Stack:
         return "tcp://127.0.0.1:*"
 
     def broker(
-        self, transport: str = "ipc", *extra: str, binds: list[str] | None = None
+        self,
+        transport: str = "ipc",
+        *extra: str,
+        binds: list[str] | None = None,
+        runner: Sequence[str] = (),
     ) -> BrokerProc:
-        """Start a broker on one endpoint of ``transport``, or on every one of ``binds``."""
+        """Start a broker on one endpoint of ``transport``, or on every one of ``binds``
+        (under ``runner``, as :func:`spawn`)."""
         args = [a for ep in binds or [self.endpoint(transport)] for a in ("--bind", ep)]
-        proc = spawn(["-m", "broker", *args, *extra])
+        proc = spawn(["-m", "broker", *args, *extra], runner)
         self.procs.append(proc)
         line = wait_for_line(proc, "READY", START_TIMEOUT_S)
         return BrokerProc(proc, line.split()[1:])
@@ -122,9 +132,10 @@ class Stack:
     def worker(self, endpoint: str, service: str = "echo", *extra: str) -> subprocess.Popen[str]:
         return self.server("-m", "tests.peers.nl_worker", endpoint, service, *extra)
 
-    def server(self, *args: str) -> subprocess.Popen[str]:
-        """Start ``python ARGS`` (a worker, say) and wait for its READY line."""
-        proc = spawn(list(args))
+    def server(self, *args: str, runner: Sequence[str] = ()) -> subprocess.Popen[str]:
+        """Start ``python ARGS`` (a worker, say; under ``runner``, as :func:`spawn`) and
+        wait for its READY line."""
+        proc = spawn(list(args), runner)
         self.procs.append(proc)
         wait_for_line(proc, "READY", START_TIMEOUT_S, name=" ".join(args[:2]))
         return proc
