@@ -112,7 +112,7 @@ ${NL_READY_TIMEOUT_S} s; see $NL_JOB_DIR/$name-$t.err"
             sleep 0.2
         done
     done
-    echo "step $name ready ($tasks task(s))"
+    echo "step $name ready ($tasks task(s)) at ${SECONDS} s"
 }
 
 # nl_servers SRUN_OPTIONS...: the broker step, then the qpu worker's step, on the first
