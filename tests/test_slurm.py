@@ -211,3 +211,27 @@ def test_a_hetjob_is_accepted_and_its_steps_run_on_one_node(cluster: Cluster) ->
         every=0.2,
     )  # fmt: skip
     wait_until(lambda: cluster.state(second)[0] == "", 60, "the QPU's next job to run")
+
+
+def test_a_job_that_cannot_find_nearloop_fails_with_one_line(cluster: Cluster) -> None:
+    cluster.env["NEARLOOP"] = str(cluster.submit_dir / "no-such-nearloop")
+    try:
+        done = subprocess.run(
+            ["sbatch", "--parsable", "--wait", str(SLURM_DOCS / "nearloop.sbatch")],
+            env=cluster.env, cwd=cluster.submit_dir, capture_output=True, text=True,
+            timeout=JOB_TIMEOUT_S,
+        )  # fmt: skip
+    finally:
+        del cluster.env["NEARLOOP"]
+    assert done.returncode == 1
+    out = cluster.output(done.stdout.strip().split(";")[0])
+    assert out.startswith("error: nearloop not found: ") and out.count("\n") == 1, out
+
+
+def test_local_cluster_usage_errors_are_one_line() -> None:
+    for args in ([], ["up"], ["start", "/tmp/x"]):
+        done = subprocess.run(
+            [str(LOCAL_CLUSTER), *args], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 2 and done.stderr.startswith("error: usage: "), done.stderr
+        assert done.stderr.count("\n") == 1
