@@ -10,6 +10,7 @@ and the packages (``.ci/run`` installs them where it can); skips with the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,10 +90,13 @@ class Cluster:
         return self.submit_dir / f"nearloop-{job}"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    state = tmp_path_factory.mktemp("slurm") / "cluster"
-    submit_dir = tmp_path_factory.mktemp("jobs")
+@contextlib.contextmanager
+def local_cluster(tmp: Path, **settings: str) -> Iterator[Cluster]:
+    """A cluster from local-cluster.sh in ``tmp`` (its ``settings`` in the environment of
+    ``up``), taken down and removed at the end."""
+    state = tmp / "cluster"
+    submit_dir = tmp / "jobs"
+    submit_dir.mkdir()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}:/usr/sbin",
@@ -100,8 +104,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env.pop("SLURM_CONF", None)
     try:
         up = subprocess.run(
-            [str(LOCAL_CLUSTER), "up", str(state)], env=env, capture_output=True, text=True,
-            timeout=120,
+            [str(LOCAL_CLUSTER), "up", str(state)], env={**env, **settings},
+            capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         env["SLURM_CONF"] = str(state / "slurm.conf")
@@ -113,6 +117,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )  # fmt: skip
         assert down.returncode == 0, down.stdout + down.stderr
         assert not state.exists()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with local_cluster(tmp_path_factory.mktemp("slurm")) as c:
+        yield c
 
 
 def processes_naming(text: str) -> list[str]:
@@ -235,3 +245,26 @@ def test_local_cluster_usage_errors_are_one_line() -> None:
         )
         assert done.returncode == 2 and done.stderr.startswith("error: usage: "), done.stderr
         assert done.stderr.count("\n") == 1
+
+
+def test_a_job_given_a_gpu_runs_bp_gpu_decoders_on_it(tmp_path: Path) -> None:
+    """The decoders follow the allocation: a job given a GPU (here a stand-in, on which
+    nothing can run) starts bp-gpu with --gres=gpu:1, on CUDA only, so it fails loudly
+    rather than decoding on the CPU; without CuPy and a device it says which."""
+    with local_cluster(tmp_path, NL_FAKE_GPU="1") as gpu_cluster:
+        done = subprocess.run(
+            ["sbatch", "--parsable", "--wait", "--gpus-per-node=1",
+             str(SLURM_DOCS / "nearloop.sbatch")],
+            env=gpu_cluster.env, cwd=gpu_cluster.submit_dir, capture_output=True, text=True,
+            timeout=JOB_TIMEOUT_S,
+        )  # fmt: skip
+        job = done.stdout.strip().split(";")[0]
+        out = gpu_cluster.output(job)
+        assert "decoders: 2 x bp-gpu --gres=gpu:1" in out, out
+        if done.returncode != 0:  # no CUDA device behind the stand-in: one clear error
+            assert "error: bp-gpu: device 'cuda' is unavailable" in out, out
+            assert "error: step decoder ended before task 0 printed READY" in out, out
+        wait_until(
+            lambda: not processes_naming(str(gpu_cluster.job_dir(job))), GONE_TIMEOUT_S,
+            "the job's processes to exit", every=0.2,
+        )  # fmt: skip

@@ -13,7 +13,9 @@
 # are picked free at `up`, and job ids start at a random number (a job's broker port is
 # derived from its id; see nearloop.sbatch). The node claims NL_CPUS CPUs (default 8;
 # SlurmdParameters=config_overrides lets it claim more than it has), NL_MEM_MB of memory
-# (default 8192) and one qpu GRES (gres.conf beside this script).
+# (default 8192) and one qpu GRES (gres.conf beside this script). NL_FAKE_GPU=1 also gives
+# it a stand-in GPU GRES (File=/dev/null: nothing can run on it), to check how a job
+# picks its decoders when it is given a GPU.
 #
 # Exit status: 0 done; 1 a daemon did not come up (its log is printed); 2 usage.
 set -euo pipefail
@@ -52,6 +54,8 @@ write_conf() {
     node="$(hostname -s)"
     cpus="${NL_CPUS:-8}"
     mem="${NL_MEM_MB:-8192}"
+    local types=qpu gres=qpu:1
+    [[ "${NL_FAKE_GPU:-0}" == 1 ]] && { types=qpu,gpu; gres=qpu:1,gpu:1; }
     cat >"$dir/slurm.conf" <<EOF
 # Written by docs/slurm/local-cluster.sh: a one-node cluster that lives in $dir.
 ClusterName=nl$((RANDOM % 100000))
@@ -85,11 +89,13 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 SlurmdParameters=config_overrides
 KillWait=5
-GresTypes=qpu
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=qpu:1 State=UNKNOWN
+GresTypes=$types
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=$gres State=UNKNOWN
 PartitionName=nl Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
     cp "$here/gres.conf" "$dir/gres.conf"
+    [[ "${NL_FAKE_GPU:-0}" == 1 ]] && echo "Name=gpu File=/dev/null" >>"$dir/gres.conf"
+    return 0
 }
 
 up() {
