@@ -111,8 +111,10 @@ up() {
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     mkdir -p "$dir"/{munge,state,spool,run,log}
-    chmod 0700 "$dir" "$dir/munge"
+    # Users' sbatch reads slurm.conf and talks to munged's socket; the key is root's alone.
+    chmod 0755 "$dir" "$dir/munge"
     mungekey --create --keyfile="$dir/munge/munge.key" >/dev/null
+    chmod 0600 "$dir/munge/munge.key"
     # --force: the folders above DIR (/tmp) are world-writable, which munged would refuse.
     munged --force --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
         --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" \
@@ -140,7 +142,7 @@ down() {
     if [[ -e "$dir/slurm.conf" ]]; then
         # Jobs first, so that slurmd kills their steps while it still runs.
         export SLURM_CONF="$dir/slurm.conf"
-        scancel --quiet --full --user="$(id -un)" 2>/dev/null || true
+        scancel --quiet --partition=nl 2>/dev/null || true
         wait_until 30 "jobs still in the queue" no_jobs || true
     fi
     for name in slurmd slurmctld munged; do
