@@ -285,6 +285,7 @@ class Connection(Generic[CallT]):
         self._suspects: dict[int, CallT] = {}  # in flight at a drop, until the probe says
         self._instance: bytes | None = None  # the broker's, as mmi.instance last said
         self._probe: CallT | None = None
+        self._after_drop = False  # the probe in flight asks after a drop
         if self._stable_id:
             self._send_probe()  # which broker this is, to know a new one after a drop
 
@@ -439,6 +440,7 @@ class Connection(Generic[CallT]):
         # here (ROUTER_HANDOVER); a new one has lost the requests. Ask which broker it
         # is (``mmi.instance``): the calls in flight wait for the answer.
         self._suspects.update((c.id, c) for c in in_flight)
+        self._after_drop = True
         self._send_probe()
         return True
 
@@ -461,7 +463,8 @@ class Connection(Generic[CallT]):
             instance = bytes(outcome.body[1])
         before, self._instance = self._instance, instance
         suspects, self._suspects = self._suspects, {}
-        if suspects and (instance is None or instance != before):  # unknown: the worst
+        after_drop, self._after_drop = self._after_drop, False
+        if after_drop and (instance is None or instance != before):  # unknown: the worst
             self._broker_lost([c for c in suspects.values() if c.id in self.calls])
 
     def _broker_lost(self, in_flight: list[CallT]) -> None:
