@@ -270,8 +270,12 @@ class Connection(Generic[CallT]):
         # hands the id over. A CURVE broker hands nothing over (PROTOCOL.md §1.2.1): there a
         # reconnect that claimed the id while the broker still held the old connection
         # would be parked for good, so the broker names each connection afresh.
-        sock = connect_dealer(ctx, endpoint, stable_identity=keys is None, curve=keys)
-        self.watch = LinkWatch(sock, ctx)
+        sock, self.watch = LinkWatch.watching(
+            ctx,
+            lambda hook: connect_dealer(
+                ctx, endpoint, stable_identity=keys is None, curve=keys, before_connect=hook
+            ),
+        )
         """The socket's monitor: it says when the connection to the broker dropped."""
         self.sock: zmq.Socket[bytes] | None = sock
         """The socket; None once closed."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -31,11 +32,14 @@ _DROP: Final = int(zmq.EVENT_DISCONNECTED)
 _CONNECTED: Final = int(zmq.EVENT_CONNECTED)
 _UP: Final = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _ids = itertools.count(1)
+_Hook = Callable[[zmq.Socket[bytes]], None]
 
 
 class LinkWatch:
     """The monitor of one connecting socket: :meth:`take` reads what happened since the
-    last look.
+    last look. Make it before the socket connects (``connect_dealer(before_connect=)``,
+    :meth:`watching`): libzmq drops the events that come before the monitor's reader is
+    there, and a drop counts only after a handshake it saw.
 
     ``drops`` counts the connections that ended (``EVENT_DISCONNECTED``) after their ZMTP
     handshake had succeeded (one refused in its handshake, a CURVE key the broker does
@@ -56,6 +60,19 @@ class LinkWatch:
         self.connected = False
         self._up = False  # a handshake succeeded since the last drop
         self._sock = sock
+
+    @classmethod
+    def watching(
+        cls,
+        context: zmq.Context[Any],
+        connect: Callable[[Callable[[zmq.Socket[bytes]], None]], zmq.Socket[bytes]],
+    ) -> tuple[zmq.Socket[bytes], LinkWatch]:
+        """``connect(before_connect)`` makes and connects a socket (as
+        :func:`~client.wire.transport.connect_dealer` does); the socket, and its watch,
+        made before it connected."""
+        made: list[LinkWatch] = []
+        sock = connect(lambda s: made.append(cls(s, context)))
+        return sock, made[0]
 
     def pending(self) -> bool:
         """True if an event waits to be read (one ``getsockopt``; never blocks)."""

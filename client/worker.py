@@ -492,10 +492,16 @@ class Worker:
         # guess it to claim this connection (the broker hands ids over). With CURVE the
         # broker hands nothing over: there the broker names each connection, as a
         # reconnect claiming an id still in use would be parked (PROTOCOL.md §1.2.1).
-        sock = connect_dealer(
-            self._context, self.endpoint, stable_identity=self._curve is None, curve=self._curve
+        sock, watch = LinkWatch.watching(
+            self._context,
+            lambda hook: connect_dealer(
+                self._context,
+                self.endpoint,
+                stable_identity=self._curve is None,
+                curve=self._curve,
+                before_connect=hook,
+            ),
         )
-        watch = LinkWatch(sock, self._context)
         version = 2
         with self._io_lock:
             self._sock = sock

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import zmq
@@ -172,6 +172,7 @@ def connect_dealer(
     *,
     stable_identity: bool = False,
     curve: CurveKeys | None = None,
+    before_connect: Callable[[zmq.Socket[bytes]], None] | None = None,
 ) -> zmq.Socket[bytes]:
     """A configured DEALER connected to ``endpoint``: what clients and workers talk on.
 
@@ -189,5 +190,7 @@ def connect_dealer(
         sock.setsockopt(zmq.ROUTING_ID, b"nl" + os.urandom(8))
     if curve is not None:
         apply_curve(sock, curve)
+    if before_connect is not None:
+        before_connect(sock)  # a socket monitor, say: it must see the first connection
     sock.connect(endpoint)
     return sock
