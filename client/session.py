@@ -136,23 +136,24 @@ class SessionState:
         self._lane: SessionLane | None = None
         self._lanes: list[LaneRoute] = []  # the client's, once this session has a lane
         self._conn: Connection[Any] | None = None  # the client's, to see a drop
-        self._restarts_at_open = 0
+        self._drops_at_open = 0
 
     def _watch_link(self, conn: Connection[Any]) -> None:
         """Remember the client's connection, and how often it had dropped, at the open."""
         self._conn = conn
-        self._restarts_at_open = conn.restarts
+        self._drops_at_open = conn.drops
 
     @property
     def lost(self) -> bool:
-        """True once the client has found its broker's state gone since the session opened
-        (the connection dropped, and the broker is a new one): open a new session."""
+        """True once the client's connection to the broker has dropped since the session
+        opened: a session does not outlive its connection (the broker that held it may be
+        a new one, and a session over a lane cannot wait to find out). Open a new one."""
         conn = self._conn
         if conn is None or conn.sock is None:
             return False
         if conn.watch.pending():
             conn.check_link()
-        return conn.restarts != self._restarts_at_open
+        return conn.drops != self._drops_at_open
 
     def _take_lane(
         self, plan: LanePlan, reply: OpenReply, spin_ns: int, lanes: list[LaneRoute]
