@@ -8,7 +8,7 @@ has its own ``NEARLOOP_HOST_ID``, so no shared-memory lane crosses a namespace. 
 reads the broker's stats over its ipc endpoint, which is a file, not a network address.
 
 A cut link is a bridge port set down: no FIN, no RST, the packets vanish. Heartbeats are
-short (100 ms, liveness 3) so a partition is seen in bounded time; every other bound is
+short (200 ms, liveness 3) so a partition is seen in bounded time; every other bound is
 generous, for a busy two-core machine. Needs root and iproute2.
 """
 
@@ -39,8 +39,9 @@ from tests.netns import Host, needs_netns, network
 pytestmark = [pytest.mark.timeout(300), needs_netns]
 
 HOSTS = ("broker", "qpu", "decoders", "driver")
-HEARTBEAT_MS = 100
-"""Broker and workers: a partition is seen after 3 silent heartbeats (300 ms)."""
+HEARTBEAT_MS = 200
+"""Broker and workers: a partition is seen after 3 silent heartbeats (600 ms). 100 ms
+passed here too; 200 ms leaves a worker starved of CPU on a busy machine some margin."""
 DECODER_WORKERS = 2
 DRIVER_TIMEOUT_S = 30.0
 """Each driver's bound on one call or block: far above a cut's length."""
@@ -49,7 +50,8 @@ RUN_TIMEOUT_S = 200.0
 REREGISTER_TIMEOUT_S = 30.0
 """Bound on workers registering again once their link is back."""
 CUT_S = 1.0
-"""How long a link stays cut: ten heartbeats, enough for both sides to give up on it."""
+"""How long a link stays cut once the broker has expired its workers: five heartbeats,
+enough for the workers to give up on the broker too."""
 VQE_SEED = 7
 QEC = ("--code", "surface", "--distance", "3", "--rounds", "3", "--p", "0.001", "--seed", "7")
 QEC_BLOCK_SHOTS = 200
@@ -307,12 +309,9 @@ def test_driver_link_cut_past_its_timeouts_fails_cleanly(cluster: Cluster) -> No
           f"qec: {q_err[-1]!r}")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the VQE driver does not yet reopen a session lost with its worker "
-    "(branch h-restart builds it; PROTOCOL.md sessions fail with SessionLost)",
-)
 def test_qpu_link_cut_mid_vqe_the_vqe_completes(cluster: Cluster) -> None:
+    # The session pinned to the cut-off worker is lost with it; the VQE's QPU client
+    # reopens one on the worker once it is back, registers its circuit again, and goes on.
     out = cluster.stack.tmp / "vqe.json"
     vqe = cluster.vqe(out)
     under_way(cluster, "qpu", 30)
@@ -321,4 +320,6 @@ def test_qpu_link_cut_mid_vqe_the_vqe_completes(cluster: Cluster) -> None:
     print(f"qpu worker re-registered {took_s:.3f} s after the link came back")
     v = finish(vqe, out)
     assert_vqe_ok(v)
-    assert cluster.stats()["workers_expired"] == 1
+    stats = cluster.stats()
+    assert stats["workers_expired"] == 1, stats
+    assert stats["sessions_lost"] == 1 and stats["sessions_opened"] == 2, stats
