@@ -50,7 +50,7 @@ SEND_TIMEOUT_S: Final = 60.0
 """How long a send waits for room in a full window: longer than a broker restart takes."""
 
 
-class Samples:
+class LoopSamples:
     """Latencies with the time each was sent, and the failures, of one loop (one
     thread writes, the report reads after the thread has ended)."""
 
@@ -92,7 +92,7 @@ class _Loop:
         self.config = config
         self.stop = stop
         self.t0_ns = 0
-        self.samples = Samples()
+        self.samples = LoopSamples()
         self.error: str | None = None
         self._thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
 

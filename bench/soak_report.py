@@ -35,7 +35,7 @@ from bench.soak_config import P99_RATIO_GOAL, RSS_GROWTH_GOAL
 from bench.stats import LatencySummary
 
 if TYPE_CHECKING:
-    from bench.soak_loops import ParamLoop, Samples, StreamLoop
+    from bench.soak_loops import ParamLoop, StreamLoop
 
 LOOPS: Final = ("requests", "reaction")
 """The two latencies: a qpu request's round trip, and a block's reaction time."""
@@ -250,11 +250,6 @@ def kill_spikes(
     return out
 
 
-def _samples_of(s: Samples) -> tuple[FloatArray, IntArray]:
-    sent, lat = s.arrays()
-    return sent, lat
-
-
 def build_report(
     *,
     config: dict[str, Any],
@@ -269,7 +264,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON document of one run."""
     window_s, margin_s = config["window_s"], config["kill_margin_s"]
-    samples = {"requests": _samples_of(param.samples), "reaction": _samples_of(stream.samples)}
+    samples = {"requests": param.samples.arrays(), "reaction": stream.samples.arrays()}
     failed = {
         "requests": np.asarray(param.samples.failed_s, dtype=np.float64),
         "reaction": np.asarray(stream.samples.failed_s, dtype=np.float64),
