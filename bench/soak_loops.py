@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections import Counter
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from bench.soak_config import SoakConfig
 from client import BlockResult, Client, NearloopError, Stream
@@ -52,11 +54,16 @@ SEND_TIMEOUT_S: Final = 60.0
 
 class LoopSamples:
     """Latencies with the time each was sent, and the failures, of one loop (one
-    thread writes, the report reads after the thread has ended)."""
+    thread writes, the report reads after the thread has ended).
+
+    The samples are kept as raw 8-byte numbers (:mod:`array`), 16 bytes per request or
+    block, not as Python objects (~80): this process's RSS is among those the soak
+    watches, and at the default pace a 30-minute run keeps ~216,000 samples, ~3.5 MB.
+    """
 
     def __init__(self) -> None:
-        self.sent_s: list[float] = []
-        self.latency_ns: list[int] = []
+        self.sent_s = array("d")
+        self.latency_ns = array("q")
         self.failed_s: list[float] = []
         self.errors: Counter[str] = Counter()
         self.first_errors: list[str] = []
@@ -73,13 +80,15 @@ class LoopSamples:
         if len(self.first_errors) < 10:
             self.first_errors.append(f"at {sent_s:.1f} s: {type(error).__name__}: {error}")
 
-    def arrays(
-        self,
-    ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.int64]]]:
-        """(sent seconds, latency ns) as arrays."""
-        return np.asarray(self.sent_s, dtype=np.float64), np.asarray(
-            self.latency_ns, dtype=np.int64
-        )
+    @property
+    def answered(self) -> int:
+        """How many were answered."""
+        return len(self.latency_ns)
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """(sent seconds, latency ns) as numpy arrays (copies)."""
+        sent = np.frombuffer(self.sent_s, dtype=np.float64).copy()
+        return sent, np.frombuffer(self.latency_ns, dtype=np.int64).copy()
 
 
 class _Loop:

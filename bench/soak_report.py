@@ -271,7 +271,7 @@ def build_report(
     }
     intervals = kill_intervals(events, margin_s)
     rows = windows(samples, duration_s, window_s, intervals)
-    answered = len(param.samples.latency_ns)
+    answered = param.samples.answered
     blocks: dict[str, Any] = dict(stream.counts())
     requests = {
         "sent": param.sent,
