@@ -250,8 +250,8 @@ def add_soak_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--kill-margin-s", type=float, default=c.DEFAULT_KILL_MARGIN_S,
-        help="the p99 view 'excluding kills' leaves out samples sent from each kill to this "
-        "long after its replacement's READY (both views are reported)",
+        help="the p99 view 'excluding kills' leaves out the samples in flight at any moment "
+        "from each kill to this long after its replacement's READY (both views are reported)",
     )  # fmt: skip
     p.add_argument(
         "--request-period-ms", type=float, default=c.DEFAULT_REQUEST_PERIOD_MS,

@@ -44,8 +44,8 @@ class SoakConfig:
     broker_kill_at: float = DEFAULT_BROKER_KILL_AT
     """Fraction of the run at which the broker is SIGKILLed (and restarted)."""
     kill_margin_s: float = DEFAULT_KILL_MARGIN_S
-    """The "excluding kills" view leaves out samples sent from each kill to this long
-    after its replacement's READY."""
+    """The "excluding kills" view leaves out the samples in flight at any moment from
+    each kill to this long after its replacement's READY."""
     request_period_ms: float = DEFAULT_REQUEST_PERIOD_MS
     block_period_us: int = DEFAULT_BLOCK_PERIOD_US
     distance: int = DEFAULT_DISTANCE

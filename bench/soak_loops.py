@@ -65,6 +65,7 @@ class LoopSamples:
         self.sent_s = array("d")
         self.latency_ns = array("q")
         self.failed_s: list[float] = []
+        self.failed_after_ns: list[int] = []
         self.errors: Counter[str] = Counter()
         self.first_errors: list[str] = []
 
@@ -73,9 +74,10 @@ class LoopSamples:
         self.sent_s.append(sent_s)
         self.latency_ns.append(latency_ns)
 
-    def failed(self, sent_s: float, error: BaseException) -> None:
-        """One request or block that ended with ``error``."""
+    def failed(self, sent_s: float, after_ns: int, error: BaseException) -> None:
+        """One request or block that ended with ``error``, ``after_ns`` after it was sent."""
         self.failed_s.append(sent_s)
+        self.failed_after_ns.append(after_ns)
         self.errors[type(error).__name__] += 1
         if len(self.first_errors) < 10:
             self.first_errors.append(f"at {sent_s:.1f} s: {type(error).__name__}: {error}")
@@ -84,6 +86,12 @@ class LoopSamples:
     def answered(self) -> int:
         """How many were answered."""
         return len(self.latency_ns)
+
+    def failures(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """(sent seconds, ns until the failure) of the failures, as numpy arrays."""
+        return np.asarray(self.failed_s, dtype=np.float64), np.asarray(
+            self.failed_after_ns, dtype=np.int64
+        )
 
     def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
         """(sent seconds, latency ns) as numpy arrays (copies)."""
@@ -163,7 +171,7 @@ class ParamLoop(_Loop):
             try:
                 self._qpu.estimate(self._circuit, params)
             except NearloopError as exc:
-                self.samples.failed(self._since_start_s(t1), exc)
+                self.samples.failed(self._since_start_s(t1), time.perf_counter_ns() - t1, exc)
             else:
                 self.samples.ok(self._since_start_s(t1), time.perf_counter_ns() - t1)
             next_ns = max(next_ns + period_ns, time.perf_counter_ns())
@@ -228,7 +236,8 @@ class StreamLoop(_Loop):
 
     def counts(self) -> dict[str, int]:
         """The stream's counters over the run (the warm-up's taken off), and its
-        largest backlog and the clock's late ticks."""
+        largest backlog and the clock's late ticks (released behind schedule: the
+        window was full)."""
         now, warm = self._counts(), self.warmup
         out = {k: now[k] - warm[k] for k in now}
         assert self.stream is not None
@@ -236,13 +245,18 @@ class StreamLoop(_Loop):
         out["late_ticks"] = self.clock.late_ticks
         return out
 
+    @property
+    def slip_max_ms(self) -> float:
+        """How far behind its schedule the clock released a tick at worst, in ms."""
+        return self.clock.slip_us_max / 1000.0
+
     def _take(self, results: list[BlockResult]) -> None:
         for r in results:
             sent_s = self._since_start_s(r.emitted_ns)
             if r.error is None:
                 self.samples.ok(sent_s, r.reaction_ns)
             else:
-                self.samples.failed(sent_s, r.error)
+                self.samples.failed(sent_s, r.reaction_ns, r.error)
 
     def _run(self) -> None:
         stream = self.stream

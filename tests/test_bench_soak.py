@@ -110,13 +110,17 @@ def test_windows_and_p99_exclude_the_kill_interval() -> None:
     lat = rng.integers(900, 1100, sent.size).astype(np.int64) * 1000
     spike = (sent >= 15) & (sent < 17)
     lat[spike] = 50_000_000  # a kill's spike, 50 ms
+    before = int(np.searchsorted(sent, 14.5))
+    lat[before] = 4_000_000_000  # sent before the kill, answered 4 s later: the kill's too
     intervals = kill_intervals([{"at_s": 15.0, "ready_s": 16.0}], margin_s=1.0)
     assert intervals == [(15.0, 17.0)]
     rows = windows({"requests": (sent, lat), "reaction": (sent, lat)}, 30.0, 10.0, intervals)
     assert [w["kills_inside"] for w in rows] == [[], [0], []]
     assert sum(w["requests"]["n"] for w in rows) == sent.size
-    assert rows[1]["requests"]["max"] == pytest.approx(50_000)
-    assert rows[1]["requests_excluding_kills"]["max"] < 1100
+    assert rows[1]["requests"]["max"] == pytest.approx(4_000_000)
+    kept = rows[1]["requests_excluding_kills"]
+    assert kept["max"] < 1100
+    assert kept["n"] == rows[1]["requests"]["n"] - int(spike.sum()) - 1
     p = p99_goal(rows)
     assert p["met"] and not p["met_all_samples"]
     assert p["all"]["requests"]["worst"] > 40
