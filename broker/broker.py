@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from typing import Any, Final
 
@@ -69,6 +70,7 @@ from client.wire import (
     MDPC02,
     MDPW01,
     MDPW02,
+    MMI_INSTANCE,
     MMI_NOT_FOUND,
     MMI_NOT_IMPLEMENTED,
     MMI_OK,
@@ -137,6 +139,8 @@ class Broker:
 
     def __init__(self, config: BrokerConfig, context: zmq.Context[Any] | None = None) -> None:
         self.config = config
+        self.instance = os.urandom(8).hex().encode()
+        """This broker's instance id (``mmi.instance``): a restarted broker has a new one."""
         self._own_context = context is None
         self.context: zmq.Context[Any] = context or zmq.Context()
         sock: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
@@ -467,6 +471,8 @@ class Broker:
             reply: list[Frame] = [status, *echo]
         elif msg.service == MMI_STATS:
             reply = [MMI_OK, msgpack.packb(self.snapshot()), *echo]
+        elif msg.service == MMI_INSTANCE:
+            reply = [MMI_OK, self.instance, *echo]
         else:
             reply = [MMI_NOT_IMPLEMENTED, *echo]
         self._send([ident, *encode_client_reply(msg.version, True, msg.service, reply)])

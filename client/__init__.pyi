@@ -4,6 +4,7 @@ from .async_client import AsyncSession as AsyncSession
 from .async_client import run as run
 from .errors import BadBlock as BadBlock
 from .errors import BadModel as BadModel
+from .errors import BrokerLost as BrokerLost
 from .errors import BrokerShutdown as BrokerShutdown
 from .errors import BrokerUnreachable as BrokerUnreachable
 from .errors import ClientClosed as ClientClosed
@@ -17,6 +18,7 @@ from .errors import RemoteError as RemoteError
 from .errors import RemotePayloadTooLarge as RemotePayloadTooLarge
 from .errors import RequestTimeout as RequestTimeout
 from .errors import ServiceUnavailable as ServiceUnavailable
+from .errors import SessionBrokerLost as SessionBrokerLost
 from .errors import SessionLost as SessionLost
 from .errors import UnknownModel as UnknownModel
 from .errors import UnknownSession as UnknownSession

@@ -136,6 +136,7 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         )
         sock = self._conn.socket()
         self._fd = cast(int, sock.getsockopt(zmq.FD))
+        self._link_fd = cast(int, self._conn.watch.monitor.getsockopt(zmq.FD))
         self._items = poll_items(sock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._received = 0  # messages taken off the socket, for receive()
@@ -151,13 +152,15 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         *arrays: npt.NDArray[Any],
         timeout: float | None = None,
         on_partial: Callable[[Message], None] | None = None,
+        idempotent: bool = False,
     ) -> Message:
-        """Send a request and await its final reply. Raises RemoteError or RequestTimeout.
+        """Send a request and await its final reply. Raises RemoteError or RequestTimeout,
+        or BrokerLost (``idempotent`` as for :meth:`submit`).
 
         ``on_partial`` is called with each PARTIAL reply (MDP/0.2) that comes first; without
         it they are counted in ``partials_ignored``.
         """
-        call = self._conn.submit(self, service, body, arrays, timeout)
+        call = self._submit(service, body, arrays, timeout, idempotent=idempotent)
         call.on_partial = self._ignore_partial if on_partial is None else on_partial
         if call._outcome is None:
             await self._wait(call)
@@ -172,13 +175,16 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         body: Any = None,
         *arrays: npt.NDArray[Any],
         timeout: float | None = None,
+        idempotent: bool = False,
     ) -> AsyncPendingReply:
         """Send a request without waiting; ``await`` its :meth:`~AsyncPendingReply.result`.
 
         As :meth:`Client.submit <client.Client.submit>`: large arrays go without a copy,
-        and every request submitted is retired by its result or by ``abandon()``.
+        every request submitted is retired by its result or by ``abandon()``, and one in
+        flight when the connection to the broker drops fails with
+        :class:`~client.errors.BrokerLost` unless ``idempotent`` (then it is sent again).
         """
-        return self._submit(service, body, arrays, timeout)
+        return self._submit(service, body, arrays, timeout, idempotent=idempotent)
 
     def _submit(
         self,
@@ -187,8 +193,10 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         arrays: tuple[npt.NDArray[Any], ...],
         timeout: float | None,
         session: int | None = None,
+        *,
+        idempotent: bool = False,
     ) -> AsyncPendingReply:
-        call = self._conn.submit(self, service, body, arrays, timeout, session)
+        call = self._conn.submit(self, service, body, arrays, timeout, session, idempotent)
         # ZMQ_FD is edge-triggered, and a send can consume the read edge of a reply that is
         # already here. The caller may not wait here, so if one is, have the loop read it.
         loop = self._loop
@@ -253,6 +261,7 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         loop = self._loop or self._attach()
         seen = self._received
         self._on_readable()
+        self._on_link()
         if self._received != seen:
             return True
         if spin and self._conn.spin_ns:
@@ -288,8 +297,9 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
             if call._outcome is not None:
                 return
         # ZMQ_FD is edge-triggered: a send or a poll can consume the read edge, so look
-        # once more before sleeping on it.
+        # once more before sleeping on it (and on the monitor's).
         self._on_readable()
+        self._on_link()
         if call._outcome is not None:
             return
         conn.socket()  # closed while spinning: ClientClosed
@@ -326,8 +336,17 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
     def _attach(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._fd, self._on_readable)
+        loop.add_reader(self._link_fd, self._on_link)
         self._loop = loop
         return loop
+
+    def _on_link(self) -> None:
+        """The socket's monitor has news: on a drop, the calls in flight through the broker
+        fail with BrokerLost (their waiters wake) or go again."""
+        conn = self._conn
+        if conn.sock is not None and conn.watch.pending() and conn.check_link():
+            for fut in self._receivers:
+                _wake(fut)
 
     def _on_readable(self) -> None:
         conn = self._conn
@@ -337,8 +356,8 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         items = self._items
         n = 0
         while poll(items, 0):
-            conn.deliver(recv_frames(sock, 0, 4))
-            n += 1
+            if conn.deliver(recv_frames(sock, 0, 4)):
+                n += 1
         if n:
             self._received += n
             for fut in self._receivers:
@@ -351,6 +370,7 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
             return
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
+            self._loop.remove_reader(self._link_fd)
         conn.close()
         for call in conn.calls.values():
             if call._future is not None:
@@ -392,6 +412,7 @@ class AsyncSession(SessionState):
         msg = await client.request(OPEN_SERVICE, open_body(service, plan.ask), timeout=timeout)
         reply = read_open_reply(msg)
         session = cls(client, reply.session, reply.service, reply.worker)
+        session._watch_link(client._conn)
         try:
             session._take_lane(plan, reply, client._conn.spin_ns, client._conn.lanes)
         except LaneUnavailable:
@@ -419,6 +440,8 @@ class AsyncSession(SessionState):
     async def close(self, *, timeout: float | None = None) -> None:
         """Tell the broker to forget the session. Idempotent; the worker is not told, so
         end any long request of the session first."""
+        if self._close_lost():
+            return
         body = self._close_body()
         if body is not None:
             try:

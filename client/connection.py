@@ -22,18 +22,22 @@ import numpy.typing as npt
 import zmq
 
 from client.errors import (
+    BrokerLost,
     BrokerUnreachable,
     ClientClosed,
     ProtocolError,
     RemoteError,
     RequestTimeout,
+    SessionBrokerLost,
     remote_error,
 )
+from client.link import LinkWatch
 from client.messages import Message
 from client.wire import (
     KIND_ERROR,
     KIND_REPLY,
     KIND_REQUEST,
+    MMI_INSTANCE,
     MMI_OK,
     MMI_PREFIX,
     MMI_SERVICE,
@@ -55,7 +59,7 @@ from client.wire import (
 )
 from client.wire.curve import CurveSpec, load_curve
 from client.wire.trace import NO_HOSTS, mark_traced, read_hosts
-from client.wire.transport import connect_dealer, send_frames
+from client.wire.transport import connect_dealer, recv_frames, send_frames
 
 DEFAULT_SPIN_US: Final = 1000
 """How long a waiting client polls for a reply before it sleeps in the kernel: long
@@ -74,10 +78,13 @@ TTL_SHARE: Final = 0.9
 _NS: Final = 1_000_000_000
 _MMI_SERVICE: Final = MMI_SERVICE.decode()
 _MMI_STATS: Final = MMI_STATS.decode()
+_MMI_INSTANCE: Final = MMI_INSTANCE.decode()
 _MODEL_PUT: Final = NL_MODEL_PUT.decode()
 _MODEL_GET: Final = NL_MODEL_GET.decode()
 _BROKER_PREFIXES: Final = (MMI_PREFIX.decode(), NL_PREFIX.decode())
 _SESSION: Final = NL_SESSION.decode()
+_MMI_PREFIX: Final = MMI_PREFIX.decode()
+_MODEL_PREFIX: Final = "nl.model."
 
 
 def answered_by_broker(service: str) -> bool:
@@ -88,6 +95,17 @@ def answered_by_broker(service: str) -> bool:
     [True, True, False, False]
     """
     return service.startswith(_BROKER_PREFIXES) and service != _SESSION
+
+
+def idempotent_by_nature(service: str) -> bool:
+    """True for the broker's own services that are safe to send twice, and so are re-sent
+    after a broker restart without being asked: ``mmi.*`` (read-only) and the model store
+    (a model is stored under its content's hash).
+
+    >>> [idempotent_by_nature(s) for s in ("mmi.stats", "nl.model.put", "nl.session.open")]
+    [True, True, False]
+    """
+    return service.startswith((_MMI_PREFIX, _MODEL_PREFIX))
 
 
 class _Owner(Protocol):
@@ -129,7 +147,9 @@ class Call:
         "deadline_ns",
         "id",
         "on_done",
+        "resend",
         "service",
+        "session",
         "timeout",
     )
 
@@ -144,6 +164,11 @@ class Call:
         self.on_done: Callable[[Self], None] | None = None
         """Called, while the client receives, when the final reply (or error) arrives."""
         self._lane: LaneRoute | None = None  # set when it travels on a session's lane
+        self.resend: list[Frame] | None = None
+        """The request's frames, kept when it is idempotent: sent again if the connection
+        to the broker drops while it is in flight."""
+        self.session: int | None = None
+        """The session it was sent in, through the broker."""
 
     @property
     def done(self) -> bool:
@@ -232,6 +257,11 @@ class Connection(Generic[CallT]):
         """Replies that could not be decoded, and were dropped."""
         self.trace = False
         """Whether requests ask the broker for its timestamps (PROTOCOL.md §3.2.2)."""
+        self.resent = 0
+        """Idempotent requests sent again because the connection dropped while they were
+        in flight."""
+        self.lost_in_flight = 0
+        """Requests failed with :class:`~client.errors.BrokerLost` at a drop."""
         self._call_type = call_type
         self._ids = itertools.count(1)
         ctx: zmq.Context[Any] = context or zmq.Context.instance()
@@ -240,10 +270,29 @@ class Connection(Generic[CallT]):
         # hands the id over. A CURVE broker hands nothing over (PROTOCOL.md §1.2.1): there a
         # reconnect that claimed the id while the broker still held the old connection
         # would be parked for good, so the broker names each connection afresh.
-        self.sock: zmq.Socket[bytes] | None = connect_dealer(
-            ctx, endpoint, stable_identity=keys is None, curve=keys
-        )
+        sock = connect_dealer(ctx, endpoint, stable_identity=keys is None, curve=keys)
+        self.watch = LinkWatch(sock, ctx)
+        """The socket's monitor: it says when the connection to the broker dropped."""
+        self.sock: zmq.Socket[bytes] | None = sock
         """The socket; None once closed."""
+        self.restarts = 0
+        """How many times this client found its broker's state gone after a drop (a new
+        broker, or, with CURVE, a new connection the broker does not know): the calls in
+        flight then failed or went again, and the sessions opened before are lost."""
+        self.owner: Any = None
+        """The client this connection serves (its probes are that client's calls)."""
+        self._stable_id = keys is None
+        self._suspects: dict[int, CallT] = {}  # in flight at a drop, until the probe says
+        self._instance: bytes | None = None  # the broker's, as mmi.instance last said
+        self._probe: CallT | None = None
+        self._after_drop = False  # the probe in flight asks after a drop
+        if self._stable_id:
+            self._send_probe()  # which broker this is, to know a new one after a drop
+
+    @property
+    def drops(self) -> int:
+        """How many times the connection to the broker dropped (and ZeroMQ reconnected)."""
+        return self.watch.drops
 
     # --- building requests (pure) ------------------------------------------------------
 
@@ -308,11 +357,18 @@ class Connection(Generic[CallT]):
         arrays: Sequence[npt.NDArray[Any]],
         timeout: float | None,
         session: int | None = None,
+        idempotent: bool = False,
     ) -> CallT:
-        """Send a request for ``client``; returns its call, registered."""
+        """Send a request for ``client``; returns its call, registered. An ``idempotent``
+        request is sent again if the connection to the broker drops while it is in flight;
+        any other fails with :class:`~client.errors.BrokerLost` then."""
         t = self.timeout_of(timeout)
         rid, frames = self.build(service, body, arrays, t, session)
-        return self._send(self._call_type(client, rid, service, t), frames)
+        call = self._call_type(client, rid, service, t)
+        call.session = session
+        if idempotent or idempotent_by_nature(service):
+            call.resend = frames
+        return self._send(call, frames)
 
     def new_call(self, client: _Owner, service: str, timeout: float | None) -> CallT:
         """A call with a fresh request id, not yet sent nor registered (a lane sends it)."""
@@ -324,7 +380,9 @@ class Connection(Generic[CallT]):
         """Send an MMI request (``mmi.service``, ``mmi.stats``)."""
         t = self.timeout_of(timeout)
         rid, frames = self.build_mmi(service, argument)
-        return self._send(self._call_type(client, rid, service, t), frames)
+        call = self._call_type(client, rid, service, t)
+        call.resend = frames  # read-only: safe to send again
+        return self._send(call, frames)
 
     def submit_service_query(self, client: _Owner, service: str, timeout: float | None) -> CallT:
         """Ask whether ``service`` has workers (``mmi.service``); see :func:`service_status`."""
@@ -348,9 +406,87 @@ class Connection(Generic[CallT]):
 
     def _send(self, call: CallT, frames: list[Frame]) -> CallT:
         sock = self.socket()
+        if self.watch.pending():  # a drop before this send fails the calls sent before it
+            self.check_link()
         self.calls[call.id] = call
         send_frames(sock, frames)
         return call
+
+    # --- the connection to the broker --------------------------------------------------
+
+    def check_link(self) -> bool:
+        """Read the socket's monitor; True if the connection to the broker dropped since
+        the last look. Then every call in flight through the broker has lost its reply
+        (the broker that held it is gone): an idempotent one is sent again (ZeroMQ queues
+        it until the connection is back), any other fails with
+        :class:`~client.errors.BrokerLost` (a session's with
+        :class:`~client.errors.SessionBrokerLost`). Calls on a lane are not touched."""
+        drops, _ups = self.watch.take()
+        if not drops:
+            return False
+        sock = self.socket()
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # what came before the drop
+            self.deliver(recv_frames(sock, zmq.NOBLOCK, 4))
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            self.forget(probe)  # its answer went with the connection; ask again
+        in_flight = list(self.calls.values())
+        if not self._stable_id:
+            # With CURVE the broker names each connection: replies to the old one are
+            # lost whether or not the broker is new.
+            self._broker_lost(in_flight)
+            return True
+        # A stable routing id: a broker that outlived the drop still routes the replies
+        # here (ROUTER_HANDOVER); a new one has lost the requests. Ask which broker it
+        # is (``mmi.instance``): the calls in flight wait for the answer.
+        self._suspects.update((c.id, c) for c in in_flight)
+        self._after_drop = True
+        self._send_probe()
+        return True
+
+    def _send_probe(self) -> None:
+        rid, frames = self.build_mmi(_MMI_INSTANCE, b"")
+        self._probe = call = self._call_type(self.owner, rid, _MMI_INSTANCE, self.default_timeout)
+        call.on_done = self._on_probe
+        self.calls[call.id] = call
+        send_frames(self.socket(), frames)
+
+    def _on_probe(self, probe: Call) -> None:
+        """The broker answered ``mmi.instance``. After a drop, a broker other than the one
+        before it is new: the calls in flight at the drop have lost their replies."""
+        if probe is not self._probe:
+            return
+        self._probe = None
+        outcome = probe.outcome
+        instance = None  # no answer, or an older broker without mmi.instance
+        if isinstance(outcome, Message) and len(outcome.body) >= 2 and outcome.body[0] == MMI_OK:
+            instance = bytes(outcome.body[1])
+        before, self._instance = self._instance, instance
+        suspects, self._suspects = self._suspects, {}
+        after_drop, self._after_drop = self._after_drop, False
+        if after_drop and (instance is None or instance != before):  # unknown: the worst
+            self._broker_lost([c for c in suspects.values() if c.id in self.calls])
+
+    def _broker_lost(self, in_flight: list[CallT]) -> None:
+        """The broker's state is gone: re-send the idempotent calls, fail the others."""
+        self.restarts += 1
+        sock = self.socket()
+        now = time.monotonic_ns()
+        for call in in_flight:
+            frames = call.resend
+            if frames is not None:
+                if call.deadline_ns > now:  # past it, its wait raises RequestTimeout
+                    send_frames(sock, frames)
+                    self.resent += 1
+                continue
+            self.calls.pop(call.id, None)
+            self.lost_in_flight += 1
+            call._on_final(self._lost_error(call))
+
+    def _lost_error(self, call: Call) -> BrokerLost:
+        if call.session is not None:
+            return SessionBrokerLost(self.endpoint, call.service, call.id, call.session)
+        return BrokerLost(self.endpoint, call.service, call.id)
 
     # --- receiving ---------------------------------------------------------------------
 
@@ -377,28 +513,32 @@ class Connection(Generic[CallT]):
         hosts = read_hosts(body[0]) if self.trace else NO_HOSTS
         return header.id, Message(header, arrays, not reply.final, received_ns, hosts)
 
-    def deliver(self, frames: list[Frame]) -> None:
+    def deliver(self, frames: list[Frame]) -> bool:
         """Decode one reply and hand it to its call: a PARTIAL to ``_on_partial``, a final
         reply or error to ``_on_final``, after which the call is no longer in flight. A
-        reply for no call in flight is counted late, an undecodable one malformed."""
+        reply for no call in flight is counted late, an undecodable one malformed. False
+        only for the answer to the connection's own ``mmi.instance`` probe, which no
+        caller waits for."""
         received_ns = time.monotonic_ns()
         try:
             rid, outcome = self.decode(frames, received_ns)
         except ProtocolError:
             self.malformed_replies += 1  # an undecodable reply cannot be matched: drop it
-            return
+            return True
         if isinstance(outcome, Message) and outcome.partial:
             call = self.calls.get(rid)
             if call is None:
                 self.late_replies += 1
             else:
                 call._on_partial(outcome)
-            return
+            return True
         done = self.calls.pop(rid, None)
         if done is None:
             self.late_replies += 1
-        else:
-            done._on_final(outcome)
+            return True
+        probe = done is self._probe
+        done._on_final(outcome)
+        return not probe
 
     def deliver_lanes(self) -> bool:
         """Hand every reply waiting on the client's lanes to its call; True if any. When
@@ -431,6 +571,7 @@ class Connection(Generic[CallT]):
         for lane in lanes:
             lane.close()
         if self.sock is not None:
+            self.watch.close()
             self.sock.close(linger=0)
             self.sock = None
 
@@ -443,6 +584,7 @@ class ClientBase(Generic[CallT]):
     def __init__(self, conn: Connection[CallT]) -> None:
         self.endpoint = conn.endpoint
         self._conn = conn
+        conn.owner = self
 
     @property
     def spin_us(self) -> int:

@@ -7,6 +7,8 @@
   has one class, looked up by :func:`remote_error`.
 - Waits that end without a reply: :class:`RequestTimeout` (and its
   :class:`BrokerUnreachable`), :class:`WindowFull`, and :class:`ClientClosed`.
+- :class:`BrokerLost`: the connection to the broker dropped while a request was in flight
+  through it (a broker restart); for a session's request it is a :class:`SessionLost` too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from client.wire.header import (
 __all__ = [
     "BadBlock",
     "BadModel",
+    "BrokerLost",
     "BrokerShutdown",
     "BrokerUnreachable",
     "ClientClosed",
@@ -43,6 +46,7 @@ __all__ = [
     "RemotePayloadTooLarge",
     "RequestTimeout",
     "ServiceUnavailable",
+    "SessionBrokerLost",
     "SessionLost",
     "UnknownModel",
     "UnknownSession",
@@ -233,6 +237,43 @@ class BrokerUnreachable(RequestTimeout):
         self.service = service
         self.request_id = request_id
         self.timeout = timeout
+
+
+class BrokerLost(NearloopError):
+    """The client's connection to the broker dropped (the broker was killed or restarted,
+    or the connection was reset) while this request was in flight through it, and the
+    caller did not declare the request idempotent, so it was not sent again: it may or may
+    not have run. An ``idempotent=True`` request is re-sent instead (PROTOCOL.md §3.11).
+
+    >>> e = BrokerLost("ipc:///tmp/nl.sock", "qpu", 7)
+    >>> print(str(e)[:62])
+    request 7 to service 'qpu' may or may not have run: the connec
+    """
+
+    def __init__(self, endpoint: str, service: str, request_id: int) -> None:
+        NearloopError.__init__(
+            self,
+            f"request {request_id} to service {service!r} may or may not have run: the "
+            f"connection to the broker at {endpoint} dropped while it was in flight "
+            "(pass idempotent=True to have it re-sent)",
+        )
+        self.endpoint = endpoint
+        self.service = service
+        self.request_id = request_id
+
+
+class SessionBrokerLost(BrokerLost, SessionLost):
+    """A session's request in flight when the connection to the broker dropped: the
+    session (the broker's state) went with the broker. It is both a :class:`BrokerLost`
+    and a :class:`SessionLost`: open a new session."""
+
+    def __init__(self, endpoint: str, service: str, request_id: int, session: int) -> None:
+        BrokerLost.__init__(self, endpoint, service, request_id)
+        self.type = ERR_SESSION_LOST
+        self.message = f"session {session}: {self}; open a new session"
+        self.traceback = None
+        self.session = session
+        self.args = (self.message,)
 
 
 class WindowFull(NearloopError, TimeoutError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
-from client.connection import LaneRoute
-from client.errors import ClientClosed, LaneUnavailable, ProtocolError
+from client.connection import Connection, LaneRoute
+from client.errors import ClientClosed, LaneUnavailable, ProtocolError, SessionLost
 from client.lane.support import lane_support_missing
 from client.messages import Message
 from client.wire import NL_SESSION, NL_SESSION_CLOSE, NL_SESSION_OPEN
@@ -114,6 +114,12 @@ class SessionState:
     fails every request of the session, in flight or sent later, with
     :class:`~client.errors.SessionLost` as soon as it notices (within the worker's
     ``liveness`` heartbeats); a request never waits past its own timeout either.
+
+    A session is the broker's state: if the client's connection to the broker drops (the
+    broker restarted), the session is lost with it. Its requests in flight through the
+    broker fail with :class:`~client.errors.SessionBrokerLost` (a ``SessionLost``), and
+    any request sent later raises :class:`~client.errors.SessionLost` without being sent:
+    open a new session. Closing a lost session only frees its lane.
     """
 
     def __init__(self, session_id: int, service: str, worker: str) -> None:
@@ -129,6 +135,25 @@ class SessionState:
         """Why the session has no lane, if it asked for one."""
         self._lane: SessionLane | None = None
         self._lanes: list[LaneRoute] = []  # the client's, once this session has a lane
+        self._conn: Connection[Any] | None = None  # the client's, to see a drop
+        self._drops_at_open = 0
+
+    def _watch_link(self, conn: Connection[Any]) -> None:
+        """Remember the client's connection, and how often it had dropped, at the open."""
+        self._conn = conn
+        self._drops_at_open = conn.drops
+
+    @property
+    def lost(self) -> bool:
+        """True once the client's connection to the broker has dropped since the session
+        opened: a session does not outlive its connection (the broker that held it may be
+        a new one, and a session over a lane cannot wait to find out). Open a new one."""
+        conn = self._conn
+        if conn is None or conn.sock is None:
+            return False
+        if conn.watch.pending():
+            conn.check_link()
+        return conn.drops != self._drops_at_open
 
     def _take_lane(
         self, plan: LanePlan, reply: OpenReply, spin_ns: int, lanes: list[LaneRoute]
@@ -172,6 +197,22 @@ class SessionState:
     def _check_open(self) -> None:
         if self.closed:
             raise ClientClosed(f"session {self.id} on {self.service!r} is closed")
+        if self.lost:
+            endpoint = "" if self._conn is None else f" at {self._conn.endpoint}"
+            raise SessionLost(
+                f"session {self.id}: the connection to the broker{endpoint} dropped (a "
+                "broker restart?) and the session went with it; open a new session",
+                service=self.service,
+            )
+
+    def _close_lost(self) -> bool:
+        """For a lost session: mark it closed and free its lane, without asking the broker
+        (which no longer knows it). True if it was lost."""
+        if self.closed or not self.lost:
+            return False
+        self.closed = True
+        self._drop_lane()
+        return True
 
     def _close_body(self) -> dict[str, Any] | None:
         """Mark the session closed; the body of the ``nl.session.close`` request to send,

@@ -35,6 +35,7 @@ from client.async_client import AsyncClient
 from client.connection import Call
 from client.errors import (
     BadBlock,
+    BrokerLost,
     BrokerShutdown,
     LaneUnavailable,
     NearloopError,
@@ -42,6 +43,7 @@ from client.errors import (
     RequestTimeout,
     ServiceUnavailable,
     SessionLost,
+    UnknownModel,
     WindowFull,
     WorkerLost,
 )
@@ -63,7 +65,7 @@ clock_ns: Final = time.perf_counter_ns
 DEFAULT_WINDOW: Final = 64
 DEFAULT_BLOCK_TIMEOUT_S: Final = 5.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
-_RETRIABLE: Final = (WorkerLost, BrokerShutdown, SessionLost)
+_RETRIABLE: Final = (WorkerLost, BrokerShutdown, SessionLost, BrokerLost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,11 @@ class StreamStats:
     lost); ``lane_sent`` and ``broker_sent`` count every attempt by the way it went, and
     ``lane_decoded`` and ``broker_decoded`` the blocks decoded by the way their result
     came; ``lanes_lost`` counts lane workers that died or left mid-stream.
+
+    After a broker restart: ``reconnects`` counts the restarts the stream saw (its
+    client found the broker's state gone), ``resent`` the blocks sent again because
+    their broker went (these are not counted against ``max_attempts``), and
+    ``models_restored`` the models stored again in the new broker.
     """
 
     sent: int = 0
@@ -119,6 +126,9 @@ class StreamStats:
     lane_decoded: int = 0
     broker_decoded: int = 0
     lanes_lost: int = 0
+    reconnects: int = 0
+    resent: int = 0
+    models_restored: int = 0
 
     @property
     def lost(self) -> int:
@@ -133,6 +143,7 @@ class _Block:
     emitted_ns: int
     model: str
     attempts: int = 0
+    broker_lost: int = 0  # attempts lost with their broker: not counted against the limit
     call: Call | None = None
     route: Route | None = None
 
@@ -214,6 +225,8 @@ class StreamState:
         self._waiting: deque[_Block] = deque()  # sent by the producer, with no route yet
         self._filling = False
         self._to_close: list[LaneSessionLike] = []  # sessions of lost lanes, to close
+        self._model_texts: dict[str, bytes] = {}  # every model stored, to store again
+        self._restarts_seen = client._conn.restarts
 
     # --- the routes -----------------------------------------------------------------
 
@@ -283,6 +296,7 @@ class StreamState:
     def _use_model(self, model: Any, model_hash: str) -> str:
         """Blocks sent from now on carry ``model_hash``, the stored hash of ``model``."""
         self.model_hash = model_hash
+        self._model_texts[model_hash] = _model_text(model)
         n = getattr(model, "num_detectors", None)
         self.num_detectors = int(n) if n is not None else None
         if self._next_seq:
@@ -348,7 +362,38 @@ class StreamState:
             if block.seq in self._inflight:
                 self._complete(block, None, error, {})
 
+    def _restore_after_restart(self) -> None:
+        """If the client found its broker restarted since the last look, store the
+        stream's models in the new broker (whose store is empty) before any block goes
+        out: the puts go first on the same socket, so the broker holds the models before
+        a worker can ask it for one."""
+        conn = self.client._conn
+        if conn.restarts == self._restarts_seen:
+            return
+        self.stats.reconnects += conn.restarts - self._restarts_seen
+        self._restarts_seen = conn.restarts
+        self._put_models_again()
+
+    def _put_models_again(self) -> None:
+        conn = self.client._conn
+        for text in self._model_texts.values():
+            _h, call = conn.submit_model_put(self.client, text, self.block_timeout)
+            call.on_done = self._on_model_restored
+            self.stats.models_restored += 1
+
+    def _on_model_restored(self, call: Call) -> None:
+        if not isinstance(call.outcome, Message):
+            log.warning("stream %s: storing a model again failed: %s", self.id, call.outcome)
+
     def _send_on(self, route: Route, block: _Block) -> None:
+        self._restore_after_restart()
+        if route.session is not None and route.session.lost:
+            # The lane's session went with the broker: the block goes another way.
+            if self._dispatch.lose(route, "its session went with a restarted broker"):
+                self.stats.lanes_lost += 1
+                self._to_close.append(route.session)
+            self._waiting.appendleft(block)
+            return
         block.attempts += 1
         body = syndrome_block.request_body(
             self.id, block.seq, block.model, emitted_ns=block.emitted_ns
@@ -482,7 +527,15 @@ class StreamState:
             return
         if call is not block.call and not isinstance(outcome, Message):
             return  # an attempt already superseded failed; the block's latest goes on
-        if isinstance(outcome, _RETRIABLE):
+        if isinstance(outcome, BrokerLost):
+            block.broker_lost += 1
+            self.stats.resent += 1
+            self._retry_or_fail(block, outcome)
+        elif isinstance(outcome, UnknownModel) and block.model in self._model_texts:
+            # A new broker's store is empty: store the models again, then the block.
+            self._put_models_again()
+            self._retry_or_fail(block, outcome)
+        elif isinstance(outcome, _RETRIABLE):
             self._retry_or_fail(block, outcome)
         elif isinstance(outcome, Message):
             try:
@@ -503,7 +556,7 @@ class StreamState:
             self._complete(block, None, ProtocolError(f"block {seq}: {outcome!r}"), {})
 
     def _retry_or_fail(self, block: _Block, error: NearloopError) -> None:
-        if block.attempts >= self.max_attempts:
+        if block.attempts - block.broker_lost >= self.max_attempts:
             if block.call is not None and block.call.id in self._attempts:
                 self._supersede(block.call)
             self._complete(block, None, error, {})

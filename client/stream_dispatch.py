@@ -35,6 +35,9 @@ class LaneSessionLike(Protocol):
     lane: Transport
     closed: bool
 
+    @property
+    def lost(self) -> bool: ...
+
     def submit(self, body: Any = None, *arrays: Any, timeout: float | None = None) -> Any: ...
 
     def check_lane(self) -> bool: ...

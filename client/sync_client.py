@@ -32,9 +32,8 @@ from client.session import (
 )
 from client.wire.curve import CurveSpec
 from client.wire.lanes import LaneMode
-from client.wire.transport import recv_by, recv_frames, spin_recv, yield_cpu
+from client.wire.transport import recv_by, recv_frames, spin_recv, wait_readable, yield_cpu
 
-_RCVTIMEO: Final = int(zmq.RCVTIMEO)
 _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
 _NOBLOCK: Final = int(zmq.NOBLOCK)
@@ -95,7 +94,6 @@ class Client(ClientBase[PendingReply]):
                 curve=curve,
             )
         )
-        self._rcvtimeo_ms = -1
 
     def submit(
         self,
@@ -103,6 +101,7 @@ class Client(ClientBase[PendingReply]):
         body: Any = None,
         *arrays: npt.NDArray[Any],
         timeout: float | None = None,
+        idempotent: bool = False,
     ) -> PendingReply:
         """Send a request without waiting.
 
@@ -110,8 +109,13 @@ class Client(ClientBase[PendingReply]):
         reply has arrived. Call :meth:`PendingReply.result` on every request submitted
         (or :meth:`PendingReply.abandon` it): a timed-out request stays in flight, and
         its late reply is delivered to it, until then.
+
+        If the connection to the broker drops while the request is in flight (a broker
+        restart), its reply is lost with the broker: the request fails with
+        :class:`~client.errors.BrokerLost`, unless ``idempotent`` says it may run twice;
+        then it is sent again once the connection is back, within its own timeout.
         """
-        return self._conn.submit(self, service, body, arrays, timeout)
+        return self._conn.submit(self, service, body, arrays, timeout, idempotent=idempotent)
 
     def request(
         self,
@@ -119,9 +123,12 @@ class Client(ClientBase[PendingReply]):
         body: Any = None,
         *arrays: npt.NDArray[Any],
         timeout: float | None = None,
+        idempotent: bool = False,
     ) -> Message:
-        """Send a request and wait for its reply (seconds; default: the client's timeout)."""
-        return self._conn.submit(self, service, body, arrays, timeout).result()
+        """Send a request and wait for its reply (seconds; default: the client's timeout);
+        ``idempotent`` as for :meth:`submit`."""
+        conn = self._conn
+        return conn.submit(self, service, body, arrays, timeout, idempotent=idempotent).result()
 
     def open_session(
         self, service: str, *, lane: LaneMode = "auto", timeout: float | None = None
@@ -171,11 +178,19 @@ class Client(ClientBase[PendingReply]):
         if conn.lanes:
             return self._receive_with_lanes(timeout, spin)
         until_ns = time.monotonic_ns() + int(timeout * 1e9)
-        frames = recv_by(conn.socket(), until_ns, conn.spin_ns if spin else 0, 4)
-        if frames is None:
-            return False
-        conn.deliver(frames)
-        return True
+        sock, watch = conn.socket(), conn.watch
+        spin_ns = conn.spin_ns if spin else 0
+        while True:
+            frames = recv_by(sock, until_ns, spin_ns, 4, watch.monitor)
+            if frames is not None:
+                if conn.deliver(frames):
+                    return True
+                continue  # the connection's own probe: no caller's reply
+            if watch.pending() and conn.check_link():
+                return True  # the calls in flight failed (or went again)
+            if time.monotonic_ns() >= until_ns:
+                return False
+            spin_ns = 0
 
     def _receive_with_lanes(self, timeout: float, spin: bool) -> bool:
         """:meth:`receive` for a client with lanes: the lanes cannot wake a thread that
@@ -191,8 +206,9 @@ class Client(ClientBase[PendingReply]):
                 if conn.deliver_lanes():
                     return True
                 if int(sock.getsockopt(_EVENTS)) & _POLLIN:
-                    conn.deliver(recv_frames(sock, _NOBLOCK, 4))
-                    return True
+                    if conn.deliver(recv_frames(sock, _NOBLOCK, 4)):
+                        return True
+                    continue
                 if time.monotonic_ns() >= spin_end:
                     break
                 yield_cpu()
@@ -202,9 +218,10 @@ class Client(ClientBase[PendingReply]):
             now = time.monotonic_ns()
             slice_end = min(until_ns, now + int(LANE_RECEIVE_SLICE_S * 1e9))
             frames = recv_by(sock, slice_end, 0, 4)
-            if frames is not None:
-                conn.deliver(frames)
+            if frames is not None and conn.deliver(frames):
                 return True
+            if conn.watch.pending() and conn.check_link():
+                return True  # the calls in flight failed (or went again)
             if time.monotonic_ns() >= until_ns:
                 return conn.deliver_lanes()
 
@@ -222,21 +239,17 @@ class Client(ClientBase[PendingReply]):
                 if frames is None:
                     break
                 conn.deliver(frames)
+        watch = conn.watch
         while call._outcome is None:
             left_ns = call.deadline_ns - time.monotonic_ns()
             if left_ns <= 0:
                 raise conn.timed_out(call)
-            # A blocking receive bounded by RCVTIMEO costs less than poll + receive;
-            # the option is set only when the bound changes (rarely, in a loop).
-            timeout_ms = -(-left_ns // 1_000_000)
-            if timeout_ms != self._rcvtimeo_ms:
-                sock.setsockopt(_RCVTIMEO, timeout_ms)
-                self._rcvtimeo_ms = timeout_ms
-            try:
-                frames = recv_frames(sock, 0, 4)
-            except zmq.Again:
-                continue
-            conn.deliver(frames)
+            # Sleep on the socket and its monitor together: a dropped connection to the
+            # broker fails (or re-sends) this call at once, not at its deadline.
+            if wait_readable(sock, left_ns, watch.monitor):
+                conn.deliver(recv_frames(sock, _NOBLOCK, 4))
+            elif watch.pending():
+                conn.check_link()
 
     def close(self) -> None:
         """Close the socket. Requests still in flight are abandoned."""
@@ -277,6 +290,7 @@ class Session(SessionState):
             client.request(OPEN_SERVICE, open_body(service, plan.ask), timeout=timeout)
         )
         session = cls(client, reply.session, reply.service, reply.worker)
+        session._watch_link(client._conn)
         try:
             session._take_lane(plan, reply, client._conn.spin_ns, client._conn.lanes)
         except LaneUnavailable:
@@ -305,6 +319,8 @@ class Session(SessionState):
     def close(self, *, timeout: float | None = None) -> None:
         """Tell the broker to forget the session. Idempotent; the worker is not told, so
         end any long request of the session first."""
+        if self._close_lost():
+            return
         body = self._close_body()
         if body is not None:
             try:

@@ -18,6 +18,7 @@ import zmq
 
 from client.errors import ProtocolError, RemoteError
 from client.lane.support import lane_support_missing
+from client.link import LinkWatch
 from client.messages import Message, Payload
 from client.wire import (
     DEFAULT_HEARTBEAT_MS,
@@ -71,6 +72,10 @@ BatchHandler = Callable[[list[Message]], Sequence[Any]]
 exception per request, in order."""
 
 _MS = 1_000_000
+_POLLIN: Final = int(zmq.POLLIN)
+_EVENTS: Final = int(zmq.EVENTS)
+DROPPED: Final = "the connection to the broker dropped"
+"""Why a connection ended when its socket monitor saw it drop (a broker restart)."""
 DEFAULT_LANE_SPIN_US: Final = 1000
 """After a lane request, a worker polls its lanes this long before it sleeps."""
 BATCH_SPIN_MAX_US: Final = 1000
@@ -420,6 +425,10 @@ class Worker:
         self.registrations = 0
         """READYs the broker took (it answered them), each reported to ``on_ready``."""
         self._answered = False  # the broker has said anything on this connection
+        self.drops = 0
+        """Connections to the broker that dropped (the broker was killed or restarted):
+        each is followed at once by a new connection and a new READY."""
+        self._warned_at_ns = 0  # when it last warned that no broker answers (0: not since)
         self._context: zmq.Context[Any] = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._on_ready: Callable[[], None] | None = None
@@ -443,12 +452,17 @@ class Worker:
         READY (the broker sends a HEARTBEAT at once; any message but DISCONNECT counts),
         not when the READY is sent: a ZeroMQ send succeeds with no broker at all. While no
         broker answers, one warning says so and the worker keeps trying.
+
+        A broker restart is seen at once (the socket's monitor reports the drop), and the
+        worker sends READY again on a new connection without waiting: it is registered
+        within RECONNECT_IVL_MAX_MS (100 ms) of the new broker binding its endpoint, plus
+        a round trip. A broker that stops answering without dropping the connection (a
+        network partition) is given up after ``liveness`` heartbeats.
         """
         self._on_ready = on_ready
         beats = threading.Thread(target=self._heartbeat_while_busy, daemon=True)
         beats.start()
         backoff_ms = self.reconnect_min_ms
-        warned = False  # that no broker answers (said once, until one does)
         try:
             while not self._stop.is_set():
                 served_before = self.state.served + self.state.failed
@@ -456,20 +470,13 @@ class Worker:
                 reason = self._serve_connection()
                 if self._stop.is_set():
                     break
-                if self.state.served + self.state.failed > served_before:
-                    backoff_ms = self.reconnect_min_ms
-                if self._answered:
-                    warned = False
+                if self.state.served + self.state.failed > served_before or reason == DROPPED:
+                    backoff_ms = self.reconnect_min_ms  # a drop: READY again at once
+                if self._answered or reason == DROPPED:
+                    self._warned_at_ns = 0
                     log.warning("%s: %s; reconnecting in %d ms", self.service, reason, backoff_ms)
-                elif not warned:
-                    warned = True
-                    waited_ms = (time.monotonic_ns() - started_ns) // _MS
-                    log.warning(
-                        "%s: no broker answered at %s after %d ms; still trying",
-                        self.service, self.endpoint, waited_ms,
-                    )  # fmt: skip
                 else:
-                    log.debug("%s: still no broker at %s", self.service, self.endpoint)
+                    self._warn_no_broker(started_ns)  # said once, until one answers
                 if self._stop.wait(backoff_ms / 1000):
                     break
                 backoff_ms = min(self.reconnect_max_ms, backoff_ms * 2)
@@ -488,6 +495,7 @@ class Worker:
         sock = connect_dealer(
             self._context, self.endpoint, stable_identity=self._curve is None, curve=self._curve
         )
+        watch = LinkWatch(sock, self._context)
         version = 2
         with self._io_lock:
             self._sock = sock
@@ -498,9 +506,10 @@ class Worker:
         try:
             send_frames(sock, encode_worker_ready(version, self.service.encode(), self.options))
             self.connects += 1
-            return self._serve(sock, version)
+            return self._serve(sock, version, watch)
         finally:
             self._sock = None
+            watch.close()
             if self._stop.is_set():
                 with contextlib.suppress(zmq.ZMQError):
                     send_frames(sock, encode_worker_disconnect(version), zmq.NOBLOCK)
@@ -509,8 +518,14 @@ class Worker:
                 sock.close(linger=0)
             self._io_lock.release()
 
-    def _serve(self, sock: zmq.Socket[bytes], version: int) -> str:
-        """The loop; runs holding ``_io_lock``, and lets go of it only inside the handler."""
+    def _serve(self, sock: zmq.Socket[bytes], version: int, watch: LinkWatch) -> str:
+        """The loop; runs holding ``_io_lock``, and lets go of it only inside the handler.
+
+        ``watch`` is the socket's monitor: a dropped connection ends the loop at once
+        (:data:`DROPPED`), and while the socket has never connected (no broker there yet)
+        the loop waits on it, ZeroMQ retrying every RECONNECT_IVL_MAX_MS at most, rather
+        than give up after ``liveness`` heartbeats: the READY it queued goes out the
+        moment a broker binds."""
         hb_ns = self.options.heartbeat_ms * _MS
         ttl_ns = self.options.liveness * hb_ns
         state = self.state
@@ -518,12 +533,16 @@ class Worker:
         now = time.monotonic_ns()
         broker_deadline = now + ttl_ns
         self._next_hb_ns = now + hb_ns
-        items = poll_items(sock)
+        items = [*poll_items(sock), (watch.monitor, _POLLIN)]
+        started_ns = now
         hub = state.lanes
         idle = self.idle
         idle_due_ns: int | None = None
         registered = False
         while not self._stop.is_set():
+            if watch.pending() and watch.take()[0]:
+                self.drops += 1
+                return DROPPED
             now = time.monotonic_ns()
             if now >= self._next_hb_ns:
                 self._beat(sock, now)
@@ -541,16 +560,19 @@ class Worker:
                 found = step == _LANE_READABLE
             # A sub-millisecond wait for the idle callback polls with µs precision.
             elif idle_due_ns is not None and wait_ns < _MS:
-                found = wait_readable(sock, wait_ns)
+                found = wait_readable(sock, wait_ns, watch.monitor)
             else:
-                found = bool(poll(items, -(-wait_ns // _MS)))
+                found = bool(poll(items, -(-wait_ns // _MS))) and _readable(sock)
             if not found:
                 if idle is not None and (idle_due_ns is None or time.monotonic_ns() >= idle_due_ns):
                     idle_due_ns = self._run_idle(sock, idle)
                 # Only a poll that found nothing can tell the broker is silent: after a
                 # long handler its heartbeats are waiting unread.
                 if time.monotonic_ns() >= broker_deadline:
-                    return f"broker silent for {self.options.liveness} heartbeats"
+                    if watch.ups or watch.connected:
+                        return f"broker silent for {self.options.liveness} heartbeats"
+                    self._warn_no_broker(started_ns)  # none yet: keep waiting for one
+                    broker_deadline = time.monotonic_ns() + ttl_ns
                 continue
             frames = recv_frames(sock, 0, 5)
             broker_deadline = time.monotonic_ns() + ttl_ns
@@ -574,6 +596,11 @@ class Worker:
                     reply = state.on_request(msg)
                 finally:
                     lock.acquire()
+                if watch.pending() and watch.take()[0]:
+                    # The request's broker is gone, and its client was told (BrokerLost)
+                    # or sends it again: a new broker would refuse the reply.
+                    self.drops += 1
+                    return DROPPED
                 self._flush(sock)
                 if reply is not None:  # None when the handler deferred its reply
                     self._send_reply(sock, reply)
@@ -648,8 +675,22 @@ class Worker:
         self._flush(sock)
         return None if again_us is None else time.monotonic_ns() + max(0, again_us) * 1000
 
+    def _warn_no_broker(self, started_ns: int) -> None:
+        """No broker has answered this connection's READY, nor even connected: say so
+        once (until one answers)."""
+        if self._warned_at_ns:
+            log.debug("%s: still no broker at %s", self.service, self.endpoint)
+            return
+        self._warned_at_ns = time.monotonic_ns()
+        waited_ms = (self._warned_at_ns - started_ns) // _MS
+        log.warning(
+            "%s: no broker answered at %s after %d ms; still trying",
+            self.service, self.endpoint, waited_ms,
+        )  # fmt: skip
+
     def _registered(self) -> None:
         """The broker answered this connection's READY: report the registration."""
+        self._warned_at_ns = 0
         self.registrations += 1
         if self._on_ready is not None:
             self._on_ready()
@@ -786,3 +827,7 @@ def serve(worker: Worker) -> Worker:
     signal.signal(signal.SIGTERM, stop)
     worker.run(on_ready=lambda: print("READY", flush=True))
     return worker
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    return bool(int(sock.getsockopt(_EVENTS)) & _POLLIN)

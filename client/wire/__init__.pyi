@@ -15,6 +15,7 @@ from .frames import MDPC01 as MDPC01
 from .frames import MDPC02 as MDPC02
 from .frames import MDPW01 as MDPW01
 from .frames import MDPW02 as MDPW02
+from .frames import MMI_INSTANCE as MMI_INSTANCE
 from .frames import MMI_NOT_FOUND as MMI_NOT_FOUND
 from .frames import MMI_NOT_IMPLEMENTED as MMI_NOT_IMPLEMENTED
 from .frames import MMI_OK as MMI_OK

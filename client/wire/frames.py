@@ -72,6 +72,10 @@ W1_DISCONNECT: Final = b"\x05"
 MMI_PREFIX: Final = b"mmi."
 MMI_SERVICE: Final = b"mmi.service"
 MMI_STATS: Final = b"mmi.stats"
+MMI_INSTANCE: Final = b"mmi.instance"
+"""A nearloop extension: the broker answers ``200`` and its instance id, 16 hex digits
+drawn when it started. A client asks it once connected, and again after a drop, to tell
+a restarted broker (which lost its requests) from a reset connection to the same one."""
 MMI_OK: Final = b"200"
 MMI_NOT_FOUND: Final = b"404"
 MMI_NOT_IMPLEMENTED: Final = b"501"

@@ -43,25 +43,39 @@ poll = zmq.zmq_poll
 
 PollItems = list[tuple[Any, int]]
 
+RECONNECT_IVL_MAX_MS: Final = 100
+"""The longest ZeroMQ waits between two attempts to reconnect a socket to a broker that
+is not there. It bounds how long after a restarted broker binds its peers come back: a
+connect attempt costs a refused SYN (or a missing ipc path) ten times a second, nothing
+to speak of, and a broker restarted after a long outage is found within this bound."""
+
 
 def poll_items(sock: zmq.Socket[bytes]) -> PollItems:
     """The argument ``poll`` takes to wait for ``sock`` to be readable."""
     return [(sock, zmq.POLLIN)]
 
 
-def wait_readable(sock: zmq.Socket[bytes], timeout_ns: int) -> bool:
+def wait_readable(
+    sock: zmq.Socket[bytes], timeout_ns: int, also: zmq.Socket[bytes] | None = None
+) -> bool:
     """Wait up to ``timeout_ns`` (microsecond precision, unlike zmq_poll's milliseconds)
-    for a message on ``sock``. True if one can be received without blocking."""
+    for a message on ``sock``. True if one can be received without blocking.
+
+    With ``also`` (a socket monitor), the wait ends early, returning False, as soon as
+    ``also`` has a message: the caller reads it."""
     if _readable(sock):
         return True
     fd: int = _get(sock, _FD)  # type: ignore[assignment]  # an int option
+    fds = (fd,) if also is None else (fd, int(also.getsockopt(_FD)))
     end = time.monotonic_ns() + timeout_ns
     while True:
+        if also is not None and _readable(also):
+            return False
         left = end - time.monotonic_ns()
         if left <= 0:
             return False
         # ZMQ_FD only says "look at ZMQ_EVENTS again": readiness may be spurious.
-        select.select((fd,), (), (), left / 1e9)
+        select.select(fds, (), (), left / 1e9)
         if _readable(sock):
             return True
 
@@ -96,18 +110,23 @@ def spin_recv(sock: zmq.Socket[bytes], until_ns: int, copy_first: int) -> list[F
 
 
 def recv_by(
-    sock: zmq.Socket[bytes], until_ns: int, spin_ns: int, copy_first: int
+    sock: zmq.Socket[bytes],
+    until_ns: int,
+    spin_ns: int,
+    copy_first: int,
+    also: zmq.Socket[bytes] | None = None,
 ) -> list[Frame] | None:
     """Receive one message by ``until_ns`` (monotonic), or None if none came by then.
 
     For the first ``spin_ns`` it polls without sleeping (:func:`spin_recv`); after that it
-    sleeps in the kernel until the message comes or time is up.
+    sleeps in the kernel until the message comes or time is up, or until ``also`` has a
+    message (then None, early: see :func:`wait_readable`).
     """
     if spin_ns > 0:
         frames = spin_recv(sock, min(until_ns, time.monotonic_ns() + spin_ns), copy_first)
         if frames is not None:
             return frames
-    if not wait_readable(sock, until_ns - time.monotonic_ns()):
+    if not wait_readable(sock, until_ns - time.monotonic_ns(), also):
         return None
     return recv_frames(sock, _NOBLOCK, copy_first)
 
@@ -139,12 +158,12 @@ def send_frames(sock: zmq.Socket[bytes], frames: Sequence[Frame], flags: int = 0
 
 def configure(sock: zmq.Socket[bytes], *, linger_ms: int = 0) -> None:
     """Options every nearloop socket gets: zero-copy threshold, a hard per-frame size cap,
-    and reconnects that back off from 10 ms to at most 1 s."""
+    and reconnects that back off from 10 ms to at most RECONNECT_IVL_MAX_MS."""
     sock.copy_threshold = ZERO_COPY_THRESHOLD_BYTES
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, 10)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
 
 
 def connect_dealer(

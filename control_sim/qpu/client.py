@@ -26,14 +26,23 @@ neither qiskit nor aer.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so replies raise them)
 from client import Client, Message, Session
+from client.errors import (
+    BrokerLost,
+    RequestTimeout,
+    ServiceUnavailable,
+    SessionLost,
+    UnknownSession,
+)
 from client.wire.lanes import LaneMode
 from control_sim.qpu.names import DEFAULT_SERVICE
 from control_sim.qpu.schema import (
@@ -56,6 +65,14 @@ if TYPE_CHECKING:
 
 __all__ = ["CircuitInfo", "Observable", "QpuClient", "SampleReply"]
 
+log = logging.getLogger("nearloop.qpu.client")
+
+_SESSION_GONE: Final = (SessionLost, BrokerLost, UnknownSession)
+"""What a session's call raises when the session is gone with its worker or its broker."""
+REOPEN_PAUSE_S: Final = 0.05
+"""Between two tries to reopen a session while the service has no worker yet (a restarted
+broker, before the worker's READY): a bounded pause, within the client's timeout."""
+
 
 class QpuClient:
     """Calls the ``qpu`` service on a :class:`client.Client` it borrows: through the
@@ -64,6 +81,13 @@ class QpuClient:
 
     Every call waits at most ``timeout`` seconds (``RequestTimeout`` after that). Not
     thread-safe, like the client under it.
+
+    A session that is lost (its worker died or was cut off, or the broker restarted:
+    ``SessionLost``, ``BrokerLost``, ``UnknownSession``) is reopened, for up to
+    ``timeout`` seconds while the service has no worker yet, and the circuits this client
+    registered are registered again; then the call is made again, once. Every op is
+    idempotent (an evaluation at given parameters, a registration), so this is safe.
+    :attr:`reopens` counts it. Calls through the broker are sent ``idempotent=True``.
     """
 
     def __init__(
@@ -84,6 +108,10 @@ class QpuClient:
         self.service = service
         self.timeout = timeout
         self.session = session
+        self.reopens = 0
+        """Sessions reopened after the one before was lost."""
+        self._lane_mode: LaneMode = "auto" if session is None else _mode_of(session)
+        self._registrations: list[tuple[dict[str, Any], tuple[NDArray[Any], ...]]] = []
 
     @classmethod
     def open(
@@ -103,7 +131,46 @@ class QpuClient:
         one; ``"off"`` goes through the broker. :attr:`lane` says which it got.
         """
         session = client.open_session(service, lane=lane, timeout=timeout)
-        return cls(client, service, timeout=timeout, session=session)
+        qpu = cls(client, service, timeout=timeout, session=session)
+        qpu._lane_mode = lane
+        return qpu
+
+    def reopen(self) -> None:
+        """Open a new session on the service in place of the lost one, trying for up to
+        ``timeout`` seconds while it has no worker (a restarted broker waits for the
+        worker's READY), and register again the circuits registered through this client.
+        Raises the last error if no session could be opened in time."""
+        old = self.session
+        if old is None:
+            return
+        old.close(timeout=self.timeout)  # a lost session only frees its lane
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self.session = self.client.open_session(
+                    self.service, lane=self._lane_mode, timeout=max(left, 0.01)
+                )
+                break
+            except (ServiceUnavailable, RequestTimeout, BrokerLost):
+                if time.monotonic() + REOPEN_PAUSE_S >= deadline:
+                    raise
+                time.sleep(REOPEN_PAUSE_S)  # bounded: until the worker's READY, or timeout
+        self.reopens += 1
+        log.warning(
+            "%s: session %d lost; reopened as session %d", self.service, old.id, self.session.id
+        )
+        for body, arrays in self._registrations:
+            self.session.request(body, *arrays, timeout=self.timeout)
+
+    def _session_request(self, body: dict[str, Any], *arrays: NDArray[Any]) -> Message:
+        """A call through the session, reopened once if it was lost."""
+        assert self.session is not None  # only called with a session
+        try:
+            return self.session.request(body, *arrays, timeout=self.timeout)
+        except _SESSION_GONE:
+            self.reopen()
+            return self.session.request(body, *arrays, timeout=self.timeout)
 
     @property
     def lane(self) -> str:
@@ -118,9 +185,14 @@ class QpuClient:
         return self.session.lane_refused
 
     def close(self) -> None:
-        """Close the session, if this client has one (idempotent); the client stays open."""
+        """Close the session, if this client has one (idempotent); the client stays open.
+        A session the broker no longer knows (it went with a restarted broker) is gone
+        already: that is not an error here."""
         if self.session is not None:
-            self.session.close(timeout=self.timeout)
+            try:
+                self.session.close(timeout=self.timeout)
+            except _SESSION_GONE as exc:
+                log.info("%s: session %d was gone already: %s", self.service, self.session.id, exc)
 
     def __enter__(self) -> QpuClient:
         return self
@@ -140,7 +212,10 @@ class QpuClient:
         ``BadObservable``, ``UnsupportedCircuit``, ... (:mod:`control_sim.qpu.errors`).
         """
         request = Register(qasm3=source, observables=wire_observables(observables))
-        return CircuitInfo.from_body(self._call(request.to_body()).body)
+        body = request.to_body()
+        info = CircuitInfo.from_body(self._call(body).body)
+        self._registrations.append((body, ()))
+        return info
 
     def register_qpy(self, data: bytes, observables: Sequence[Observable] = ()) -> CircuitInfo:
         """Register a circuit serialized with ``qiskit.qpy.dump`` (exactly one circuit).
@@ -148,7 +223,10 @@ class QpuClient:
         Raises ``InvalidQpy``, ``BadObservable``, ... (:mod:`control_sim.qpu.errors`).
         """
         request = Register(qpy=True, observables=wire_observables(observables))
-        return CircuitInfo.from_body(self._call(request.to_body(), qpy_frame(data)).body)
+        body, frame = request.to_body(), qpy_frame(data)
+        info = CircuitInfo.from_body(self._call(body, frame).body)
+        self._registrations.append((body, (frame,)))
+        return info
 
     def describe(self, circuit_id: str) -> CircuitInfo:
         """What the service holds under ``circuit_id``; raises ``UnknownCircuit``."""
@@ -199,12 +277,12 @@ class QpuClient:
         timeout = self.timeout
         read = EstimateReply.frames_of
         if self.session is not None:
-            session_request = self.session.request
+            session_request = self._session_request
 
             def energy(xs: NDArray[np.float64]) -> NDArray[np.float64]:
                 if rng is not None:
                     body["seed"] = int(rng.integers(SEED_BOUND))
-                values, _ = read(session_request(body, params_frame(xs), timeout=timeout))
+                values, _ = read(session_request(body, params_frame(xs)))
                 return values[:, 0]
 
             return energy
@@ -213,12 +291,20 @@ class QpuClient:
         def brokered_energy(xs: NDArray[np.float64]) -> NDArray[np.float64]:
             if rng is not None:
                 body["seed"] = int(rng.integers(SEED_BOUND))
-            values, _ = read(request(service, body, params_frame(xs), timeout=timeout))
+            frame = params_frame(xs)
+            values, _ = read(request(service, body, frame, timeout=timeout, idempotent=True))
             return values[:, 0]
 
         return brokered_energy
 
     def _call(self, body: dict[str, Any], *arrays: NDArray[Any]) -> Message:
         if self.session is not None:
-            return self.session.request(body, *arrays, timeout=self.timeout)
-        return self.client.request(self.service, body, *arrays, timeout=self.timeout)
+            return self._session_request(body, *arrays)
+        return self.client.request(
+            self.service, body, *arrays, timeout=self.timeout, idempotent=True
+        )
+
+
+def _mode_of(session: Session) -> LaneMode:
+    """The lane mode that gets ``session``'s transport again."""
+    return "auto" if session.lane == "shm" else "off"
