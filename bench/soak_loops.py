@@ -160,6 +160,19 @@ class ParamLoop(_Loop):
         """Close the loop's client."""
         self._client.close()
 
+    def link_counts(self) -> dict[str, int]:
+        """What the client saw of its broker: drops of the connection, restarts (the
+        broker's state gone), requests re-sent (idempotent) and failed with BrokerLost
+        at a drop, and sessions reopened. Read from the connection until the client
+        exposes them (STATUS-soak.md asks for it)."""
+        conn = self._client._conn
+        return {
+            "drops": conn.drops,
+            "restarts": conn.restarts,
+            "resent": conn.resent,
+            "lost_in_flight": conn.lost_in_flight,
+        }
+
     def _run(self) -> None:
         rng = np.random.default_rng(self.config.seed)
         period_ns = int(self.config.request_period_ms * 1e6)
@@ -232,6 +245,9 @@ class StreamLoop(_Loop):
             "retried": s.retried,
             "duplicates_dropped": s.duplicates_dropped,
             "late": s.late,
+            "resent": s.resent,
+            "reconnects": s.reconnects,
+            "models_restored": s.models_restored,
         }
 
     def counts(self) -> dict[str, int]:

@@ -287,8 +287,7 @@ def build_report(
         "unanswered": param.sent - answered,
         "errors": dict(param.samples.errors),
         "first_errors": param.samples.first_errors,
-        "resent": None,
-        "duplicates": None,
+        **param.link_counts(),
         "latency_us": _brief(samples["requests"][1]),
     }
     blocks.update(
@@ -348,9 +347,11 @@ def format_report(doc: dict[str, Any]) -> str:
     out = [
         f"\nsoak: {doc['duration_s']:.0f} s, windows of {doc['config']['window_s']:g} s",
         f"requests  sent {r['sent']}  answered {r['answered']}  failed {r['failed']} "
-        f"{r['errors'] or ''}  unanswered {r['unanswered']}",
+        f"{r['errors'] or ''}  unanswered {r['unanswered']}  re-sent {r['resent']} "
+        f"(broker restarts seen {r['restarts']})",
         f"blocks    sent {b['sent']}  decoded {b['decoded']}  failed {b['failed']}  lost "
-        f"{b['lost']}  re-sent {b['retried']}  duplicates dropped {b['duplicates_dropped']}  "
+        f"{b['lost']}  re-sent {b['resent']} (broker gone) {b['retried']} (timed out or "
+        f"worker lost)  duplicates dropped {b['duplicates_dropped']}  "
         f"late {b['late']}  backlog max {b['backlog_max']}  unanswered {b['unanswered']}",
         f"          the clock: {b['late_ticks']} ticks released late (the window was full), "
         f"slip max {b['slip_max_ms']:.0f} ms (a block's reaction time counts from its "
