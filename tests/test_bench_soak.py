@@ -128,6 +128,8 @@ def test_windows_and_p99_exclude_the_kill_interval() -> None:
     p = p99_goal(rows)
     assert p["met"] and not p["met_all_samples"]
     assert p["all"]["requests"]["worst"] > 40
+    assert p["all"]["requests"]["spread"] > 40
+    assert p["excluding_kills"]["requests"]["spread"] < 1.2
 
 
 @pytest.mark.parametrize(
