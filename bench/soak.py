@@ -133,9 +133,12 @@ def run(config: SoakConfig) -> dict[str, Any]:
     print(banner("soak", machine), flush=True)
     with interrupts_raise(), LocalStack(spec) as stack:
         stop = threading.Event()
-        param = ParamLoop(stack.endpoint, config, stop)
-        stream = StreamLoop(stack.endpoint, config, stop)
+        loops: list[ParamLoop | StreamLoop] = []
         try:
+            param = ParamLoop(stack.endpoint, config, stop)
+            loops.append(param)
+            stream = StreamLoop(stack.endpoint, config, stop)
+            loops.append(stream)
             param.prepare()
             stream.prepare()
             t0_ns = time.perf_counter_ns()
@@ -166,13 +169,14 @@ def run(config: SoakConfig) -> dict[str, Any]:
             _wait_until(stop, t0_ns, config.duration_s)
         finally:
             stop.set()
-            ended = [loop.join(JOIN_TIMEOUT_S) for loop in (param, stream)]
+            ended = [loop.join(JOIN_TIMEOUT_S) for loop in loops]
+            if all(ended):  # a client is not thread-safe: close it only once its loop ended
+                for loop in loops:
+                    loop.close()
         end_s = (time.perf_counter_ns() - t0_ns) / 1e9
         sampler.stop()
         if not all(ended):
             raise BenchError(f"a loop did not end within {JOIN_TIMEOUT_S:g} s of the stop")
-        param.close()
-        stream.close()
     cfg = asdict(config)
     cfg["json_path"] = cfg["plot_path"] = None
     return build_report(

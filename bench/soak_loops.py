@@ -125,6 +125,10 @@ class _Loop:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
+    def close(self) -> None:
+        """Close what the loop opened (its client); call it once the thread has ended."""
+        raise NotImplementedError
+
     def _since_start_s(self, ns: int) -> float:
         return (ns - self.t0_ns) / 1e9
 
