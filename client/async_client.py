@@ -303,6 +303,9 @@ class AsyncClient(ClientBase[AsyncPendingReply]):
         if call._outcome is not None:
             return
         conn.socket()  # closed while spinning: ClientClosed
+        conn.look_at_link()  # no drop yet: the call went on the connection that is up
+        if call._outcome is not None:
+            return
         left_ns = call.deadline_ns - time.monotonic_ns()
         if left_ns > 0:
             fut = call._future = loop.create_future()

@@ -286,6 +286,10 @@ class Connection(Generic[CallT]):
         self._instance: bytes | None = None  # the broker's, as mmi.instance last said
         self._probe: CallT | None = None
         self._after_drop = False  # the probe in flight asks after a drop
+        self._settled_id = 0
+        self._sent_id = 0
+        """Every call up to this id was sent before a look at the monitor that found no
+        drop: sent before any later drop, so certainly on the old connection."""
         if self._stable_id:
             self._send_probe()  # which broker this is, to know a new one after a drop
 
@@ -408,9 +412,23 @@ class Connection(Generic[CallT]):
         sock = self.socket()
         if self.watch.pending():  # a drop before this send fails the calls sent before it
             self.check_link()
+        else:
+            self._settled_id = call.id - 1
         self.calls[call.id] = call
         send_frames(sock, frames)
+        self._sent_id = call.id
         return call
+
+    def look_at_link(self) -> None:
+        """A waiter's look at the monitor: a drop is handled (:meth:`check_link`). With a
+        stable routing id, no drop means every call sent so far reached the broker that
+        is up now (a later drop that turns out a new broker has lost them). With CURVE a
+        reset connection to the same broker can still carry a call sent just before its
+        drop was seen, so there only a send settles the calls before it."""
+        if self.watch.pending():
+            self.check_link()
+        elif self._stable_id:
+            self._settled_id = self._sent_id
 
     # --- the connection to the broker --------------------------------------------------
 
@@ -468,10 +486,15 @@ class Connection(Generic[CallT]):
             self._broker_lost([c for c in suspects.values() if c.id in self.calls])
 
     def _broker_lost(self, in_flight: list[CallT]) -> None:
-        """The broker's state is gone: re-send the idempotent calls, fail the others."""
+        """The broker's state is gone: re-send the idempotent calls, fail the others.
+
+        A call sent after the last look at the monitor that found no drop may have gone
+        on the new connection instead (ZeroMQ queues what the dead connection had not
+        taken): it is not failed, and waits for its reply until its own timeout."""
         self.restarts += 1
         sock = self.socket()
         now = time.monotonic_ns()
+        settled = self._settled_id
         for call in in_flight:
             frames = call.resend
             if frames is not None:
@@ -479,6 +502,8 @@ class Connection(Generic[CallT]):
                     send_frames(sock, frames)
                     self.resent += 1
                 continue
+            if call.id > settled:
+                continue  # it may have gone on the new connection
             self.calls.pop(call.id, None)
             self.lost_in_flight += 1
             call._on_final(self._lost_error(call))

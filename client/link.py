@@ -37,9 +37,10 @@ class LinkWatch:
     """The monitor of one connecting socket: :meth:`take` reads what happened since the
     last look.
 
-    ``drops`` counts the established connections that ended (``EVENT_DISCONNECTED``);
-    ``ups`` the connections whose ZMTP handshake succeeded; ``connected`` says whether one
-    is up now (a transport connection counts from ``EVENT_CONNECTED``).
+    ``drops`` counts the connections that ended (``EVENT_DISCONNECTED``) after their ZMTP
+    handshake had succeeded (one refused in its handshake, a CURVE key the broker does
+    not know, carried nothing); ``ups`` the handshakes that succeeded; ``connected`` says
+    whether a transport connection is up now (from ``EVENT_CONNECTED``).
     """
 
     def __init__(self, sock: zmq.Socket[bytes], context: zmq.Context[Any]) -> None:
@@ -53,6 +54,7 @@ class LinkWatch:
         self.drops = 0
         self.ups = 0
         self.connected = False
+        self._up = False  # a handshake succeeded since the last drop
         self._sock = sock
 
     def pending(self) -> bool:
@@ -69,11 +71,12 @@ class LinkWatch:
             except zmq.Again:
                 break
             if event == _DROP:
-                drops += 1
-                self.connected = False
+                if self._up:
+                    drops += 1
+                self._up = self.connected = False
             elif event == _UP:
                 ups += 1
-                self.connected = True
+                self._up = self.connected = True
             elif event == _CONNECTED:
                 self.connected = True
         self.drops += drops

@@ -181,6 +181,7 @@ class Client(ClientBase[PendingReply]):
         sock, watch = conn.socket(), conn.watch
         spin_ns = conn.spin_ns if spin else 0
         while True:
+            conn.look_at_link()
             frames = recv_by(sock, until_ns, spin_ns, 4, watch.monitor)
             if frames is not None:
                 if conn.deliver(frames):
@@ -246,10 +247,9 @@ class Client(ClientBase[PendingReply]):
                 raise conn.timed_out(call)
             # Sleep on the socket and its monitor together: a dropped connection to the
             # broker fails (or re-sends) this call at once, not at its deadline.
+            conn.look_at_link()
             if wait_readable(sock, left_ns, watch.monitor):
                 conn.deliver(recv_frames(sock, _NOBLOCK, 4))
-            elif watch.pending():
-                conn.check_link()
 
     def close(self) -> None:
         """Close the socket. Requests still in flight are abandoned."""

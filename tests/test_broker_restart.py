@@ -9,6 +9,7 @@ took with it; its model is stored again in the new broker.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -22,7 +23,14 @@ from control_sim.qec.source import SyndromeSampler
 from control_sim.qpu.client import QpuClient
 from control_sim.vqe.driver import h2_registration, run_h2_vqe
 from decoders.names import DEFAULT_DECODER_SERVICE
-from tests.conftest import BrokerProc, Stack, wait_for_workers, wait_until
+from tests.conftest import (
+    BrokerProc,
+    Stack,
+    one_line_error,
+    run_module,
+    wait_for_workers,
+    wait_until,
+)
 
 TRANSPORTS = ["ipc", "tcp"]
 
@@ -171,3 +179,25 @@ def test_vqe_and_a_paced_stream_survive_a_broker_restart(stack: Stack, transport
         f"duplicates={s.stats.duplicates_dropped}; VQE error {result.error_mha:.3f} mHa; "
         f"first stream result {1e3 * (first_after[0] - restarted_at[0]):.0f} ms after READY"
     )
+
+
+@pytest.mark.timeout(200)
+def test_demo_chaos_restarts_its_broker_mid_run_and_loses_nothing(stack: Stack) -> None:
+    out = stack.tmp / "demo.json"
+    done = run_module(
+        "control_sim", "demo", "--chaos", "--qec-shots", "40000", "--json", str(out),
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    summary = json.loads(out.read_text())
+    chaos, qec = summary["chaos"], summary["qec"]
+    assert chaos["restarted"] and chaos["resume_ms"] >= 0
+    assert qec["lost"] == 0 and qec["blocks_decoded"] == qec["blocks_sent"]
+    assert summary["vqe"]["chemically_accurate"]
+    assert "chaos: broker SIGKILLed and restarted" in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_demo_chaos_needs_the_local_stack(stack: Stack) -> None:
+    done = run_module("control_sim", "demo", "--chaos", "--connect", stack.endpoint("ipc"))
+    assert "--chaos" in one_line_error(done) and "--connect" in done.stderr

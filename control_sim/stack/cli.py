@@ -42,6 +42,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     add_json(p)
     add_curve_option(p)
     add_metrics_options(p, what="the QEC stream (reaction time, backlog)")
+    p.add_argument(
+        "--chaos", action="store_true",
+        help="run both loops at once, SIGKILL and restart the broker once mid-run, and "
+        "show that nothing was lost (local stack only)",
+    )  # fmt: skip
 
 
 def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
@@ -66,6 +71,8 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.chaos and args.connect is not None:
+        parser.error("--chaos kills the demo's own broker: it cannot be used with --connect")
     curve = curve_of(parser, args)
     from client.metrics_export import MetricsUnavailable, new_registry, start_metrics
 
@@ -75,7 +82,7 @@ def run_demo_command(parser: CommandParser, args: argparse.Namespace) -> int:
     except MetricsUnavailable as exc:
         return fail(exc)
     try:
-        summary = run_demo(config, args.connect, curve=curve, metrics=registry)
+        summary = run_demo(config, args.connect, curve=curve, metrics=registry, chaos=args.chaos)
     finally:
         if server is not None:
             server.close()

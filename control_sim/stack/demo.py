@@ -14,6 +14,7 @@ and prints one readable summary (or writes it as JSON).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,11 +72,22 @@ def run_demo(
     *,
     curve: CurveSpec | None = None,
     metrics: CollectorRegistry | None = None,
+    chaos: bool = False,
 ) -> dict[str, Any]:
     """Run both loops (on a local stack unless ``connect`` names a broker, talked to with
     CURVE keys ``curve`` if given); the summary. ``metrics``: a registry the QEC stream's
-    reaction time and backlog are exported from."""
+    reaction time and backlog are exported from.
+
+    ``chaos`` (local stack only, else ValueError): the two loops run side by side, and
+    the broker is SIGKILLed and restarted on the same endpoint once, mid-run; the summary
+    says what that cost (``chaos``)."""
     began = time.perf_counter()
+    if chaos:
+        if connect is not None:
+            raise ValueError("--chaos kills the demo's own broker: it needs the local stack")
+        with LocalStack(config.stack()) as stack:
+            stack_s = time.perf_counter() - began
+            return _both_with_chaos(config, stack, began, stack_s=stack_s, metrics=metrics)
     if connect is not None:
         require_services(connect, needs(config, connect), curve=curve)
         return _both(config, connect, began, stack_s=None, curve=curve, metrics=metrics)
@@ -106,6 +118,96 @@ def _both(
     }
 
 
+def _both_with_chaos(
+    config: DemoConfig,
+    stack: LocalStack,
+    began: float,
+    *,
+    stack_s: float,
+    metrics: CollectorRegistry | None,
+) -> dict[str, Any]:
+    """Both loops at once (the VQE in a thread, started first), and the broker killed
+    and restarted once as the stream's clock starts, after its warm-up: the stream has
+    blocks in flight for certain, and the VQE whenever it is still running then (the
+    summary says whether it was)."""
+    endpoint = stack.endpoint
+    box: dict[str, Any] = {}
+
+    def vqe() -> None:
+        try:
+            box["vqe"] = run_vqe_session(endpoint, config.vqe)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            box["vqe_error"] = exc
+
+    vqe_thread = threading.Thread(target=vqe, daemon=True)
+
+    def strike() -> None:
+        running = vqe_thread.is_alive()
+        try:
+            box["chaos"] = {**_restart_and_time(stack, config), "vqe_running": running}
+        except BaseException as exc:
+            box["chaos_error"] = exc
+
+    striker = threading.Thread(target=strike, daemon=True)
+    vqe_thread.start()
+    try:
+        qec = run_qec(config.qec, endpoint, metrics=metrics, on_start=striker.start)
+    finally:
+        vqe_thread.join()
+        if striker.ident is not None:
+            striker.join()
+    for key in ("vqe_error", "chaos_error"):
+        if key in box:
+            raise box[key]
+    qec["workers"] = config.decoder_workers
+    return {
+        "endpoint": endpoint,
+        "local_stack": True,
+        "stack_start_s": stack_s,
+        "vqe": box["vqe"],
+        "qec": qec,
+        "chaos": box.get("chaos", {"restarted": False}),
+        "wall_s": time.perf_counter() - began,
+    }
+
+
+def _restart_and_time(stack: LocalStack, config: DemoConfig) -> dict[str, Any]:
+    """Kill and restart the broker; time how long after the new READY a request to each
+    service is served again (its workers registered again)."""
+    from client import Client
+
+    killed_ns, ready_ns = stack.restart_broker()
+    with Client(stack.endpoint, timeout=10) as c:
+        for service in (config.vqe.service, config.qec.decoder_service):
+            deadline_ns = ready_ns + 10_000_000_000
+            while not c.service_available(service, timeout=10):
+                if time.monotonic_ns() >= deadline_ns:
+                    raise TimeoutError(f"{service!r} had no worker 10 s after the restart")
+                time.sleep(0.005)  # bounded: the workers' READY is on its way
+    served_ns = time.monotonic_ns()
+    return {
+        "restarted": True,
+        "down_ms": (ready_ns - killed_ns) / 1e6,
+        "resume_ms": (served_ns - ready_ns) / 1e6,
+    }
+
+
+def format_chaos(summary: dict[str, Any]) -> str:
+    """What the broker's restart cost, as ``demo --chaos`` prints it."""
+    c, q, v = summary["chaos"], summary["qec"], summary["vqe"]
+    if not c["restarted"]:
+        return "chaos: both loops ended before the broker could be killed"
+    return (
+        f"chaos: broker SIGKILLed and restarted (down {c['down_ms']:.0f} ms); every service "
+        f"served again {c['resume_ms']:.0f} ms after the new READY\n"
+        f"  stream: sent {q['blocks_sent']}  decoded {q['blocks_decoded']}  lost {q['lost']}  "
+        f"resent {q['resent']}  duplicates dropped {q['duplicates_dropped']}  "
+        f"models restored {q['models_restored']}\n"
+        f"  VQE: {'within' if v['chemically_accurate'] else 'NOT within'} chemical accuracy"
+        f" ({'running' if c['vqe_running'] else 'done already'} at the kill)"
+    )
+
+
 def format_demo(summary: dict[str, Any]) -> str:
     """The readable summary the demo prints."""
     s = summary
@@ -124,6 +226,7 @@ def format_demo(summary: dict[str, Any]) -> str:
             "",
             format_qec(s["qec"], workers=s["qec"]["workers"]),
             "",
+            *([format_chaos(s), ""] if "chaos" in s else []),
             f"demo {verdict} in {s['wall_s']:.1f} s (needs: VQE within 1.6 mHa with the "
             f"exact estimator, every syndrome block decoded)",
         ]

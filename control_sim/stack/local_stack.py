@@ -10,7 +10,9 @@ in a temporary directory that goes away with it:
 
 from __future__ import annotations
 
+import signal
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -59,7 +61,7 @@ class LocalStack:
         """Start everything and wait until each worker has registered with the broker."""
         s = self.spec
         try:
-            self.servers.start("broker", ["-m", "broker", "--bind", self.endpoint, *s.broker_args])
+            self.servers.start("broker", self._broker_command())
             self.servers.wait_ready(self.start_timeout_s)
             for i in range(s.decoder_workers):
                 args = ["--connect", self.endpoint, "--service", s.decoder_service]
@@ -74,6 +76,22 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _broker_command(self) -> list[str]:
+        return ["-m", "broker", "--bind", self.endpoint, *self.spec.broker_args]
+
+    def restart_broker(self) -> tuple[int, int]:
+        """SIGKILL the broker and start a new one on the same endpoint (its ipc path is
+        reused at once: see ``broker.endpoints``); returns when (``time.monotonic_ns()``)
+        the old one was killed and the new one printed READY. The workers register again
+        by themselves."""
+        old = self.servers.process("broker")
+        old.send_signal(signal.SIGKILL)
+        killed_ns = time.monotonic_ns()
+        old.wait(self.start_timeout_s)
+        self.servers.start("broker", self._broker_command())
+        self.servers.wait_ready(self.start_timeout_s)
+        return killed_ns, time.monotonic_ns()
 
     def stop(self) -> None:
         """Stop every process and remove the temporary directory."""

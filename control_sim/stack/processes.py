@@ -82,8 +82,8 @@ class ServerGroup:
         return tuple(proc.pid for _, proc in self._procs)
 
     def process(self, name: str) -> subprocess.Popen[str]:
-        """The process started under ``name``."""
-        for n, proc in self._procs:
+        """The process started last under ``name`` (a restarted broker, say)."""
+        for n, proc in reversed(self._procs):
             if n == name:
                 return proc
         raise KeyError(name)
