@@ -225,6 +225,61 @@ def add_vqe_arguments(p: argparse.ArgumentParser) -> None:
     add_plot(p, "a latency plot")
 
 
+def add_soak_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``soak`` subcommand's options (defaults live in :mod:`bench.soak_config`)."""
+    from bench import soak_config as c
+
+    p.add_argument(
+        "--minutes", type=float, default=c.DEFAULT_MINUTES, help="how long both loops run"
+    )
+    p.add_argument(
+        "--window-s", type=float, default=c.DEFAULT_WINDOW_S,
+        help="latency percentiles per window of this many seconds; the goals compare them",
+    )  # fmt: skip
+    p.add_argument(
+        "--sample-s", type=float, default=c.DEFAULT_SAMPLE_S,
+        help="read every process's RSS and open file descriptors this often",
+    )  # fmt: skip
+    p.add_argument(
+        "--decoder-kill-at", type=float, default=c.DEFAULT_DECODER_KILL_AT, metavar="FRACTION",
+        help="SIGKILL a decoder worker (and start a replacement) this far into the run",
+    )  # fmt: skip
+    p.add_argument(
+        "--broker-kill-at", type=float, default=c.DEFAULT_BROKER_KILL_AT, metavar="FRACTION",
+        help="SIGKILL the broker (and restart it on the same endpoint) this far into the run",
+    )  # fmt: skip
+    p.add_argument(
+        "--kill-margin-s", type=float, default=c.DEFAULT_KILL_MARGIN_S,
+        help="the p99 view 'excluding kills' leaves out the samples in flight at any moment "
+        "from each kill to this long after its replacement's READY (both views are reported)",
+    )  # fmt: skip
+    p.add_argument(
+        "--request-period-ms", type=float, default=c.DEFAULT_REQUEST_PERIOD_MS,
+        help="a qpu estimate (H2, exact) this often",
+    )  # fmt: skip
+    p.add_argument(
+        "--block-period-us", type=int, default=c.DEFAULT_BLOCK_PERIOD_US,
+        help="a syndrome block this often",
+    )  # fmt: skip
+    p.add_argument(
+        "--distance", type=distance, default=c.DEFAULT_DISTANCE, metavar="D",
+        help="surface-code distance of the blocks (rounds = D)",
+    )  # fmt: skip
+    p.add_argument("--block-shots", type=int, default=c.DEFAULT_BLOCK_SHOTS, help="shots per block")
+    add_p(p)
+    p.add_argument(
+        "--decoder-workers", type=int, default=c.DEFAULT_DECODER_WORKERS,
+        help="pymatching workers (>= 2: one is killed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--request-timeout-s", type=float, default=c.DEFAULT_REQUEST_TIMEOUT_S,
+        help="a request's (and a block's) timeout",
+    )  # fmt: skip
+    add_seed(p, help="seeds the parameters and the syndrome samples")
+    add_json(p, what="the results and metadata")
+    add_plot(p, "RSS, file descriptors and latency over time (default: next to --json)")
+
+
 def build_parser(prog: str = PROG) -> CommandParser:
     """The ``python -m bench`` parser, one subparser per benchmark."""
     parser = CommandParser(
@@ -273,6 +328,16 @@ def build_parser(prog: str = PROG) -> CommandParser:
         "the overhead of each and CPU use.",
     )
     add_vqe_arguments(vqe)
+    soak = add_command(
+        commands,
+        "soak",
+        help="both loops at a steady pace for minutes, with a decoder worker and the broker "
+        "killed once each: RSS, file descriptors, losses, p99 per window",
+        description="The parameter loop and a paced syndrome stream against a local stack for "
+        "--minutes; a decoder worker and the broker are SIGKILLed (and replaced) along the way. "
+        "Exits 1 if a request or block went unanswered; the goals are reported.",
+    )
+    add_soak_arguments(soak)
     return parser
 
 
@@ -375,6 +440,33 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return vqe_main(vconfig)
+    if args.command == "soak":
+        from bench.soak_config import SoakConfig
+
+        try:
+            sconfig = SoakConfig(
+                minutes=args.minutes,
+                window_s=args.window_s,
+                sample_s=args.sample_s,
+                decoder_kill_at=args.decoder_kill_at,
+                broker_kill_at=args.broker_kill_at,
+                kill_margin_s=args.kill_margin_s,
+                request_period_ms=args.request_period_ms,
+                block_period_us=args.block_period_us,
+                distance=args.distance,
+                block_shots=args.block_shots,
+                p=args.p,
+                decoder_workers=args.decoder_workers,
+                request_timeout_s=args.request_timeout_s,
+                seed=args.seed,
+                json_path=args.json,
+                plot_path=args.plot,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        from bench.soak import main as soak_main
+
+        return soak_main(sconfig)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
