@@ -22,7 +22,7 @@ from client.connection import (
     model_text_of,
     service_status,
 )
-from client.errors import LaneUnavailable
+from client.errors import LaneUnavailable, NearloopError
 from client.messages import Message
 from client.session import (
     CLOSE_SERVICE,
@@ -455,5 +455,11 @@ class AsyncSession(SessionState):
     async def __aenter__(self) -> AsyncSession:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except NearloopError as failure:
+            self._log_close_failure(exc, failure)

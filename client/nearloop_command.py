@@ -63,7 +63,7 @@ SUBCOMMANDS: Final[dict[str, Subcommand]] = {
         "control_sim.cli", ("qec",), "python -m control_sim qec", "a syndrome stream, measured"
     ),
     "decoders": Subcommand("decoders.cli", (), "python -m decoders", "a decoder worker"),
-    "bench": Subcommand("bench.cli", (), "python -m bench", "rtt|stream|vqe|decoders"),
+    "bench": Subcommand("bench.cli", (), "python -m bench", "rtt|stream|vqe|decoders|flood|soak"),
     "stats": Subcommand("client.cli", ("stats",), "python -m client stats", "broker counters"),
     "ping": Subcommand(
         "client.cli", ("ping",), "python -m client ping", "does a service have workers?"

@@ -222,6 +222,16 @@ class SessionState:
         self.closed = True
         return {"session": self.id}
 
+    def _log_close_failure(self, leaving_on: BaseException, failure: Exception) -> None:
+        """A close that failed while a ``with`` block was left on an exception: logged, so
+        that the block's own error (a call's timeout, say) is the one the caller sees."""
+        log.warning(
+            "session %d: not closed while leaving on %s: %s",
+            self.id,
+            type(leaving_on).__name__,
+            failure,
+        )
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"pinned to {self.worker} over {self.lane}"
         return f"{type(self).__name__}({self.id}, service={self.service!r}, {state})"

@@ -19,7 +19,7 @@ from client.connection import (
     model_text_of,
     service_status,
 )
-from client.errors import LaneUnavailable
+from client.errors import LaneUnavailable, NearloopError
 from client.messages import Message
 from client.session import (
     CLOSE_SERVICE,
@@ -331,5 +331,11 @@ class Session(SessionState):
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except NearloopError as failure:
+            self._log_close_failure(exc, failure)

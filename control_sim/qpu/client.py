@@ -38,6 +38,7 @@ import control_sim.qpu.errors  # noqa: F401  (defines the QPU error types, so re
 from client import Client, Message, Session
 from client.errors import (
     BrokerLost,
+    NearloopError,
     RequestTimeout,
     ServiceUnavailable,
     SessionLost,
@@ -197,8 +198,16 @@ class QpuClient:
     def __enter__(self) -> QpuClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except NearloopError as failure:  # the block's own error is the one to see
+            log.warning(
+                "%s: session not closed while leaving on %r: %s", self.service, exc, failure
+            )
 
     def __repr__(self) -> str:
         where = self.client.endpoint
