@@ -133,6 +133,9 @@ class PlainWorker(threading.Thread):
                         assert empty == b""
                         address = self.keep_address(address)
                         replies = self.handler(body)
+                        # Counted before the reply goes, so a caller holding the reply
+                        # sees the count (counted after, a test could read it first).
+                        self.served += 1
                         for i, r in enumerate(replies):
                             last = i == len(replies) - 1
                             if self.version == 1:
@@ -140,7 +143,6 @@ class PlainWorker(threading.Thread):
                             else:
                                 name = "FINAL" if last else "PARTIAL"
                                 sock.send_multipart(self._cmd(name, address, b"", *r))
-                        self.served += 1
                     elif cmd == cmds["HEARTBEAT"]:
                         self.heartbeats_received += 1
                     elif cmd == cmds["DISCONNECT"]:
