@@ -165,17 +165,9 @@ class ParamLoop(_Loop):
         self._client.close()
 
     def link_counts(self) -> dict[str, int]:
-        """What the client saw of its broker: drops of the connection, restarts (the
-        broker's state gone), requests re-sent (idempotent) and failed with BrokerLost
-        at a drop, and sessions reopened. Read from the connection until the client
-        exposes them (STATUS-soak.md asks for it)."""
-        conn = self._client._conn
-        return {
-            "drops": conn.drops,
-            "restarts": conn.restarts,
-            "resent": conn.resent,
-            "lost_in_flight": conn.lost_in_flight,
-        }
+        """What the client saw of its broker: drops, restarts, requests re-sent and
+        failed with BrokerLost (:meth:`client.Client.link_counts`)."""
+        return self._client.link_counts()
 
     def _run(self) -> None:
         rng = np.random.default_rng(self.config.seed)

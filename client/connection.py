@@ -642,6 +642,19 @@ class ClientBase(Generic[CallT]):
         """Replies that could not be decoded, and were dropped."""
         return self._conn.malformed_replies
 
+    def link_counts(self) -> dict[str, int]:
+        """What this client saw of its broker (PROTOCOL.md §3.11): ``drops`` of the
+        connection, ``restarts`` (the broker's state found gone after a drop), requests
+        ``resent`` (declared idempotent) and ``lost_in_flight`` (failed with
+        :class:`~client.errors.BrokerLost`)."""
+        conn = self._conn
+        return {
+            "drops": conn.drops,
+            "restarts": conn.restarts,
+            "resent": conn.resent,
+            "lost_in_flight": conn.lost_in_flight,
+        }
+
     def __repr__(self) -> str:
         conn = self._conn
         state = "closed" if conn.sock is None else f"{len(conn.calls)} in flight"

@@ -109,7 +109,8 @@ class StreamStats:
 
     After a broker restart: ``reconnects`` counts the restarts the stream saw (its
     client found the broker's state gone), ``resent`` the blocks sent again because
-    their broker went (these are not counted against ``max_attempts``), and
+    their broker went, or the lane they were on went with its broker's session (these
+    are not counted against ``max_attempts``), and
     ``models_restored`` the models stored again in the new broker.
     """
 
@@ -385,6 +386,22 @@ class StreamState:
         if not isinstance(call.outcome, Message):
             log.warning("stream %s: storing a model again failed: %s", self.id, call.outcome)
 
+    def _move_off(self, route: Route) -> None:
+        """Send the blocks in flight on a lost lane again, another way, ahead of those
+        waiting. Closing the lane's session abandons its calls, so their replies would
+        never come: each block would wait out its timeout, and hold the window. Like a
+        block lost with its broker, this attempt is not counted against ``max_attempts``."""
+        moved = []
+        for call_id in list(route.calls):
+            seq = self._attempts.get(call_id)
+            block = None if seq is None else self._inflight.get(seq)
+            if block is not None and block.call is not None and block.call.id == call_id:
+                moved.append(block)
+        for block in sorted(moved, key=lambda b: b.seq, reverse=True):
+            block.broker_lost += 1
+            self.stats.resent += 1
+            self._waiting.appendleft(block)
+
     def _send_on(self, route: Route, block: _Block) -> None:
         self._restore_after_restart()
         if route.session is not None and route.session.lost:
@@ -393,6 +410,7 @@ class StreamState:
                 self.stats.lanes_lost += 1
                 self._to_close.append(route.session)
             self._waiting.appendleft(block)
+            self._move_off(route)
             return
         block.attempts += 1
         body = syndrome_block.request_body(

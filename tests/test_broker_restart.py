@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from client import BrokerLost, Client, SessionLost, Stream
+from client import BlockResult, BrokerLost, Client, SessionLost, Stream
+from client.lane.support import lane_support_missing
 from control_sim.qec.codes import CodeSpec
 from control_sim.qec.source import SyndromeSampler
 from control_sim.qpu.client import QpuClient
@@ -179,6 +180,52 @@ def test_vqe_and_a_paced_stream_survive_a_broker_restart(stack: Stack, transport
         f"duplicates={s.stats.duplicates_dropped}; VQE error {result.error_mha:.3f} mHa; "
         f"first stream result {1e3 * (first_after[0] - restarted_at[0]):.0f} ms after READY"
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_moves_what_was_on_its_lanes_when_the_broker_goes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream's lane is paired by a broker session: when the broker goes, the session
+    # does, and the stream closes the lane. The blocks in flight on it must go another
+    # way at once, not wait out their timeout (30 s here) while holding the window.
+    monkeypatch.delenv("NEARLOOP_NO_LANE", raising=False)
+    missing = lane_support_missing()
+    if missing is not None:
+        pytest.skip(f"no lanes here: {missing}")
+    broker = first_broker(stack, "ipc")
+    stack.server("-m", "decoders", "--connect", broker.endpoint, "--decoder", "pymatching")
+    wait_for_workers(broker.endpoint, DEFAULT_DECODER_SERVICE, 1)
+    sampler = SyndromeSampler(CodeSpec("surface", 3, 3, 0.01), seed=11)
+    blocks = [sampler.sample_block(64)[0] for _ in range(8)]
+    results: list[BlockResult] = []
+    stop = threading.Event()
+    with Client(broker.endpoint, timeout=30) as c:
+        s = Stream(c, DEFAULT_DECODER_SERVICE, sampler.dem, window=8, block_timeout=30)
+
+        def unpaced() -> None:  # the window stays full: blocks are on the lane at the kill
+            i = 0
+            while not stop.is_set():
+                s.send(blocks[i % 8], timeout=30)
+                results.extend(s.poll(0))
+                i += 1
+
+        streamer = threading.Thread(target=unpaced, daemon=True)
+        streamer.start()
+        wait_until(lambda: s.stats.lane_sent >= 100, 30, "blocks on the lane")
+        broker, _ = restart(stack, broker)
+        wait_until(lambda: s.stats.broker_sent >= 100, 60, "blocks through the new broker")
+        stop.set()
+        streamer.join(60)
+        assert not streamer.is_alive()
+        results += s.drain(60)
+    sent = s.stats.sent
+    assert [r.seq for r in results] == list(range(sent)), "each block exactly once"
+    assert s.stats.lost == 0 and s.stats.failed == 0 and s.stats.decoded == sent
+    assert s.stats.lanes_lost == 1 and s.stats.broker_sent > 0
+    assert s.stats.retried == 0, "a block waited out its timeout"
+    print(f"lane stream restart: resent {s.stats.resent}, lane_sent {s.stats.lane_sent}, "
+          f"broker_sent {s.stats.broker_sent}")  # fmt: skip
 
 
 @pytest.mark.timeout(200)
